@@ -1,0 +1,15 @@
+/* The fp8d subcommands. Each takes the arguments after its name (argv[0] is the
+ * subcommand) and returns the process exit status. One file per command: daemon/cmd_*.c. */
+#ifndef FP8D_DAEMON_COMMANDS_H
+#define FP8D_DAEMON_COMMANDS_H
+
+struct fp8d_command {
+    const char *name;
+    const char *summary;
+    int (*main)(int argc, char **argv);
+};
+
+/* The table, ending with a NULL name (daemon/commands.c). */
+extern const struct fp8d_command fp8d_commands[];
+
+#endif
