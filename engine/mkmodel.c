@@ -106,7 +106,8 @@ out:
 static int dump_json(const json_t *j, const char *dir, const char *name, struct fp8_err *err)
 {
     char *path = fp8_path_join(dir, name);
-    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    /* 15 digits print the presets' short decimals as written (1e-06, not 9.99..e-07). */
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
     int rc = 0;
     FILE *f = path ? fopen(path, "wx") : NULL;
     if (!path || !text)
