@@ -42,9 +42,16 @@ const char *fp8_mkmodel_tokenizer_name(const char *arch)
 int fp8_tokenizer_vocab_needed(const char *path, int32_t *out, struct fp8_err *err)
 {
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = fp8_file_read(path, TOKENIZER_MAX_BYTES, &text, &len, err);
+    if (rc < 0)
+        return rc;
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
     if (!root)
-        return fp8_err_set(err, -EINVAL, "%s: %s", path, je.text);
+        return fp8_err_set(err, -EINVAL, "%s: malformed JSON at line %d column %d: %s", path,
+                           je.line, je.column, je.text);
     int64_t max_id = -1;
     const json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
     const char *key;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/safetensors.h"
@@ -367,6 +368,10 @@ static void test_open_errors(void **state)
     expect_open_error(dir, -EINVAL, "file of 3 bytes is too short");
     assert_int_equal(truncate(path, 0), 0);
     expect_open_error(dir, -EINVAL, "file of 0 bytes is too short");
+    /* A FIFO in the file's place is refused at once, not waited on. */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    expect_open_error(dir, -EINVAL, "/model.safetensors: not a regular file");
     tmpdir_remove(dir);
 }
 
