@@ -300,3 +300,34 @@ int fp8_weights_lm_head(struct fp8_weights *w, const struct st_tensor **out, str
         return fp8_weights_get(w, w->config.lm_head_name, out, err);
     return fp8_weights_getf(w, out, err, "embed_tokens.weight");
 }
+
+int fp8_weights_meta(struct fp8_weights *w, const char *name, struct st_tensor *out,
+                     struct fp8_err *err)
+{
+    if (!w || !name || !out)
+        return fp8_err_set(err, -EINVAL, "fp8_weights_meta: NULL argument");
+    if (w->model) {
+        const struct st_tensor *t = st_model_find(w->model, name);
+        if (!t)
+            return fp8_err_set(err, -ENOENT, "no tensor %s in the checkpoint", name);
+        *out = *t;
+        return 0;
+    }
+    int32_t i = synth_find(w, name);
+    if (i < 0)
+        return fp8_err_set(err, -ENOENT, "no tensor %s in the synthetic %s", name,
+                           w->config.arch_name);
+    pthread_mutex_lock(&w->lock);
+    *out = w->synth[i].t;
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+bool fp8_weights_synthetic(const struct fp8_weights *w, uint64_t *seed)
+{
+    if (!w || w->model)
+        return false;
+    if (seed)
+        *seed = w->seed;
+    return true;
+}

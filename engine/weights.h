@@ -4,7 +4,8 @@
  *
  * Synthetic weights are BF16, made on the host on first lookup of each tensor and kept
  * until fp8_weights_free. They are a pure function of (seed, tensor name, element index),
- * defined below, so any backend can regenerate them in place, and `fp8d mkmodel` writes
+ * defined below, so any backend can regenerate them in place (the host path costs tens of
+ * ns per element: fine for tiny presets, minutes for a 27B one), and `fp8d mkmodel` writes
  * exactly these values (rounded to its --dtype). */
 #ifndef FP8_ENGINE_WEIGHTS_H
 #define FP8_ENGINE_WEIGHTS_H
@@ -44,6 +45,14 @@ int fp8_weights_get(struct fp8_weights *w, const char *name, const struct st_ten
  * fp8_weights_getf(w, &t, err, "layers.%d.self_attn.q_proj.weight", i). */
 int fp8_weights_getf(struct fp8_weights *w, const struct st_tensor **out, struct fp8_err *err,
                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The tensor's name, dtype and shape without its data (data NULL for synthetic weights
+ * not generated yet): for a backend that generates synthetic weights in place. */
+int fp8_weights_meta(struct fp8_weights *w, const char *name, struct st_tensor *out,
+                     struct fp8_err *err);
+
+/* True for synthetic weights, with their seed in *seed (when non-NULL). */
+bool fp8_weights_synthetic(const struct fp8_weights *w, uint64_t *seed);
 
 /* The output projection: lm_head, or the embedding when they are tied. */
 int fp8_weights_lm_head(struct fp8_weights *w, const struct st_tensor **out, struct fp8_err *err);
