@@ -47,6 +47,9 @@ int32_t st_model_index(const struct st_model *m, const char *name); /* -1: absen
 int32_t st_model_n_files(const struct st_model *m);
 const char *st_model_file_path(const struct st_model *m, int32_t i); /* NULL past the end */
 
+/* "[a, b]" into buf (cut at size). */
+void st_shape_format(char *buf, size_t size, const int64_t *shape, int32_t n_dims);
+
 const char *st_dtype_name(enum st_dtype dtype);
 size_t st_dtype_size(enum st_dtype dtype);
 

@@ -151,15 +151,6 @@ int fp8_tensors_resolve_prefix(struct fp8_model_config *c, const struct st_model
     return fp8_err_set(err, -ENOENT, "missing tensor model.embed_tokens.weight");
 }
 
-static void format_shape(char *buf, size_t size, const int64_t *shape, int32_t n_dims)
-{
-    size_t used = (size_t)snprintf(buf, size, "[");
-    for (int32_t d = 0; d < n_dims && used < size; d++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, d ? ", " : "", shape[d]);
-    if (used < size)
-        snprintf(buf + used, size - used, "]");
-}
-
 static bool is_float(enum st_dtype d)
 {
     return d == ST_DTYPE_F32 || d == ST_DTYPE_F16 || d == ST_DTYPE_BF16;
@@ -221,8 +212,8 @@ static void check_fp8_scale(struct checker *k, const struct fp8_tensor_spec *s)
         const int64_t blocks[2] = {(out + FP8_BLOCK - 1) / FP8_BLOCK, (in + FP8_BLOCK - 1) / FP8_BLOCK};
         k->claimed[i] = true;
         k->r->n_scales++;
-        format_shape(shape, sizeof(shape), t->shape, t->n_dims);
-        format_shape(want, sizeof(want), blocks, 2);
+        st_shape_format(shape, sizeof(shape), t->shape, t->n_dims);
+        st_shape_format(want, sizeof(want), blocks, 2);
         if (!is_float(t->dtype))
             report(k, "%s: dtype %s not supported for a scale (F32, BF16 or F16)", name,
                    st_dtype_name(t->dtype));
@@ -246,7 +237,7 @@ static void check_fp8_scale(struct checker *k, const struct fp8_tensor_spec *s)
     int64_t elems = 1;
     for (int32_t d = 0; d < t->n_dims; d++)
         elems *= t->shape[d];
-    format_shape(shape, sizeof(shape), t->shape, t->n_dims);
+    st_shape_format(shape, sizeof(shape), t->shape, t->n_dims);
     if (!is_float(t->dtype))
         report(k, "%s: dtype %s not supported for a scale (F32, BF16 or F16)", name,
                st_dtype_name(t->dtype));
@@ -264,7 +255,7 @@ static void check_spec(struct checker *k, const struct fp8_tensor_spec *s)
     static const char *const what[] = {"an embedding", "a linear weight", "a norm weight",
                                        "a router weight"};
     char got[64], want[64];
-    format_shape(want, sizeof(want), s->shape, s->n_dims);
+    st_shape_format(want, sizeof(want), s->shape, s->n_dims);
     int32_t i = st_model_index(k->m, s->name);
     if (i < 0) {
         report(k, "missing tensor %s (shape %s)", s->name, want);
@@ -273,7 +264,7 @@ static void check_spec(struct checker *k, const struct fp8_tensor_spec *s)
     const struct st_tensor *t = st_model_tensor(k->m, i);
     k->claimed[i] = true;
     k->r->n_matched++;
-    format_shape(got, sizeof(got), t->shape, t->n_dims);
+    st_shape_format(got, sizeof(got), t->shape, t->n_dims);
     if (t->n_dims != s->n_dims || t->shape[0] != s->shape[0] ||
         (s->n_dims == 2 && t->shape[1] != s->shape[1]))
         report(k, "wrong shape for %s: got %s, config needs %s", s->name, got, want);
