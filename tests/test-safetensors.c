@@ -183,6 +183,11 @@ static void test_non_utf8_name(void **state)
     expect_header_error("{\"a\xed\xa0\x80\":{}}", 0, "invalid UTF-8 byte 0xed at header byte 3");
     expect_header_error("{\"a\x01\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
                         "malformed JSON");
+    /* Escapes cannot smuggle in a lone surrogate, a NUL or a control character either. */
+    expect_header_error("{\"a\\ud800\":{}}", 0, "malformed JSON");
+    expect_header_error("{\"a\\u0000\":{}}", 0, "malformed JSON");
+    expect_header_error("{\"a\\u0007\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+                        "contains control character 0x07");
 }
 
 static void test_nesting_bomb(void **state)
