@@ -129,7 +129,10 @@ int fp8_ring_publish(struct fp8_ring_prod *p, int32_t token, uint16_t flags, uin
 {
     if (text_len && !text)
         return -EINVAL;
-    if (text_len > p->cap || rec_bytes(text_len) > p->cap)
+    /* At most half the ring: then an empty ring takes any record at any offset (the PAD
+     * before it is shorter than the record), so a reader that catches up always frees
+     * enough room and the stream cannot wedge. */
+    if (text_len > p->cap / 2 || rec_bytes(text_len) > p->cap / 2)
         return -EMSGSIZE;
     uint32_t need = rec_bytes(text_len);
     uint32_t off = (uint32_t)(p->tail & (p->cap - 1));

@@ -127,7 +127,7 @@ void fp8_ring_prod_init(struct fp8_ring_prod *p, void *base, const struct fp8_ri
 
 /* Appends one record and publishes it, waking the reader if it sleeps. Returns 0, or
  *   -EAGAIN   the ring is full: nothing was written; pause this sequence and retry later
- *   -EMSGSIZE the record is larger than the ring can ever hold
+ *   -EMSGSIZE the record is over half the ring (16 + text_len > slot_bytes / 2)
  *   -EPROTO   the consumer's head is invalid (hostile or corrupt client)
  *   -EINVAL   text_len > 0 with text NULL */
 int fp8_ring_publish(struct fp8_ring_prod *p, int32_t token, uint16_t flags, uint16_t aux,
