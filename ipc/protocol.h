@@ -82,6 +82,16 @@ enum fp8_msg_finish {
     FP8_MSG_FINISH_COUNT
 };
 
+/* aux of the FINAL record of a shared-memory stream (ring.h): how it ended. The `done` or
+ * `error` message on the request channel carries the details. */
+enum fp8_msg_ring_end {
+    FP8_MSG_RING_END_EOS = FP8_MSG_FINISH_EOS,
+    FP8_MSG_RING_END_STOP = FP8_MSG_FINISH_STOP,
+    FP8_MSG_RING_END_LENGTH = FP8_MSG_FINISH_LENGTH,
+    FP8_MSG_RING_END_CANCELLED = 3,
+    FP8_MSG_RING_END_ERROR = 4,
+};
+
 enum fp8_msg_prompt {
     FP8_MSG_PROMPT_TEXT,   /* `prompt`: text, tokenized by the daemon */
     FP8_MSG_PROMPT_TOKENS, /* `tokens`: token ids, used as given */
