@@ -131,7 +131,7 @@ $(BUILD)/tests/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libfp8dcore.a
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libfp8d.a $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
 
