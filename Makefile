@@ -102,6 +102,9 @@ $(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
 
+# Examples include <fp8d.h> as installed programs do.
+$(BUILD)/obj/client/examples/%.o: CPPFLAGS += -Iclient
+
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
 	$(NVCC) $(ALL_NVCCFLAGS) -c $< -o $@
