@@ -24,6 +24,7 @@
 #include "client/fp8d.h"
 #include "ipc/protocol.h"
 #include "ipc/ring.h"
+#include "ipc/segment.h"
 #include "ipc/shm.h"
 
 #define N_SLOTS 2
@@ -39,11 +40,9 @@ struct fake {
     uint8_t ident[256];
     size_t ident_len;
     bool has_shm;
-    struct fp8_shm shm;
+    struct fp8_seg seg;
     char shm_name[FP8_SHM_NAME_LEN + 1];
     atomic_int unlinked;
-    struct fp8_ring_geom geom;
-    struct fp8_ring_prod prod[N_SLOTS];
     /* the open-ended generation ("forever"), waiting for its cancel */
     uint64_t forever_id;
     int32_t forever_slot;
@@ -85,13 +84,15 @@ static void reply_error(struct fake *f, uint64_t id, enum fp8_msg_errc code, con
     reply(f, &m);
 }
 
-/* Publishes, waiting (bounded) while the client has not made room: backpressure. */
-static void publish(struct fake *f, int32_t slot, int32_t token, uint16_t flags, uint16_t aux,
+/* Publishes a token (or, with final, ends the stream), waiting (bounded) while the client
+ * has not made room: backpressure. */
+static void publish(struct fake *f, int32_t slot, bool final, int32_t token, uint16_t aux,
                     const void *text, uint32_t len)
 {
     int64_t deadline = now_ms() + TIMEOUT_MS;
     int rc;
-    while ((rc = fp8_ring_publish(&f->prod[slot], token, flags, aux, text, len)) == -EAGAIN &&
+    while ((rc = final ? fp8_seg_slot_close(&f->seg, (uint32_t)slot, aux)
+                       : fp8_seg_publish(&f->seg, (uint32_t)slot, token, text, len)) == -EAGAIN &&
            now_ms() < deadline)
         sched_yield();
     if (rc < 0) {
@@ -114,20 +115,16 @@ static void on_hello(struct fake *f, const struct fp8_msg *req)
     m.u.welcome.server = (struct fp8_msg_str){"fake-0", 6};
     m.u.welcome.model = fake_model;
     /* one session at a time: a new hello starts over */
-    fp8_shm_close(&f->shm);
+    fp8_seg_free(&f->seg);
     f->has_shm = false;
     f->forever_open = false;
     if (req->u.hello.shm) {
-        fp8_ring_geom_init(&f->geom, N_SLOTS, SLOT_BYTES, NULL);
-        if (fp8_shm_create(&f->shm, f->geom.total_bytes, 0600, NULL) < 0)
+        if (fp8_seg_create(&f->seg, N_SLOTS, SLOT_BYTES, 0600, NULL) < 0)
             abort();
-        fp8_ring_format(f->shm.base, &f->geom);
-        for (int i = 0; i < N_SLOTS; i++)
-            fp8_ring_prod_init(&f->prod[i], f->shm.base, &f->geom, (uint32_t)i);
         f->has_shm = true;
-        memcpy(f->shm_name, f->shm.name, sizeof(f->shm_name));
-        m.u.welcome.shm = (struct fp8_msg_str){f->shm.name, (uint32_t)strlen(f->shm.name)};
-        m.u.welcome.shm_bytes = f->geom.total_bytes;
+        memcpy(f->shm_name, f->seg.shm.name, sizeof(f->shm_name));
+        m.u.welcome.shm = (struct fp8_msg_str){f->seg.shm.name, FP8_SHM_NAME_LEN};
+        m.u.welcome.shm_bytes = f->seg.geom.total_bytes;
     }
     reply(f, &m);
 }
@@ -158,9 +155,7 @@ static void on_generate(struct fake *f, const struct fp8_msg *req)
 
     int32_t slot = -1;
     if (f->has_shm) {
-        for (int i = 0; i < N_SLOTS && slot < 0; i++)
-            if (fp8_ring_drained(&f->prod[i]) == 1 && !(f->forever_open && f->forever_slot == i))
-                slot = i;
+        slot = fp8_seg_slot_acquire(&f->seg);
         if (slot < 0) {
             reply_error(f, req->id, FP8_MSG_ERRC_BUSY, "all slots streaming (test)");
             return;
@@ -188,7 +183,7 @@ static void on_generate(struct fake *f, const struct fp8_msg *req)
             len = (uint32_t)snprintf(text, sizeof(text), "<%d>", tok);
         }
         if (slot >= 0)
-            publish(f, slot, tok, 0, 0, text, len);
+            publish(f, slot, false, tok, 0, text, len);
         else {
             fp8_msg_init(&m, FP8_MSG_OP_CHUNK, req->id);
             m.u.chunk.tokens = (struct fp8_msg_ids){&tok, 1};
@@ -203,7 +198,7 @@ static void on_generate(struct fake *f, const struct fp8_msg *req)
         return;
     }
     if (slot >= 0)
-        publish(f, slot, -1, FP8_RING_FLAG_FINAL, FP8_MSG_RING_END_LENGTH, NULL, 0);
+        publish(f, slot, true, -1, FP8_MSG_RING_END_LENGTH, NULL, 0);
     fp8_msg_init(&m, FP8_MSG_OP_DONE, req->id);
     m.u.done = (struct fp8_msg_done){
         .finish = FP8_MSG_FINISH_LENGTH, .prompt_tokens = n, .completion_tokens = out,
@@ -218,8 +213,7 @@ static void on_cancel(struct fake *f, const struct fp8_msg *req)
     if (f->forever_open && req->u.cancel.target == f->forever_id) {
         f->forever_open = false;
         if (f->forever_slot >= 0)
-            publish(f, f->forever_slot, -1, FP8_RING_FLAG_FINAL, FP8_MSG_RING_END_CANCELLED,
-                    NULL, 0);
+            publish(f, f->forever_slot, true, -1, FP8_MSG_RING_END_CANCELLED, NULL, 0);
         reply_error(f, f->forever_id, FP8_MSG_ERRC_CANCELLED, "cancelled by client (test)");
     }
     struct fp8_msg m;
@@ -231,10 +225,8 @@ static void handle(struct fake *f, const struct fp8_msg *req)
 {
     struct fp8_msg m;
     /* the client has had the welcome and mapped the segment by now: unlink it */
-    if (f->has_shm && f->shm.linked && fp8_ring_attached(f->shm.base)) {
-        fp8_shm_unlink(&f->shm, NULL);
-        atomic_store(&f->unlinked, 1);
-    }
+    if (f->has_shm)
+        atomic_store(&f->unlinked, fp8_seg_unlink_if_attached(&f->seg));
     switch (req->op) {
     case FP8_MSG_OP_HELLO: on_hello(f, req); break;
     case FP8_MSG_OP_GENERATE: on_generate(f, req); break;
@@ -326,7 +318,7 @@ static int fake_stop(void **state)
     zmq_close(f->sock);
     zmq_ctx_term(f->ctx);
     unlink(f->endpoint + strlen("ipc://"));
-    fp8_shm_close(&f->shm);
+    fp8_seg_free(&f->seg);
     free(f);
     return 0;
 }

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "ipc/ring.h"
+#include "ipc/segment.h"
 #include "ipc/shm.h"
 
 static int64_t now_ns(void)
@@ -385,6 +386,54 @@ static void test_shm_lifecycle(void **state)
     assert_int_equal(fp8_shm_create(&a, 4096, 0644, &err), -EINVAL);
 }
 
+/* The daemon's per-session bookkeeping: slots are handed out only when free and read to
+ * the end, the name disappears once the client attached, hostile cursors surface. */
+static void test_segment_slots(void **state)
+{
+    (void)state;
+    struct fp8_seg seg;
+    struct fp8_ring_geom g;
+    struct fp8_ring_cons c0;
+    struct fp8_ring_rec r;
+    struct fp8_err err = {{0}};
+    assert_int_equal(fp8_seg_create(&seg, 2, 256, 0600, &err), 0);
+    assert_int_equal(fp8_seg_unlink_if_attached(&seg), 0);
+    int fd = shm_open(seg.shm.name, O_RDONLY, 0);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(fp8_ring_attach(seg.shm.base, seg.shm.size, &g, &err), 0);
+    assert_int_equal(fp8_seg_unlink_if_attached(&seg), 1);
+    assert_int_equal(shm_open(seg.shm.name, O_RDONLY, 0), -1);
+    assert_int_equal(fp8_seg_unlink_if_attached(&seg), 1);
+
+    assert_int_equal(fp8_seg_publish(&seg, 0, 1, NULL, 0), -EINVAL); /* not open */
+    assert_int_equal(fp8_seg_slot_acquire(&seg), 0);
+    assert_int_equal(fp8_seg_slot_acquire(&seg), 1);
+    assert_int_equal(fp8_seg_slot_acquire(&seg), -EBUSY);
+    assert_int_equal(fp8_seg_publish(&seg, 0, 42, "hi", 2), 0);
+    assert_int_equal(fp8_seg_slot_close(&seg, 0, 3), 0);
+    assert_int_equal(fp8_seg_slot_close(&seg, 0, 3), -EINVAL); /* already closed */
+    assert_int_equal(fp8_seg_slot_acquire(&seg), -EBUSY);      /* closed but unread */
+    fp8_ring_cons_init(&c0, seg.shm.base, &g, 0);
+    assert_int_equal(fp8_ring_peek(&c0, &r), 1);
+    assert_int_equal(r.token, 42);
+    fp8_ring_advance(&c0);
+    assert_int_equal(fp8_seg_slot_acquire(&seg), -EBUSY);      /* FINAL not read yet */
+    assert_int_equal(fp8_ring_peek(&c0, &r), 1);
+    assert_int_equal(r.flags, FP8_RING_FLAG_FINAL);
+    assert_int_equal(r.aux, 3);
+    assert_int_equal(r.token, -1);
+    fp8_ring_advance(&c0);
+    assert_int_equal(fp8_seg_slot_acquire(&seg), 0);           /* reused */
+
+    assert_int_equal(fp8_seg_slot_close(&seg, 1, 0), 0);
+    fp8_ring_cons_init(&c0, seg.shm.base, &g, 1);
+    atomic_store(&c0.ctl->head, 1ull << 40); /* slot 1's head, hostile */
+    assert_int_equal(fp8_seg_slot_acquire(&seg), -EPROTO);
+    fp8_seg_free(&seg);
+    fp8_seg_free(NULL);
+}
+
 #define N_STREAM 1000000
 
 static uint32_t stream_text(int32_t i, uint8_t *buf)
@@ -486,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_wait_timeout),
         cmocka_unit_test(test_sleeping_reader_wakes),
         cmocka_unit_test(test_shm_lifecycle),
+        cmocka_unit_test(test_segment_slots),
         cmocka_unit_test(test_two_process_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
