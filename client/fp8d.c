@@ -17,6 +17,7 @@
 
 #include <zmq.h>
 
+#include "ipc/endpoint.h"
 #include "ipc/protocol.h"
 #include "ipc/ring.h"
 #include "ipc/shm.h"
@@ -328,14 +329,11 @@ static int map_segment(fp8d_client *c, const struct fp8_msg_welcome *w)
 
 int fp8d_connect(const char *endpoint, unsigned flags, int timeout_ms, fp8d_client **out)
 {
-    char def[512];
+    char def[FP8_ENDPOINT_MAX];
     if (!out || (flags & ~(unsigned)FP8D_CONNECT_NO_SHM))
         return -EINVAL;
     if (!endpoint) {
-        const char *dir = getenv("XDG_RUNTIME_DIR");
-        if (!dir || !*dir)
-            return -EINVAL;
-        if ((size_t)snprintf(def, sizeof(def), "ipc://%s/fp8d.sock", dir) >= sizeof(def))
+        if (fp8_endpoint_default(def, sizeof(def), NULL) < 0)
             return -EINVAL;
         endpoint = def;
     }
@@ -362,7 +360,7 @@ int fp8d_connect(const char *endpoint, unsigned flags, int timeout_ms, fp8d_clie
         goto fail;
     }
 
-    bool want_shm = !(flags & FP8D_CONNECT_NO_SHM) && strncmp(endpoint, "ipc://", 6) == 0;
+    bool want_shm = !(flags & FP8D_CONNECT_NO_SHM) && fp8_endpoint_is_local(endpoint);
     struct fp8_msg m, w;
     fp8_msg_init(&m, FP8_MSG_OP_HELLO, 0);
     m.u.hello.client = (struct fp8_msg_str){"libfp8d", 7};

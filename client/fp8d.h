@@ -97,7 +97,8 @@ enum fp8d_connect_flag {
     FP8D_CONNECT_NO_SHM = 1u << 0, /* stream tokens as messages even on a local endpoint */
 };
 
-/* Connects and says hello. endpoint NULL means ipc://$XDG_RUNTIME_DIR/fp8d.sock.
+/* Connects and says hello. endpoint NULL means ipc://$XDG_RUNTIME_DIR/fp8d.sock (-EINVAL
+ * when XDG_RUNTIME_DIR is not set).
  * timeout_ms bounds this call and every later request/reply call on the client (< 0: no
  * bound). Errors: -ETIMEDOUT (no daemon answered), -EPROTONOSUPPORT (the daemon speaks
  * another protocol version), -EPROTO (it sent something malformed), -EINVAL, -ENOMEM. */
