@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
@@ -569,6 +570,56 @@ static void test_no_daemon(void **state)
     fp8d_stream_free(NULL);
 }
 
+/* Runs the fp8 CLI against the fake daemon; returns its exit status and its output. */
+static int run_fp8(struct fake *f, const char *args, char *out, size_t cap)
+{
+    const char *build = getenv("FP8D_BUILD") ? getenv("FP8D_BUILD") : "build";
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/fp8 --endpoint %s --timeout %d %s 2>&1", build, f->endpoint,
+             TIMEOUT_MS, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_cli(void **state)
+{
+    struct fake *f = *state;
+    char out[1024];
+    assert_int_equal(run_fp8(f, "generate --json --max-tokens 3 --seed 9 hello", out,
+                             sizeof(out)), 0);
+    assert_string_equal(out, "{\"tokens\":[104,101,108],\"text\":\"hel\","
+                             "\"finish_reason\":\"length\","
+                             "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3},"
+                             "\"timings\":{\"queue_us\":1,\"prefill_us\":2,\"decode_us\":3}}\n");
+    assert_int_equal(run_fp8(f, "generate 'hello world'", out, sizeof(out)), 0);
+    assert_string_equal(out, "hello world\n");
+    assert_int_equal(run_fp8(f, "--no-shm generate --tokens 7,300", out, sizeof(out)), 0);
+    assert_string_equal(out, "<7><300>\n");
+    assert_int_equal(run_fp8(f, "tokenize hi", out, sizeof(out)), 0);
+    assert_string_equal(out, "[104, 105]\n");
+    assert_int_equal(run_fp8(f, "info", out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "\"name\":\"echo\",\"arch\":\"qwen3\""));
+    assert_int_equal(run_fp8(f, "chat --system 'be brief' < /dev/null", out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    char input[] = "/tmp/fp8d-test-chat-XXXXXX", args[128];
+    int fd = mkstemp(input);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "hey\n\nyo\n", 8), 8); /* the empty line is skipped */
+    close(fd);
+    snprintf(args, sizeof(args), "chat < %s", input);
+    assert_int_equal(run_fp8(f, args, out, sizeof(out)), 0);
+    unlink(input);
+    assert_string_equal(out, "hey\nyo\n"); /* the fake echoes each user turn */
+    assert_int_equal(run_fp8(f, "generate refuse", out, sizeof(out)), 1);
+    assert_string_equal(out, "fp8: generate: daemon busy, retry later (no free slot (test))\n");
+    assert_int_equal(run_fp8(f, "generate --temperature hot x", out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "--temperature: \"hot\" is not a number"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +629,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sampling_and_errors, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_cancel, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_two_streams, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_cli, fake_start, fake_stop),
         cmocka_unit_test(test_no_daemon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
