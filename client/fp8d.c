@@ -22,6 +22,10 @@
 #include "ipc/ring.h"
 #include "ipc/shm.h"
 
+/* How often a reader waiting on a ring also checks the request channel (disconnects,
+ * messages of a daemon that ended a stream without its FINAL record). */
+#define PUMP_EVERY_MS 100
+
 struct chunk {
     struct chunk *next;
     struct fp8_msg msg; /* op CHUNK, owned */
@@ -48,6 +52,9 @@ struct fp8d_stream {
 struct fp8d_client {
     void *ctx;
     void *sock;
+    void *mon;                  /* PAIR receiving the DEALER's disconnect events */
+    bool lost;                  /* the connection to the daemon dropped: session over */
+    int64_t last_pump_ms;       /* when non-blocking reads last looked at the socket */
     int timeout_ms;
     uint64_t next_id;
     bool has_shm;
@@ -138,6 +145,7 @@ const char *fp8d_strerror(int code)
     case -EINTR: return "interrupted by a signal";
     case -ENOENT: return "shared-memory segment not found";
     case -EACCES: return "permission denied";
+    case -ECONNRESET: return "connection to the daemon lost";
     default: return "unknown error";
     }
 }
@@ -234,15 +242,47 @@ static void dispatch(fp8d_client *c, struct fp8_msg *m)
     fp8_msg_free(m);
 }
 
+/* The daemon went away (crash, restart, SIGKILL): its session, ring slots and requests
+ * are gone with it, so every open stream ends and later calls fail at once. */
+static int connection_lost(fp8d_client *c)
+{
+    c->lost = true;
+    for (fp8d_stream *s = c->streams; s; s = s->next)
+        if (!s->ended)
+            stream_end(s, -ECONNRESET, "connection to the daemon lost");
+    return set_error(c, -ECONNRESET, "connection to the daemon lost");
+}
+
 /* Receives and dispatches one message. -EAGAIN when none came within timeout_ms. */
 static int pump(fp8d_client *c, int timeout_ms)
 {
-    zmq_pollitem_t item = {.socket = c->sock, .events = ZMQ_POLLIN};
-    int n = zmq_poll(&item, 1, timeout_ms);
+    if (c->lost)
+        return -ECONNRESET;
+    zmq_pollitem_t items[2] = {{.socket = c->sock, .events = ZMQ_POLLIN},
+                               {.socket = c->mon, .events = ZMQ_POLLIN}};
+    c->last_pump_ms = now_ms();
+    int n = zmq_poll(items, 2, timeout_ms);
     if (n < 0)
         return errno == EINTR ? -EINTR : set_error(c, -EIO, "poll: %s", zmq_strerror(errno));
     if (n == 0)
         return -EAGAIN;
+    if (items[1].revents & ZMQ_POLLIN) {
+        /* two frames: event (u16) + value (u32), then the endpoint */
+        uint8_t ev[6];
+        char addr[256];
+        int more = 0;
+        size_t more_len = sizeof(more);
+        int got = zmq_recv(c->mon, ev, sizeof(ev), ZMQ_DONTWAIT);
+        zmq_getsockopt(c->mon, ZMQ_RCVMORE, &more, &more_len);
+        if (more)
+            zmq_recv(c->mon, addr, sizeof(addr), ZMQ_DONTWAIT);
+        uint16_t event;
+        memcpy(&event, ev, sizeof(event));
+        if (got >= 2 && event == ZMQ_EVENT_DISCONNECTED)
+            return connection_lost(c);
+        if (!(items[0].revents & ZMQ_POLLIN))
+            return 0;
+    }
     zmq_msg_t zm;
     zmq_msg_init(&zm);
     if (zmq_msg_recv(&zm, c->sock, ZMQ_DONTWAIT) < 0) {
@@ -355,6 +395,14 @@ int fp8d_connect(const char *endpoint, unsigned flags, int timeout_ms, fp8d_clie
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
     zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof(sndtimeo));
+    char mon_addr[64];
+    snprintf(mon_addr, sizeof(mon_addr), "inproc://fp8d-monitor-%p", (void *)c);
+    if (zmq_socket_monitor(c->sock, mon_addr, ZMQ_EVENT_DISCONNECTED) < 0)
+        goto fail;
+    c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
+    if (!c->mon || zmq_connect(c->mon, mon_addr) < 0)
+        goto fail;
+    zmq_setsockopt(c->mon, ZMQ_LINGER, &linger, sizeof(linger));
     if (zmq_connect(c->sock, endpoint) < 0) {
         rc = -EINVAL;
         goto fail;
@@ -411,10 +459,14 @@ void fp8d_close(fp8d_client *c)
         return;
     while (c->streams)
         fp8d_stream_free(c->streams);
-    if (c->sock && c->next_id > 1) { /* hello went out: say goodbye, expect no answer */
+    if (c->sock && c->next_id > 1 && !c->lost) { /* say goodbye, expect no answer */
         struct fp8_msg m;
         fp8_msg_init(&m, FP8_MSG_OP_BYE, c->next_id++);
         send_msg(c, &m);
+    }
+    if (c->mon) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->mon);
     }
     if (c->sock)
         zmq_close(c->sock);
@@ -603,11 +655,25 @@ int fp8d_stream_next(fp8d_stream *s, struct fp8d_token *tok, int timeout_ms)
                 s->need_advance = true;
                 return 1;
             }
+            /* The daemon publishes FINAL before it sends done/error: a stream that has
+             * ended with an empty ring will never get one (a daemon that broke the rule
+             * or a lost connection), so it ends here. */
+            if (s->ended)
+                return stream_finish(s);
+            /* Look at the socket now and then, never on every poll: a non-blocking
+             * reader costs no system call while tokens flow. */
+            if (now_ms() - c->last_pump_ms >= PUMP_EVERY_MS) {
+                rc = pump(c, 0);
+                if (rc < 0 && rc != -EAGAIN && rc != -ECONNRESET)
+                    return rc;
+                continue;
+            }
             int left = left_ms(deadline);
             if (left == 0)
                 return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            rc = fp8_ring_wait(rc_, left < 0 ? -1 : (int64_t)left * 1000000);
-            if (rc == -ETIMEDOUT || rc == -EINTR)
+            int slice = left < 0 || left > PUMP_EVERY_MS ? PUMP_EVERY_MS : left;
+            rc = fp8_ring_wait(rc_, (int64_t)slice * 1000000);
+            if (rc == -EINTR)
                 return rc;
             continue;
         }

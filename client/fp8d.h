@@ -97,6 +97,9 @@ enum fp8d_connect_flag {
     FP8D_CONNECT_NO_SHM = 1u << 0, /* stream tokens as messages even on a local endpoint */
 };
 
+/* Every call that talks to the daemon fails with -ECONNRESET once the connection to it
+ * was lost (daemon crash or restart: its session state is gone). */
+
 /* Connects and says hello. endpoint NULL means ipc://$XDG_RUNTIME_DIR/fp8d.sock (-EINVAL
  * when XDG_RUNTIME_DIR is not set).
  * timeout_ms bounds this call and every later request/reply call on the client (< 0: no
@@ -129,10 +132,13 @@ int fp8d_chat(fp8d_client *c, const struct fp8d_message *messages, size_t n_mess
               const struct fp8d_sampling *sampling, fp8d_stream **out);
 
 /* The next token: 1 and *tok; 0 when the generation finished (fp8d_stream_result has the
- * details; later calls return 0 again); -EAGAIN when timeout_ms is 0 and nothing is there
- * yet; -ETIMEDOUT; -ECANCELED (cancelled, by fp8d_cancel or by the daemon after the
+ * details; later calls return the same); -EAGAIN when timeout_ms is 0 and nothing is
+ * there yet; -ETIMEDOUT; -ECANCELED (cancelled, by fp8d_cancel or by the daemon after the
  * reader fell too far behind); -ESHUTDOWN; -EIO (daemon-side failure, see
- * fp8d_last_error); -EPROTO. timeout_ms < 0 waits without bound. */
+ * fp8d_last_error); -ECONNRESET (the daemon went away: tokens it had already published
+ * are still delivered first; the client is then unusable, close it); -EPROTO.
+ * timeout_ms < 0 waits without bound. With shared memory and timeout_ms 0, a call makes
+ * no system call while tokens are there (it looks at the socket at most every 100 ms). */
 int fp8d_stream_next(fp8d_stream *s, struct fp8d_token *tok, int timeout_ms);
 
 /* After fp8d_stream_next returned 0: why it finished, usage and timings. -EAGAIN before. */

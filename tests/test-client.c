@@ -311,12 +311,21 @@ static int fake_start(void **state)
     return 0;
 }
 
-static int fake_stop(void **state)
+/* The daemon goes away: its thread stops and its socket closes. */
+static void fake_kill(struct fake *f)
 {
-    struct fake *f = *state;
+    if (!f->sock)
+        return;
     atomic_store(&f->stop, 1);
     pthread_join(f->thread, NULL);
     zmq_close(f->sock);
+    f->sock = NULL;
+}
+
+static int fake_stop(void **state)
+{
+    struct fake *f = *state;
+    fake_kill(f);
     zmq_ctx_term(f->ctx);
     unlink(f->endpoint + strlen("ipc://"));
     fp8_seg_free(&f->seg);
@@ -554,6 +563,37 @@ static void test_two_streams(void **state)
     fp8d_close(c);
 }
 
+/* The daemon dies mid-stream: the reader gets -ECONNRESET instead of waiting out its
+ * timeout, and the client refuses further requests at once. */
+static void check_daemon_gone(unsigned flags)
+{
+    struct fake *f;
+    fp8d_client *c;
+    fp8d_stream *s;
+    struct fp8d_token t;
+    struct fp8d_info info;
+    assert_int_equal(fake_start((void **)&f), 0);
+    assert_int_equal(fp8d_connect(f->endpoint, flags, TIMEOUT_MS, &c), 0);
+    assert_int_equal(fp8d_generate(c, "forever", NULL, &s), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fp8d_stream_next(s, &t, TIMEOUT_MS), 1);
+    fake_kill(f);
+    assert_int_equal(fp8d_stream_next(s, &t, TIMEOUT_MS), -ECONNRESET);
+    assert_string_equal(fp8d_last_error(c), "connection to the daemon lost");
+    assert_int_equal(fp8d_stream_next(s, &t, TIMEOUT_MS), -ECONNRESET);
+    assert_int_equal(fp8d_info(c, &info), -ECONNRESET);
+    fp8d_stream_free(s);
+    fp8d_close(c);
+    fake_stop((void **)&f);
+}
+
+static void test_daemon_gone(void **state)
+{
+    (void)state;
+    check_daemon_gone(0);
+    check_daemon_gone(FP8D_CONNECT_NO_SHM);
+}
+
 static void test_no_daemon(void **state)
 {
     (void)state;
@@ -630,6 +670,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_two_streams, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_cli, fake_start, fake_stop),
+        cmocka_unit_test(test_daemon_gone),
         cmocka_unit_test(test_no_daemon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
