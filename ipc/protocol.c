@@ -1101,12 +1101,8 @@ static int accepted_field(struct rd *r, int idx, void *ctx, int depth)
 {
     struct fp8_msg_accepted *m = ctx;
     (void)depth;
-    if (idx == 0) {
-        int rc = rd_i32(r, "slot", &m->slot);
-        if (rc == 0 && m->slot < -1)
-            return rd_fail(r, r->pos - 1, "slot: %d is below -1", m->slot);
-        return rc;
-    }
+    if (idx == 0)
+        return rd_i32(r, "slot", &m->slot); /* >= -1: check_msg */
     return rd_u32(r, "prompt_tokens", &m->prompt_tokens);
 }
 
