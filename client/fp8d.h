@@ -22,8 +22,8 @@
  *
  * Threads: a client and the streams made from it form one unit that must be used by one
  * thread at a time (serialize with your own lock if you share it). Distinct clients are
- * independent and may be used from different threads concurrently. fp8d_strerror and
- * fp8d_sampling_init are thread-safe. */
+ * independent and may be used from different threads concurrently. Each call below says
+ * which it is: "Thread-safe" (any thread, any time) or "Per client" (that rule). */
 #ifndef FP8D_H
 #define FP8D_H
 
@@ -104,26 +104,30 @@ enum fp8d_connect_flag {
  * when XDG_RUNTIME_DIR is not set).
  * timeout_ms bounds this call and every later request/reply call on the client (< 0: no
  * bound). Errors: -ETIMEDOUT (no daemon answered), -EPROTONOSUPPORT (the daemon speaks
- * another protocol version), -EPROTO (it sent something malformed), -EINVAL, -ENOMEM. */
+ * another protocol version), -EPROTO (it sent something malformed), -EINVAL, -ENOMEM.
+ * Thread-safe (it makes a new client). */
 int fp8d_connect(const char *endpoint, unsigned flags, int timeout_ms, fp8d_client **out);
 
-/* Says bye, cancels and frees streams still open, releases everything. Accepts NULL. */
+/* Says bye, cancels and frees streams still open, releases everything. Accepts NULL.
+ * Per client; no other call on the client or its streams may run or follow. */
 void fp8d_close(fp8d_client *c);
 
 /* The daemon's message for the last error it reported on this client ("" if none). Valid
- * until the next call on the client. */
+ * until the next call on the client. Per client. */
 const char *fp8d_last_error(const fp8d_client *c);
 
-/* A short description of a negative code returned by this library. Never NULL. */
+/* A short description of a negative code returned by this library. Never NULL.
+ * Thread-safe (static strings). */
 const char *fp8d_strerror(int code);
 
+/* Fills s with "model default" everywhere. Thread-safe. */
 void fp8d_sampling_init(struct fp8d_sampling *s);
 
 /* Starts a generation and returns once the daemon has admitted it (or refused it: -EINVAL
  * bad request, -E2BIG prompt too long, -EBUSY, -ESHUTDOWN, -EOPNOTSUPP). sampling may be
  * NULL (all defaults). fp8d_generate takes text as is, fp8d_generate_tokens token ids,
  * fp8d_chat a conversation rendered with the model's chat template (generation prompt
- * added, the template's own thinking default). */
+ * added, the template's own thinking default). Per client. */
 int fp8d_generate(fp8d_client *c, const char *prompt, const struct fp8d_sampling *sampling,
                   fp8d_stream **out);
 int fp8d_generate_tokens(fp8d_client *c, const int32_t *ids, size_t n_ids,
@@ -138,29 +142,33 @@ int fp8d_chat(fp8d_client *c, const struct fp8d_message *messages, size_t n_mess
  * fp8d_last_error); -ECONNRESET (the daemon went away: tokens it had already published
  * are still delivered first; the client is then unusable, close it); -EPROTO.
  * timeout_ms < 0 waits without bound. With shared memory and timeout_ms 0, a call makes
- * no system call while tokens are there (it looks at the socket at most every 100 ms). */
+ * no system call while tokens are there (it looks at the socket at most every 100 ms).
+ * Per client: two streams of one client may not be read from two threads at once. */
 int fp8d_stream_next(fp8d_stream *s, struct fp8d_token *tok, int timeout_ms);
 
-/* After fp8d_stream_next returned 0: why it finished, usage and timings. -EAGAIN before. */
+/* After fp8d_stream_next returned 0: why it finished, usage and timings. -EAGAIN before,
+ * the stream's error after a failed one. Per client. */
 int fp8d_stream_result(const fp8d_stream *s, struct fp8d_result *result);
 
 /* Asks the daemon to stop the generation; fp8d_stream_next then drains what was already
- * produced and returns -ECANCELED (or 0 if it finished first). */
+ * produced and returns -ECANCELED (or 0 if it finished first). Per client. */
 int fp8d_cancel(fp8d_stream *s);
 
 /* Cancels the generation if it is still running, waits (bounded by the client timeout)
- * for the daemon to close it, and frees the stream. Accepts NULL. */
+ * for the daemon to close it, and frees the stream. Accepts NULL. Per client. */
 void fp8d_stream_free(fp8d_stream *s);
 
 /* Token ids of text (length len, may contain NUL bytes) in *ids, a malloc'd array of *n
- * ids (free() it). add_special adds the model's BOS and the like. */
+ * ids (free() it). add_special adds the model's BOS and the like. Per client. */
 int fp8d_tokenize(fp8d_client *c, const char *text, size_t len, int add_special,
                   int32_t **ids, size_t *n);
 
-/* Text of token ids in *text, malloc'd and NUL-terminated, *len bytes (free() it). */
+/* Text of token ids in *text, malloc'd and NUL-terminated, *len bytes (free() it).
+ * Per client. */
 int fp8d_detokenize(fp8d_client *c, const int32_t *ids, size_t n, char **text, size_t *len);
 
-/* The model the daemon serves (asks the daemon: the information is always current). */
+/* The model the daemon serves (asks the daemon: the information is always current).
+ * Per client. */
 int fp8d_info(fp8d_client *c, struct fp8d_info *info);
 
 #ifdef __cplusplus

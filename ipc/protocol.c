@@ -1209,8 +1209,6 @@ static int error_field(struct rd *r, int idx, void *ctx, int depth)
     return rc;
 }
 
-static const char *const no_keys[] = {""}; /* matches no key: "" is never sent */
-
 /* Pass 1: `v`, `op` and `id` of the top-level map, wherever they sit. */
 struct common {
     bool has_v, has_op, has_id;
@@ -1310,7 +1308,7 @@ int fp8_msg_decode(const void *buf, size_t len, enum fp8_msg_dir dir, struct fp8
     struct fp8_msg m;
     fp8_msg_init(&m, c.op, c.id);
     struct gen_ctx gc = {.g = &m.u.generate};
-    struct fields f = FIELDS(no_keys, 0);
+    struct fields f = {0};
     field_fn fn = NULL;
     void *ctx = &m.u;
     switch (m.op) {
