@@ -60,8 +60,8 @@ CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 GPU_TEST_BIN := $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_TEST_SRC))
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
-BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 EXAMPLE_BIN := $(patsubst client/examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
+BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BINS := $(BUILD)/fp8d $(if $(wildcard client/fp8.c),$(BUILD)/fp8) \
         $(if $(CLIENT_SRC),$(BUILD)/libfp8d.so $(BUILD)/libfp8d.a) $(EXAMPLE_BIN)
 
