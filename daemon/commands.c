@@ -5,5 +5,6 @@
 /* Each command's entry point lives in its own daemon/cmd_*.c. */
 
 const struct fp8d_command fp8d_commands[] = {
+    {"tokenize", "encode/decode text and render chat templates (tokenizer files only)", cmd_tokenize},
     {NULL, NULL, NULL},
 };
