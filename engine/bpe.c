@@ -64,8 +64,12 @@ int tok_merges_put(struct fp8_tokenizer *tok, int32_t a, int32_t b, uint32_t ran
             tok->n_merges++;
             return 0;
         }
-        if (s->key == k)
-            return 0; /* HF keeps the first (lowest) rank of a repeated pair */
+        if (s->key == k) { /* HF collects merges into a HashMap: a repeated pair's last
+                              * rank wins */
+            s->rank = rank;
+            s->id = id;
+            return 0;
+        }
     }
 }
 
