@@ -598,11 +598,30 @@ static int load_model(struct fp8_tokenizer *tok, json_t *model, json_t *added, s
             tok->token_len[a->id] = (uint32_t)a->len;
         }
         tok_map_put(&tok->added_map, a->content, a->len, a->id);
-        if (trie_add(a->normalized ? &tok->trie_norm : &tok->trie_raw, a->content, a->len,
-                     (int32_t)i) < 0)
-            return fp8_err_set(err, -ENOMEM, "out of memory");
     }
     return 0;
+}
+
+/* Non-normalized added tokens are matched on the raw text; normalized ones on normalized
+ * text, so HF runs their content through the normalizer first (refresh_added_tokens). */
+static int build_tries(struct fp8_tokenizer *tok, struct fp8_err *err)
+{
+    struct tok_ws *ws = tok_ws_acquire(tok);
+    struct tok_buf norm = {0};
+    int rc = ws ? 0 : -ENOMEM;
+    for (size_t i = 0; i < tok->n_added && rc == 0; i++) {
+        const struct tok_added *a = &tok->added[i];
+        if (!a->normalized) {
+            rc = trie_add(&tok->trie_raw, a->content, a->len, (int32_t)i);
+            continue;
+        }
+        if ((rc = tok_normalize(tok, ws, a->content, a->len, &norm)) == 0)
+            rc = trie_add(&tok->trie_norm, norm.p, norm.len, (int32_t)i);
+    }
+    if (ws)
+        tok_ws_release(tok, ws);
+    tok_buf_free(&norm);
+    return rc < 0 ? fp8_err_set(err, rc, "added tokens: %s", rc == -ENOMEM ? "out of memory" : "cannot normalize") : 0;
 }
 
 static int load_root(struct fp8_tokenizer *tok, json_t *root, struct fp8_err *err)
@@ -618,6 +637,8 @@ static int load_root(struct fp8_tokenizer *tok, json_t *root, struct fp8_err *er
     if ((rc = load_model(tok, json_object_get(root, "model"), added, err)) < 0)
         return rc;
     if ((rc = load_normalizer(tok, json_object_get(root, "normalizer"), &cap, err)) < 0)
+        return rc;
+    if ((rc = build_tries(tok, err)) < 0)
         return rc;
     cap = 0;
     if ((rc = load_pretok(tok, json_object_get(root, "pre_tokenizer"), &cap, err)) < 0)
