@@ -54,8 +54,15 @@ static int bytelevel_bytes(struct tok_buf *out, const char *t, size_t n)
     return 0;
 }
 
+/* Streaming state of a Strip that follows Fuse/ByteLevel: such a Strip sees the whole text,
+ * so only the stream's start may be stripped, however the text is cut into chunks. */
+struct strip_state {
+    bool emitted;   /* some text has been returned already */
+    size_t stripped; /* characters stripped so far at the start */
+};
+
 static int step(const struct tok_dec *d, struct tok_ws *ws, const struct tok_strv *in,
-                struct tok_strv *out)
+                struct tok_strv *out, struct strip_state *ss)
 {
     int rc = 0;
     tok_strv_clear(out);
@@ -114,8 +121,11 @@ static int step(const struct tok_dec *d, struct tok_ws *ws, const struct tok_str
         for (size_t i = 0; i < in->n && rc == 0; i++) {
             const char *t = in->buf.p + in->off[i];
             size_t n = in->len[i], c = d->content_len, a = 0, z = n;
-            for (size_t k = 0; k < d->start && a + c <= z && !memcmp(t + a, d->content, c); k++)
+            size_t start = !ss ? d->start : ss->emitted ? 0 : d->start - ss->stripped;
+            for (size_t k = 0; k < start && a + c <= z && !memcmp(t + a, d->content, c); k++)
                 a += c;
+            if (ss)
+                ss->stripped += c ? a / c : 0;
             for (size_t k = 0; k < d->stop && z >= a + c && !memcmp(t + z - c, d->content, c); k++)
                 z -= c;
             rc = tok_strv_push(out, t + a, z - a);
@@ -125,27 +135,42 @@ static int step(const struct tok_dec *d, struct tok_ws *ws, const struct tok_str
     return -EINVAL;
 }
 
-/* Decodes into out (appending). */
-static int decode_into(const struct fp8_tokenizer *tok, struct tok_ws *ws, const int32_t *ids,
-                       size_t n, bool skip_special, struct tok_buf *out)
+/* Whether decoding drops id: ids without a string, and with skip_special the strings HF
+ * lists as special tokens (its check is by string, not by id). */
+static bool dropped(const struct fp8_tokenizer *tok, int32_t id, bool skip_special)
 {
+    if (!tok->dec_str[id])
+        return true;
+    if (!skip_special)
+        return false;
+    int32_t sid = tok_map_get(&tok->added_map, tok->dec_str[id], tok->dec_len[id]);
+    return sid >= 0 && tok->special[sid];
+}
+
+/* Decodes into out (appending). ss: streaming state, NULL for a whole decode. */
+static int decode_into(const struct fp8_tokenizer *tok, struct tok_ws *ws, const int32_t *ids,
+                       size_t n, bool skip_special, struct strip_state *ss, struct tok_buf *out)
+{
+    bool fused = false;
     int rc = 0;
     struct tok_strv *a = &ws->words, *b = &ws->words2;
     tok_strv_clear(a);
     for (size_t i = 0; i < n && rc == 0; i++) {
         int32_t id = ids[i];
-        if (!tok->tokens[id] || (skip_special && tok->special[id]))
+        if (dropped(tok, id, skip_special))
             continue;
         if (!tok->has_decoder && a->n)
             rc = tok_strv_append(a, " ", 1);
         if (rc == 0 && !tok->has_decoder && a->n)
-            rc = tok_strv_append(a, tok->tokens[id], tok->token_len[id]);
+            rc = tok_strv_append(a, tok->dec_str[id], tok->dec_len[id]);
         else if (rc == 0)
-            rc = tok_strv_push(a, tok->tokens[id], tok->token_len[id]);
+            rc = tok_strv_push(a, tok->dec_str[id], tok->dec_len[id]);
     }
     for (size_t i = 0; i < tok->n_dec && rc == 0; i++) {
-        if ((rc = step(&tok->dec[i], ws, a, b)) < 0)
+        const struct tok_dec *d = &tok->dec[i];
+        if ((rc = step(d, ws, a, b, fused && d->type == TOK_DEC_STRIP ? ss : NULL)) < 0)
             break;
+        fused = fused || d->type == TOK_DEC_FUSE || d->type == TOK_DEC_BYTELEVEL;
         struct tok_strv t = *a; /* contents swap: the result stays in ws->words */
         *a = *b;
         *b = t;
@@ -177,7 +202,7 @@ int fp8_tokenizer_decode(const struct fp8_tokenizer *tok, const int32_t *ids, si
     if (!ws)
         return fp8_err_set(err, -ENOMEM, "out of memory");
     struct tok_buf out = {0};
-    rc = decode_into(tok, ws, ids, n_ids, skip_special, &out);
+    rc = decode_into(tok, ws, ids, n_ids, skip_special, NULL, &out);
     tok_ws_release(tok, ws);
     if (rc == 0)
         rc = tok_buf_put(&out, "", 1);
@@ -199,6 +224,24 @@ int fp8_detok_init(struct fp8_detok *d, const struct fp8_tokenizer *tok, bool sk
     if (!tok->has_decoder)
         return fp8_err_set(err, -ENOTSUP, "detokenizer: the tokenizer has no decoder (HF joins tokens with spaces), "
                                           "which streaming does not support");
+    /* After Fuse or ByteLevel a decoder sees the whole text at once: chunking stays exact
+     * only for a Strip of the start and single-character literal Replaces. */
+    bool fused = false, strip_seen = false;
+    for (size_t i = 0; i < tok->n_dec; i++) {
+        const struct tok_dec *dec = &tok->dec[i];
+        if (fused) {
+            bool ok = (dec->type == TOK_DEC_STRIP && !dec->stop && !strip_seen) ||
+                      (dec->type == TOK_DEC_REPLACE && dec->pat.lit &&
+                       tok_utf8_valid_len((const uint8_t *)dec->pat.lit, dec->pat.lit_len) == dec->pat.lit_len);
+            if (!ok)
+                return fp8_err_set(err, -ENOTSUP,
+                                   "detokenizer: decoder step %zu (%s) after Fuse/ByteLevel cannot be streamed exactly",
+                                   i, dec->type == TOK_DEC_STRIP ? "Strip of the end or a second Strip"
+                                                                 : "Replace/ByteFallback/Fuse/ByteLevel");
+            strip_seen = strip_seen || dec->type == TOK_DEC_STRIP;
+        }
+        fused = fused || dec->type == TOK_DEC_FUSE || dec->type == TOK_DEC_BYTELEVEL;
+    }
     *d = (struct fp8_detok){.tok = tok, .skip_special = skip_special};
     return 0;
 }
@@ -211,14 +254,14 @@ static int pending_final(const struct fp8_detok *d, struct tok_ws *ws, bool *fin
     *final = true;
     for (size_t i = 0; i < tok->n_dec; i++) {
         if (tok->dec[i].type == TOK_DEC_BYTEFALLBACK &&
-            byte_token(tok->tokens[last], tok->token_len[last]) >= 0)
+            byte_token(tok->dec_str[last], tok->dec_len[last]) >= 0)
             *final = false;
         if (tok->dec[i].type == TOK_DEC_BYTELEVEL) {
             struct tok_buf *raw = &ws->norm, *tmp = &ws->tmp;
             raw->len = tmp->len = 0;
             int rc = 0;
             for (size_t k = 0; k < d->n_pending && rc == 0; k++)
-                rc = bytelevel_bytes(raw, tok->tokens[d->pending[k]], tok->token_len[d->pending[k]]);
+                rc = bytelevel_bytes(raw, tok->dec_str[d->pending[k]], tok->dec_len[d->pending[k]]);
             bool incomplete = false;
             if (rc == 0)
                 rc = tok_utf8_lossy(tmp, raw->p, raw->len, &incomplete);
@@ -234,7 +277,8 @@ static int pending_final(const struct fp8_detok *d, struct tok_ws *ws, bool *fin
 static int flush(struct fp8_detok *d, struct tok_ws *ws, const char **text, size_t *len)
 {
     struct tok_buf out = {0};
-    int rc = decode_into(d->tok, ws, d->pending, d->n_pending, d->skip_special, &out);
+    struct strip_state ss = {d->emitted, d->stripped};
+    int rc = decode_into(d->tok, ws, d->pending, d->n_pending, d->skip_special, &ss, &out);
     if (rc == 0)
         rc = tok_buf_put(&out, "", 1);
     if (rc < 0) {
@@ -244,6 +288,8 @@ static int flush(struct fp8_detok *d, struct tok_ws *ws, const char **text, size
     free(d->out);
     d->out = out.p;
     d->n_pending = 0;
+    d->stripped = ss.stripped;
+    d->emitted = d->emitted || out.len > 1;
     *text = d->out;
     *len = out.len - 1;
     return 0;
@@ -259,7 +305,7 @@ int fp8_detok_push(struct fp8_detok *d, int32_t id, const char **text, size_t *l
         return rc;
     *text = "";
     *len = 0;
-    if (!d->tok->tokens[id] || (d->skip_special && d->tok->special[id]))
+    if (dropped(d->tok, id, d->skip_special))
         return 0; /* decode drops these ids entirely */
     if (d->n_pending == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 16;
@@ -292,13 +338,16 @@ int fp8_detok_finish(struct fp8_detok *d, const char **text, size_t *len, struct
         return fp8_err_set(err, -EINVAL, "detokenizer: NULL argument");
     *text = "";
     *len = 0;
-    if (!d->n_pending)
-        return 0;
-    struct tok_ws *ws = tok_ws_acquire(d->tok);
-    if (!ws)
-        return fp8_err_set(err, -ENOMEM, "out of memory");
-    int rc = flush(d, ws, text, len);
-    tok_ws_release(d->tok, ws);
+    int rc = 0;
+    if (d->n_pending) {
+        struct tok_ws *ws = tok_ws_acquire(d->tok);
+        if (!ws)
+            return fp8_err_set(err, -ENOMEM, "out of memory");
+        rc = flush(d, ws, text, len);
+        tok_ws_release(d->tok, ws);
+    }
+    d->emitted = false; /* the next stream starts afresh */
+    d->stripped = 0;
     if (rc < 0) {
         *text = "";
         *len = 0;

@@ -60,14 +60,14 @@ static int ids_put(struct ids *v, int32_t id)
     return 0;
 }
 
-/* Rust's char::is_alphanumeric plus '_': what single_word treats as part of a word. */
+/* Rust regex's \w, which single_word tests next to a match: letters (Alphabetic is
+ * approximated by L and Nl), marks, decimal digits, connector punctuation, ZWNJ/ZWJ. */
 static bool is_word_char(uint32_t cp)
 {
-    if (cp == '_')
+    if (cp == 0x200c || cp == 0x200d)
         return true;
     utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
-    return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
-           (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+    return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_NL) || c == UTF8PROC_CATEGORY_PC;
 }
 
 static uint32_t last_char(const char *s, size_t n)

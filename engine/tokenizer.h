@@ -55,13 +55,17 @@ bool fp8_tokenizer_is_special(const struct fp8_tokenizer *tok, int32_t id);
  * final so far. Every returned piece is whole UTF-8 and the concatenation of all pieces
  * (including finish) equals fp8_tokenizer_decode of all ids. Text is held back only while
  * it may still change: an incomplete UTF-8 sequence (ByteLevel) or a run of byte-fallback
- * tokens (ByteFallback decodes a whole run at once). */
+ * tokens (ByteFallback decodes a whole run at once). Decoder chains whose steps after Fuse or
+ * ByteLevel could change text across chunk boundaries (a Strip of the end, a regex Replace)
+ * are refused by fp8_detok_init with -ENOTSUP. */
 struct fp8_detok {
     const struct fp8_tokenizer *tok;
     bool skip_special;
     int32_t *pending;   /* (cap) ids not yet emitted */
     size_t n_pending, cap;
     char *out;          /* last returned text, owned here */
+    bool emitted;       /* some text was returned (a Strip after Fuse acts on the start only) */
+    size_t stripped;    /* characters that Strip removed at the start so far */
 };
 
 int fp8_detok_init(struct fp8_detok *d, const struct fp8_tokenizer *tok, bool skip_special,

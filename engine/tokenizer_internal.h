@@ -153,6 +153,8 @@ struct tok_dec {
 struct tok_added {
     char *content;
     size_t len;
+    char *norm;         /* normalized content when normalized and different, else NULL */
+    size_t norm_len;
     int32_t id;
     bool special, normalized, lstrip, rstrip, single_word;
 };
@@ -213,6 +215,10 @@ struct fp8_tokenizer {
     char **tokens;              /* (n_vocab) id -> token string (added content wins) */
     uint32_t *token_len;        /* (n_vocab) */
     int32_t n_vocab;
+    /* (n_vocab) the string decoding starts from: the token, except that a normalized
+     * added token decodes from its normalized content (HF's simple_id_to_token) */
+    const char **dec_str;
+    uint32_t *dec_len;
     struct tok_map vocab;       /* model vocabulary: token -> id */
     struct tok_merge_slot *merges; /* (merge_cap) */
     size_t merge_cap, n_merges;

@@ -599,6 +599,14 @@ static int load_model(struct fp8_tokenizer *tok, json_t *model, json_t *added, s
         }
         tok_map_put(&tok->added_map, a->content, a->len, a->id);
     }
+    tok->dec_str = calloc((size_t)tok->n_vocab, sizeof(*tok->dec_str));
+    tok->dec_len = calloc((size_t)tok->n_vocab, sizeof(*tok->dec_len));
+    if (!tok->dec_str || !tok->dec_len)
+        return fp8_err_set(err, -ENOMEM, "out of memory");
+    for (int32_t id = 0; id < tok->n_vocab; id++) {
+        tok->dec_str[id] = tok->tokens[id];
+        tok->dec_len[id] = tok->token_len[id];
+    }
     return 0;
 }
 
@@ -615,8 +623,19 @@ static int build_tries(struct fp8_tokenizer *tok, struct fp8_err *err)
             rc = trie_add(&tok->trie_raw, a->content, a->len, (int32_t)i);
             continue;
         }
-        if ((rc = tok_normalize(tok, ws, a->content, a->len, &norm)) == 0)
-            rc = trie_add(&tok->trie_norm, norm.p, norm.len, (int32_t)i);
+        if ((rc = tok_normalize(tok, ws, a->content, a->len, &norm)) < 0 ||
+            (rc = trie_add(&tok->trie_norm, norm.p, norm.len, (int32_t)i)) < 0)
+            break;
+        if (norm.len != a->len || memcmp(norm.p, a->content, a->len)) {
+            struct tok_added *m = &tok->added[i];
+            if (!(m->norm = dup_n(norm.p ? norm.p : "", norm.len))) {
+                rc = -ENOMEM;
+                break;
+            }
+            m->norm_len = norm.len;
+            tok->dec_str[m->id] = m->norm;
+            tok->dec_len[m->id] = (uint32_t)m->norm_len;
+        }
     }
     if (ws)
         tok_ws_release(tok, ws);
@@ -750,8 +769,12 @@ void fp8_tokenizer_free(struct fp8_tokenizer *tok)
     free(tok->dec);
     free(tok->post_before);
     free(tok->post_after);
-    for (size_t i = 0; i < tok->n_added; i++)
+    free(tok->dec_str);
+    free(tok->dec_len);
+    for (size_t i = 0; i < tok->n_added; i++) {
         free(tok->added[i].content);
+        free(tok->added[i].norm);
+    }
     free(tok->added);
     trie_free(&tok->trie_raw);
     trie_free(&tok->trie_norm);

@@ -88,6 +88,62 @@ static void check_stream(const struct fp8_tokenizer *tok, const int32_t *ids, si
     fp8_detok_free(&d);
 }
 
+struct golden_counts {
+    size_t enc, sp, dec;
+};
+
+/* One fixture record: encode (and add_special) when it has "s", decode in both skip modes
+ * and streaming always. */
+static void check_record(const struct fp8_tokenizer *tok, const char *name, size_t line, json_t *rec,
+                         struct golden_counts *c)
+{
+    json_t *s = json_object_get(rec, "s");
+    size_t n_want;
+    int32_t *want = json_ids(json_object_get(rec, "ids"), &n_want);
+    struct fp8_err err = {{0}};
+    if (s) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int rc = fp8_tokenizer_encode(tok, json_string_value(s), json_string_length(s), false, &ids, &n, &err);
+        if (rc != 0)
+            fail_msg("%s line %zu: %s", name, line, err.msg);
+        if (n != n_want || memcmp(ids, want, n * sizeof(*ids)))
+            fail_msg("%s line %zu: encode differs from HF (%zu vs %zu ids)", name, line, n, n_want);
+        free(ids);
+        c->enc++;
+        json_t *sp = json_object_get(rec, "ids_sp");
+        if (sp) {
+            size_t n_sp_want;
+            int32_t *want_sp = json_ids(sp, &n_sp_want);
+            assert_int_equal(fp8_tokenizer_encode(tok, json_string_value(s), json_string_length(s), true,
+                                                  &ids, &n, &err), 0);
+            if (n != n_sp_want || memcmp(ids, want_sp, n * sizeof(*ids)))
+                fail_msg("%s line %zu: encode with add_special differs from HF", name, line);
+            free(ids);
+            free(want_sp);
+            c->sp++;
+        }
+    }
+    json_t *dec = json_object_get(rec, "dec");
+    if (!dec)
+        dec = s;
+    json_t *decs = json_object_get(rec, "decs");
+    if (!decs)
+        decs = dec;
+    for (int skip = 0; skip < 2; skip++) {
+        json_t *w = skip ? decs : dec;
+        char *text;
+        size_t len;
+        assert_int_equal(fp8_tokenizer_decode(tok, want, n_want, skip, &text, &len, &err), 0);
+        if (len != json_string_length(w) || memcmp(text, json_string_value(w), len))
+            fail_msg("%s line %zu: decode(skip_special=%d) differs from HF", name, line, skip);
+        free(text);
+        check_stream(tok, want, n_want, skip, json_string_value(w), json_string_length(w));
+    }
+    c->dec++;
+    free(want);
+}
+
 static void run_golden(const char *name)
 {
     struct fp8_tokenizer *tok = load_real(name);
@@ -95,61 +151,56 @@ static void run_golden(const char *name)
     snprintf(path, sizeof(path), "%s/tests/golden/%s-encode.jsonl", FP8D_SOURCE_DIR, name);
     json_t *all = read_jsonl(path);
     assert_non_null(all);
-    size_t i, n_enc = 0, n_dec = 0, n_sp = 0;
+    struct golden_counts c = {0};
+    size_t i;
     json_t *rec;
-    json_array_foreach(all, i, rec) {
-        json_t *s = json_object_get(rec, "s");
-        size_t n_want;
-        int32_t *want = json_ids(json_object_get(rec, "ids"), &n_want);
-        struct fp8_err err = {{0}};
-        if (s) {
-            int32_t *ids = NULL;
-            size_t n = 0;
-            int rc = fp8_tokenizer_encode(tok, json_string_value(s), json_string_length(s), false, &ids, &n, &err);
-            if (rc != 0)
-                fail_msg("%s line %zu: %s", name, i + 1, err.msg);
-            if (n != n_want || memcmp(ids, want, n * sizeof(*ids)))
-                fail_msg("%s line %zu: encode differs from HF (%zu vs %zu ids)", name, i + 1, n, n_want);
-            free(ids);
-            n_enc++;
-            json_t *sp = json_object_get(rec, "ids_sp");
-            if (sp) {
-                size_t n_sp_want;
-                int32_t *want_sp = json_ids(sp, &n_sp_want);
-                assert_int_equal(fp8_tokenizer_encode(tok, json_string_value(s), json_string_length(s), true,
-                                                      &ids, &n, &err), 0);
-                assert_int_equal(n, n_sp_want);
-                assert_memory_equal(ids, want_sp, n * sizeof(*ids));
-                free(ids);
-                free(want_sp);
-                n_sp++;
-            }
-        }
-        /* decode (skip_special false, then true) and streaming of both */
-        json_t *dec = json_object_get(rec, "dec");
-        if (!dec)
-            dec = s;
-        json_t *decs = json_object_get(rec, "decs");
-        if (!decs)
-            decs = dec;
-        for (int skip = 0; skip < 2; skip++) {
-            json_t *w = skip ? decs : dec;
-            char *text;
-            size_t len;
-            assert_int_equal(fp8_tokenizer_decode(tok, want, n_want, skip, &text, &len, &err), 0);
-            if (len != json_string_length(w) || memcmp(text, json_string_value(w), len))
-                fail_msg("%s line %zu: decode(skip_special=%d) differs from HF", name, i + 1, skip);
-            free(text);
-            check_stream(tok, want, n_want, skip, json_string_value(w), json_string_length(w));
-        }
-        n_dec++;
-        free(want);
-    }
+    json_array_foreach(all, i, rec)
+        check_record(tok, name, i + 1, rec, &c);
     print_message("%s: %zu encodes, %zu add_special encodes, %zu decodes (x2 skip modes, + streaming) equal HF\n",
-                  name, n_enc, n_sp, n_dec);
-    assert_true(n_enc >= 2000);
+                  name, c.enc, c.sp, c.dec);
+    assert_true(c.enc >= 2000);
     json_decref(all);
     fp8_tokenizer_free(tok);
+}
+
+/* tests/golden/synthetic.jsonl: small tokenizers built and serialized by HF (hf_synthetic.py)
+ * for the components and flags the real files do not use. */
+static void test_golden_synthetic(void **state)
+{
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tests/golden/synthetic.jsonl", FP8D_SOURCE_DIR);
+    json_t *all = read_jsonl(path);
+    assert_non_null(all);
+    struct fp8_tokenizer *tok = NULL;
+    const char *variant = NULL;
+    struct golden_counts c = {0};
+    size_t i, n_variants = 0;
+    json_t *rec;
+    json_array_foreach(all, i, rec) {
+        json_t *js = json_object_get(rec, "tokenizer");
+        if (js) {
+            if (tok)
+                print_message("synthetic %s: %zu encodes, %zu add_special, %zu decodes equal HF\n", variant,
+                              c.enc, c.sp, c.dec);
+            fp8_tokenizer_free(tok);
+            tok = NULL;
+            c = (struct golden_counts){0};
+            variant = json_string_value(json_object_get(rec, "variant"));
+            struct fp8_err err = {{0}};
+            if (fp8_tokenizer_load_mem(&tok, json_string_value(js), json_string_length(js), &err) < 0)
+                fail_msg("synthetic %s: %s", variant, err.msg);
+            n_variants++;
+            continue;
+        }
+        assert_non_null(tok);
+        check_record(tok, variant, i + 1, rec, &c);
+    }
+    print_message("synthetic %s: %zu encodes, %zu add_special, %zu decodes equal HF\n", variant, c.enc, c.sp,
+                  c.dec);
+    assert_int_equal(n_variants, 11);
+    fp8_tokenizer_free(tok);
+    json_decref(all);
 }
 
 static void test_golden_qwen3(void **state)
@@ -360,17 +411,40 @@ static void test_added_leftmost_longest(void **state)
     fp8_tokenizer_free(tok);
 }
 
+/* A decoder chain that chunking could change (a Strip of the end after Fuse) is refused by
+ * the streaming detokenizer instead of streaming inexact text; whole decodes still work. */
+static void test_detok_refuses_inexact_chain(void **state)
+{
+    (void)state;
+    struct fp8_tokenizer *tok = load_json(
+        "{\"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, "
+        "{\"type\": \"Strip\", \"content\": \"c\", \"start\": 0, \"stop\": 1}]}, " TINY_MODEL("[]") "}",
+        0, NULL);
+    struct fp8_detok d;
+    struct fp8_err err = {{0}};
+    assert_int_equal(fp8_detok_init(&d, tok, false, &err), -ENOTSUP);
+    assert_non_null(strstr(err.msg, "Strip"));
+    char *text;
+    size_t len;
+    assert_int_equal(fp8_tokenizer_decode(tok, (int32_t[]){0, 2, 2}, 3, false, &text, &len, &err), 0);
+    assert_string_equal(text, "ac"); /* Fuse -> "acc", then one 'c' stripped from the end */
+    free(text);
+    fp8_tokenizer_free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unsupported_components),
         cmocka_unit_test(test_merge_forms_and_ranks),
         cmocka_unit_test(test_added_leftmost_longest),
+        cmocka_unit_test(test_detok_refuses_inexact_chain),
         cmocka_unit_test(test_invalid_utf8_rejected),
         cmocka_unit_test(test_qwen3_partial_bytes),
         cmocka_unit_test(test_gemma3_byte_fallback),
         cmocka_unit_test(test_golden_qwen3),
         cmocka_unit_test(test_golden_gemma3),
+        cmocka_unit_test(test_golden_synthetic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -157,6 +157,33 @@ def chats():
         think = [None, True, False][i % 3]
         req = {"messages": msgs, "add_generation_prompt": gen, "enable_thinking": think}
         out.append(req)
+    # Rules the random conversations rarely reach: tool results, explicit reasoning_content,
+    # a system turn after the start, unknown roles, image parts, empty content.
+    tool = "<tool_response>\n{\"temp\": 21}\n</tool_response>"
+    special = [
+        [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Let me check."},
+         {"role": "tool", "content": "{\"temp\": 21}"}, {"role": "tool", "content": "sunny"}],
+        [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "<think>call</think>ok"},
+         {"role": "user", "content": tool}, {"role": "assistant", "content": "<think>\nhot\n</think>\n\n21 C"}],
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "\nr\n"}],
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r"},
+         {"role": "user", "content": "q2"}],
+        [{"role": "user", "content": "q"}, {"role": "system", "content": "late system"},
+         {"role": "user", "content": "q2"}],
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+         {"role": "developer", "content": "ignored?"}, {"role": "user", "content": "q3"}],
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " look  "}]}],
+        [{"role": "system", "content": "s"}, {"role": "user", "content": ""},
+         {"role": "assistant", "content": ""}, {"role": "user", "content": "\t x \u2003"}],
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+        [{"role": "assistant", "content": "first"}],
+        [{"role": "user", "content": "<think>user think</think>after"},
+         {"role": "assistant", "content": "<think>a</think><think>b</think>c"}],
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\n\n<think>\n\nr1\n\n</think>\n\n\nans\n"}],
+    ]
+    for i, msgs in enumerate(special):
+        out.append({"messages": msgs, "add_generation_prompt": i % 2 == 0,
+                    "enable_thinking": [None, False, True][i % 3]})
     return out
 
 
