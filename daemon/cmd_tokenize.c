@@ -41,13 +41,12 @@ static char *read_arch(const char *dir)
     return r;
 }
 
-static int print_ids_json(const int32_t *ids, size_t n)
+static void print_ids_json(const int32_t *ids, size_t n)
 {
     putchar('[');
     for (size_t i = 0; i < n; i++)
         printf(i ? ",%d" : "%d", ids[i]);
     puts("]");
-    return 0;
 }
 
 static int print_json_string(const char *s, size_t n)
