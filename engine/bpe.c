@@ -33,27 +33,42 @@ static inline uint64_t merge_slot_hash(uint64_t k)
     return k;
 }
 
+static int merges_grow(struct fp8_tokenizer *tok, size_t cap)
+{
+    struct tok_merge_slot *s = malloc(cap * sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    for (size_t i = 0; i < cap; i++)
+        s[i].key = UINT64_MAX;
+    for (size_t i = 0; i < tok->merge_cap; i++) {
+        struct tok_merge_slot *o = &tok->merges[i];
+        if (o->key == UINT64_MAX)
+            continue;
+        size_t j = merge_slot_hash(o->key) & (cap - 1);
+        while (s[j].key != UINT64_MAX)
+            j = (j + 1) & (cap - 1);
+        s[j] = *o;
+    }
+    free(tok->merges);
+    tok->merges = s;
+    tok->merge_cap = cap;
+    return 0;
+}
+
+int tok_merges_reserve(struct fp8_tokenizer *tok, size_t n)
+{
+    size_t cap = 1024;
+    while (cap < 2 * n + 2)
+        cap *= 2;
+    return cap > tok->merge_cap ? merges_grow(tok, cap) : 0;
+}
+
 int tok_merges_put(struct fp8_tokenizer *tok, int32_t a, int32_t b, uint32_t rank, int32_t id)
 {
     if ((tok->n_merges + 1) * 2 > tok->merge_cap) {
-        size_t cap = tok->merge_cap ? tok->merge_cap * 2 : 1024;
-        struct tok_merge_slot *s = malloc(cap * sizeof(*s));
-        if (!s)
-            return -ENOMEM;
-        for (size_t i = 0; i < cap; i++)
-            s[i].key = UINT64_MAX;
-        for (size_t i = 0; i < tok->merge_cap; i++) {
-            struct tok_merge_slot *o = &tok->merges[i];
-            if (o->key == UINT64_MAX)
-                continue;
-            size_t j = merge_slot_hash(o->key) & (cap - 1);
-            while (s[j].key != UINT64_MAX)
-                j = (j + 1) & (cap - 1);
-            s[j] = *o;
-        }
-        free(tok->merges);
-        tok->merges = s;
-        tok->merge_cap = cap;
+        int rc = merges_grow(tok, tok->merge_cap ? tok->merge_cap * 2 : 1024);
+        if (rc < 0)
+            return rc;
     }
     uint64_t k = merge_key(a, b);
     size_t mask = tok->merge_cap - 1;

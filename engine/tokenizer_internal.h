@@ -212,7 +212,9 @@ struct tok_ws {
 
 struct fp8_tokenizer {
     /* model */
-    char **tokens;              /* (n_vocab) id -> token string (added content wins) */
+    char *pool;                 /* the vocabulary's strings, NUL-separated */
+    char **tokens;              /* (n_vocab) id -> token string, into pool or an added
+                                 * token's content (added content wins) */
     uint32_t *token_len;        /* (n_vocab) */
     int32_t n_vocab;
     /* (n_vocab) the string decoding starts from: the token, except that a normalized
@@ -253,6 +255,8 @@ struct fp8_tokenizer {
 };
 
 /* bpe.c */
+/* Sizes the merge table for n merges up front (no rehashing while loading). */
+int tok_merges_reserve(struct fp8_tokenizer *tok, size_t n);
 int tok_merges_put(struct fp8_tokenizer *tok, int32_t a, int32_t b, uint32_t rank, int32_t id);
 /* Appends the ids of one pre-token (raw bytes; for a byte-level model the bytes before
  * the alphabet mapping) to out. */

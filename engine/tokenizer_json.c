@@ -463,6 +463,7 @@ static int load_model(struct fp8_tokenizer *tok, json_t *model, json_t *added, s
     const char *eow = json_string_value(json_object_get(model, "end_of_word_suffix"));
     if ((csp && *csp) || (eow && *eow))
         return fp8_err_set(err, -ENOTSUP, "model BPE: continuing_subword_prefix/end_of_word_suffix are not supported");
+    int rc = 0;
     tok->byte_fallback = flag(model, "byte_fallback", false);
     tok->fuse_unk = flag(model, "fuse_unk", false);
     tok->ignore_merges = flag(model, "ignore_merges", false);
@@ -493,24 +494,30 @@ static int load_model(struct fp8_tokenizer *tok, json_t *model, json_t *added, s
     if (!tok->tokens || !tok->token_len || !tok->special ||
         tok_map_init(&tok->vocab, json_object_size(vocab)) < 0)
         return fp8_err_set(err, -ENOMEM, "out of memory");
+    /* All vocabulary strings live in one block (one allocation instead of one per token). */
+    size_t pool = 0;
+    for (void *it = json_object_iter(vocab); it; it = json_object_iter_next(vocab, it))
+        pool += json_object_iter_key_len(it) + 1;
+    if (!(tok->pool = malloc(pool ? pool : 1)))
+        return fp8_err_set(err, -ENOMEM, "out of memory");
+    char *at = tok->pool;
     for (void *it = json_object_iter(vocab); it; it = json_object_iter_next(vocab, it)) {
         size_t klen = json_object_iter_key_len(it);
         int32_t id = (int32_t)json_integer_value(json_object_iter_value(it));
-        char *s = dup_n(json_object_iter_key(it), klen);
-        if (!s)
-            return fp8_err_set(err, -ENOMEM, "out of memory");
-        if (tok->tokens[id]) {
-            free(s);
+        if (tok->tokens[id])
             return fp8_err_set(err, -EINVAL, "model vocab: id %d used twice", id);
-        }
-        tok->tokens[id] = s;
+        memcpy(at, json_object_iter_key(it), klen);
+        at[klen] = 0;
+        tok->tokens[id] = at;
         tok->token_len[id] = (uint32_t)klen;
-        tok_map_put(&tok->vocab, s, klen, id);
+        tok_map_put(&tok->vocab, at, klen, id);
+        at += klen + 1;
     }
+    if ((rc = tok_merges_reserve(tok, json_array_size(merges))) < 0)
+        return fp8_err_set(err, rc, "out of memory");
 
     /* merges: "a b" strings or ["a", "b"] pairs; rank = position */
     struct tok_buf cat = {0};
-    int rc = 0;
     json_array_foreach(merges, i, v) {
         const char *a, *b;
         size_t an, bn;
@@ -593,8 +600,7 @@ static int load_model(struct fp8_tokenizer *tok, json_t *model, json_t *added, s
             return fp8_err_set(err, -ENOTSUP, "added token %d '%.40s' differs from vocabulary token '%.40s'",
                                a->id, a->content, tok->tokens[a->id]);
         if (!tok->tokens[a->id]) {
-            if (!(tok->tokens[a->id] = dup_n(a->content, a->len)))
-                return fp8_err_set(err, -ENOMEM, "out of memory");
+            tok->tokens[a->id] = a->content;
             tok->token_len[a->id] = (uint32_t)a->len;
         }
         tok_map_put(&tok->added_map, a->content, a->len, a->id);
@@ -746,8 +752,7 @@ void fp8_tokenizer_free(struct fp8_tokenizer *tok)
 {
     if (!tok)
         return;
-    for (int32_t i = 0; i < tok->n_vocab; i++)
-        free(tok->tokens[i]);
+    free(tok->pool);
     free(tok->tokens);
     free(tok->token_len);
     free(tok->special);
