@@ -14,5 +14,6 @@ extern const struct fp8d_command fp8d_commands[];
 
 int cmd_inspect(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif
