@@ -93,8 +93,8 @@ static void test_top_k_distribution(void **state)
 static void test_top_p_distribution(void **state)
 {
     (void)state;
-    /* softmax(logits6) sorted: id2 .390, id5 .262, id1 .143, id3 .087, id0 .053, id4 .019.
-     * top_p 0.7: .390 + .262 = .652 < .7, + .143 = .795 >= .7 -> keep {2, 5, 1}. */
+    /* softmax(logits6) sorted: id2 .409, id5 .274, id1 .150, id3 .091, id0 .055, id4 .020.
+     * top_p 0.7: .409 + .274 = .683 < .7, + .150 = .833 >= .7 -> keep {2, 5, 1}. */
     struct fp8_sampling_params sp = fp8_sampling_params_default();
     sp.seed = 11;
     sp.top_p = 0.7f;
@@ -102,7 +102,7 @@ static void test_top_p_distribution(void **state)
     double p[V];
     softmax_ref(logits6, 1.0, keep, p);
     assert_true(chi_square(&sp, p) < chi_crit_001[2]);
-    /* top_p 0.6: .390 < .6, .652 >= .6 -> {2, 5}. */
+    /* top_p 0.6: .409 < .6, .683 >= .6 -> {2, 5}. */
     sp.top_p = 0.6f;
     int keep2[V] = {0, 0, 1, 0, 0, 1};
     softmax_ref(logits6, 1.0, keep2, p);
@@ -112,7 +112,7 @@ static void test_top_p_distribution(void **state)
 static void test_min_p_distribution(void **state)
 {
     (void)state;
-    /* min_p 0.3 of p(id2) = .390 -> threshold .117: keeps id2, id5 (.262), id1 (.143). */
+    /* min_p 0.3 of p(id2) = .409 -> threshold .123: keeps id2, id5 (.274), id1 (.150). */
     struct fp8_sampling_params sp = fp8_sampling_params_default();
     sp.seed = 5;
     sp.min_p = 0.3f;
