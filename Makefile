@@ -52,6 +52,7 @@ EXAMPLE_SRC := $(wildcard client/examples/*.c)
 TEST_SRC    := $(wildcard tests/test-*.c)
 GPU_TEST_SRC := $(wildcard tests/gpu/test-*.c)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz-*.c)
+BENCH_SRC   := $(wildcard bench/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(1)))
 CORE_OBJ   := $(call obj,$(CORE_SRC) $(CUDA_SRC))
@@ -60,6 +61,7 @@ TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 GPU_TEST_BIN := $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_TEST_SRC))
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 EXAMPLE_BIN := $(patsubst client/examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
+BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BINS := $(BUILD)/fp8d $(if $(wildcard client/fp8.c),$(BUILD)/fp8) \
         $(if $(CLIENT_SRC),$(BUILD)/libfp8d.so $(BUILD)/libfp8d.a) $(EXAMPLE_BIN)
 
@@ -68,7 +70,7 @@ BINS := $(BUILD)/fp8d $(if $(wildcard client/fp8.c),$(BUILD)/fp8) \
 .DEFAULT_GOAL := all
 .SECONDARY:
 
-all: $(BINS) $(TEST_BIN)
+all: $(BINS) $(TEST_BIN) $(BENCH_BIN)
 
 help:
 	@echo "make            build fp8d, fp8, libfp8d (.so/.a), examples and tests into $(BUILD)/"
@@ -132,6 +134,10 @@ $(BUILD)/tests/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(BUILD)/libfp8dcore.a
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libfp8dcore.a
+	@mkdir -p $(@D)
+	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(LINK_CUDA)
 
 $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
