@@ -118,10 +118,12 @@ static int ref_tensor_alloc(struct fp8_backend *be, struct fp8_tensor *t, enum f
     struct fp8_tensor n = {.dtype = dtype, .n_dims = n_dims};
     if (!t || n_dims < 1 || n_dims > FP8_TENSOR_MAX_DIMS || dtype >= FP8_DTYPE_COUNT)
         return fp8_err_set(err, -EINVAL, "tensor_alloc: bad dtype or rank %d", (int)n_dims);
+    int64_t numel = 1;
     for (int32_t i = 0; i < n_dims; i++) {
-        if (ne[i] <= 0 || ne[i] > ((int64_t)1 << 40))
-            return fp8_err_set(err, -EINVAL, "tensor_alloc: bad dimension %lld",
-                               (long long)ne[i]);
+        if (ne[i] <= 0 || ne[i] > ((int64_t)1 << 40) / numel)
+            return fp8_err_set(err, -EINVAL, "tensor_alloc: dimension %lld makes more than "
+                               "2^40 elements", (long long)ne[i]);
+        numel *= ne[i];
         n.ne[i] = ne[i];
     }
     n.data = calloc(1, fp8_tensor_nbytes(&n));
