@@ -122,9 +122,10 @@ static int alloc_activations(struct fp8_model *m, struct fp8_err *err)
     if ((rc = alloc_act(m, &m->x, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->xb, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->xb2, a, 2, c->hidden_size, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->qkv, a, 2,
+                        ((int64_t)c->n_heads + 2 * (int64_t)c->n_kv_heads) * c->head_dim, 0,
+                        err)) < 0 ||
         (rc = alloc_act(m, &m->q, a, 3, c->n_heads, c->head_dim, err)) < 0 ||
-        (rc = alloc_act(m, &m->k, a, 3, c->n_kv_heads, c->head_dim, err)) < 0 ||
-        (rc = alloc_act(m, &m->v, a, 3, c->n_kv_heads, c->head_dim, err)) < 0 ||
         (rc = alloc_act(m, &m->att, a, 2, (int64_t)c->n_heads * c->head_dim, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->hb, a, 2, 2 * (int64_t)c->intermediate_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->hb2, a, 2, c->intermediate_size, 0, err)) < 0 ||
@@ -148,7 +149,7 @@ static int load_embeddings(struct fp8_model *m, const struct st_model *st, struc
     int64_t ne[2] = {c->vocab_size, c->hidden_size};
     model_tensor_name(m, emb, -1, "embed_tokens.weight");
     /* Embeddings stay bf16 in every mode: one row is read per token, never streamed. */
-    int rc = model_load_weight(m, st, &m->embed, FP8_DTYPE_BF16, 2, ne, names, 1, err);
+    int rc = model_load_weight(m, st, &m->embed, FP8_DTYPE_BF16, 2, ne, names, NULL, 1, err);
     if (rc < 0)
         return rc;
     if (!c->tie_word_embeddings) {
@@ -156,7 +157,7 @@ static int load_embeddings(struct fp8_model *m, const struct st_model *st, struc
             return fp8_err_set(err, -EINVAL, "untied embeddings but no lm_head tensor named");
         names[0] = c->lm_head_name;
     }
-    rc = model_load_weight(m, st, &m->lm_head, m->opts.weight_dtype, 2, ne, names, 1, err);
+    rc = model_load_weight(m, st, &m->lm_head, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
     if (rc < 0)
         return rc;
     return model_load_vector(m, st, &m->final_norm, -1, "norm.weight", c->hidden_size, err);
@@ -240,7 +241,7 @@ void fp8_model_free(struct fp8_model *m)
     if (m->layers) {
         for (int32_t l = 0; l < m->cfg.n_layers; l++) {
             struct fp8_layer *w = &m->layers[l];
-            struct fp8_tensor *ts[] = {&w->attn_norm, &w->wq, &w->wk, &w->wv, &w->q_norm,
+            struct fp8_tensor *ts[] = {&w->attn_norm, &w->wqkv, &w->q_norm,
                                        &w->k_norm, &w->wo, &w->attn_post_norm, &w->mlp_norm,
                                        &w->mlp_post_norm, &w->w_gate_up, &w->w_down,
                                        &w->router, &w->experts_gate_up, &w->experts_down};
@@ -250,7 +251,7 @@ void fp8_model_free(struct fp8_model *m)
         free(m->layers);
     }
     struct fp8_tensor *ts[] = {&m->embed, &m->lm_head, &m->final_norm, &m->inv_freq,
-                               &m->inv_freq_local, &m->x, &m->xb, &m->xb2, &m->q, &m->k, &m->v,
+                               &m->inv_freq_local, &m->x, &m->xb, &m->xb2, &m->qkv, &m->q,
                                &m->att, &m->hb, &m->hb2, &m->moe_logits, &m->moe_ids,
                                &m->moe_weights, &m->last, &m->logits};
     for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)

@@ -127,14 +127,26 @@ struct fp8_backend_ops {
     /* out (n, out) = x (n, in) @ w^T; w (out, in) E4M3 or BF16; out act_dtype or F32. */
     void (*linear)(struct fp8_backend *be, const struct fp8_tensor *x,
                    const struct fp8_tensor *w, struct fp8_tensor *out);
-    /* In place on x (n, heads, hd), rotate-half (NeoX) pairs (i, i + hd/2): angle =
-     * position * inv_freq[i]; cos and sin are multiplied by attn_factor. inv_freq (hd/2)
-     * F32 encodes the rope type (default, linear, llama3, yarn: see engine/model.c). */
+    /* Optional (model code does not call it; the ref backend has it for tests and as the
+     * definition qk_norm_rope_kv_write is written in): in place on x (n, heads, hd),
+     * rotate-half (NeoX) pairs (i, i + hd/2): angle = position * inv_freq[i]; cos and sin
+     * are multiplied by attn_factor. inv_freq (hd/2) F32 encodes the rope type (default,
+     * linear, llama3, yarn: see engine/model.c). */
     void (*rope)(struct fp8_backend *be, struct fp8_tensor *x, const struct fp8_tensor *inv_freq,
                  float attn_factor);
-    /* Writes k, v (n, kvh, hd) of layer into the cache at the step's slots. */
+    /* Optional, as rope: writes k, v (n, kvh, hd) of layer into the cache at the step's slots. */
     void (*kv_write)(struct fp8_backend *be, struct fp8_kv_cache *c, int32_t layer,
                      const struct fp8_tensor *k, const struct fp8_tensor *v);
+    /* The front of attention, from the fused projection qkv (n, (h + 2 kvh) * hd) =
+     * [q heads | k heads | v heads] (kvh, hd from the cache): q_out (n, h, hd) =
+     * rope(rms_norm(q head, q_norm)); k = rope(rms_norm(k head, k_norm)) and v go into the
+     * cache at the step's slots. Exactly rms_norm per head, then rope, then kv_write. */
+    void (*qk_norm_rope_kv_write)(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                                  const struct fp8_tensor *q_norm,
+                                  const struct fp8_tensor *k_norm, float eps, enum fp8_norm kind,
+                                  const struct fp8_tensor *inv_freq, float attn_factor,
+                                  struct fp8_kv_cache *c, int32_t layer,
+                                  struct fp8_tensor *q_out);
     /* out (n, h * hd): for each token at position p of its sequence, softmax(q . k * scale)
      * over the cached positions j with j <= p and, when window > 0, j > p - window; GQA
      * head g reads KV head g / (h / kvh). Prefill chunks and decode tokens mix freely:

@@ -305,6 +305,55 @@ static void test_kv_write_e4m3_per_token_head(void **state)
     drop(&k), drop(&v);
 }
 
+static void test_qk_norm_rope_kv_write_fused(void **state)
+{
+    (void)state;
+    /* 2 tokens at positions 3 and 4, 2 q heads, 1 kv head, head_dim 4, Gemma norm (1 + w):
+     * every q/k head normalized and rotated, v copied, into an f32 cache. */
+    enum { N = 2, H = 2, KVH = 1, HD = 4, W = (H + 2 * KVH) * HD };
+    float qkv[N * W];
+    for (int i = 0; i < N * W; i++)
+        qkv[i] = sinf(0.9f * i + 0.3f) * (1.0f + 0.1f * i);
+    const float qn[HD] = {0.1f, -0.2f, 0.3f, 0.0f}, kn[HD] = {-0.1f, 0.5f, 0.0f, 0.25f};
+    const float freq[HD / 2] = {0.5f, 0.05f};
+    int64_t qkvn[2] = {N, W}, nn[1] = {HD}, fn[1] = {HD / 2}, qon[3] = {N, H, HD};
+    struct fp8_tensor x = make(FP8_DTYPE_F32, 2, qkvn, qkv), qw = make(FP8_DTYPE_F32, 1, nn, qn),
+                      kw = make(FP8_DTYPE_F32, 1, nn, kn), f = make(FP8_DTYPE_F32, 1, fn, freq),
+                      qo = make(FP8_DTYPE_F32, 3, qon, NULL);
+    struct fp8_kv_cache_desc d = {FP8_DTYPE_F32, 2, 8, 4, KVH, HD};
+    struct fp8_kv_cache c;
+    assert_int_equal(be->ops->kv_cache_alloc(be, &c, &d, NULL), 0);
+    step_one_seq(N, 3, NULL, 4);
+    be->ops->qk_norm_rope_kv_write(be, &x, &qw, &kw, 1e-6f, FP8_NORM_RMS_PLUS_ONE, &f, 1.0f, &c,
+                                   1, &qo);
+    assert_ok();
+    for (int t = 0; t < N; t++) {
+        for (int j = 0; j < H + 2 * KVH; j++) {
+            const float *src = qkv + t * W + j * HD;
+            double v[HD], ss = 0;
+            for (int i = 0; i < HD; i++)
+                ss += (double)src[i] * src[i];
+            for (int i = 0; i < HD; i++)
+                v[i] = j < H + KVH ? src[i] / sqrt(ss / HD + 1e-6) * (1.0 + (j < H ? qn : kn)[i])
+                                   : src[i];
+            if (j < H + KVH)
+                for (int i = 0; i < HD / 2; i++) {
+                    double a = (3 + t) * (double)freq[i], x1 = v[i], x2 = v[i + HD / 2];
+                    v[i] = x1 * cos(a) - x2 * sin(a);
+                    v[i + HD / 2] = x2 * cos(a) + x1 * sin(a);
+                }
+            /* q heads in q_out; k and v at (layer 1, slot of position 3 + t). */
+            int slot = table[(3 + t) / 4] * 4 + (3 + t) % 4;
+            const float *got = j < H ? (float *)qo.data + (t * H + j) * HD
+                                     : (float *)(j < H + KVH ? c.k : c.v) + ((8 * 4) + slot) * HD;
+            for (int i = 0; i < HD; i++)
+                assert_true(fabs(got[i] - v[i]) < 2e-6);
+        }
+    }
+    be->ops->kv_cache_free(be, &c);
+    drop(&x), drop(&qw), drop(&kw), drop(&f), drop(&qo);
+}
+
 static void test_glu_activations(void **state)
 {
     (void)state;
@@ -424,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_rope_by_hand),
         cmocka_unit_test(test_attention_paged_gqa_window),
         cmocka_unit_test(test_kv_write_e4m3_per_token_head),
+        cmocka_unit_test(test_qk_norm_rope_kv_write_fused),
         cmocka_unit_test(test_glu_activations),
         cmocka_unit_test(test_moe_route_and_experts),
         cmocka_unit_test(test_gather_and_softcap),

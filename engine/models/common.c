@@ -55,11 +55,12 @@ static int find_source(const struct st_model *st, const char *name, int64_t rows
 
 int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
                       enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
-                      const char *const *names, int32_t n_names, struct fp8_err *err)
+                      const char *const *names, const int64_t *part_rows, int32_t n_names,
+                      struct fp8_err *err)
 {
     struct fp8_tensor shape = {.dtype = dtype, .n_dims = n_dims};
     memcpy(shape.ne, ne, (size_t)n_dims * sizeof(int64_t));
-    int64_t rows = fp8_tensor_rows(&shape), cols = ne[n_dims - 1], part = rows / n_names;
+    int64_t rows = fp8_tensor_rows(&shape), cols = ne[n_dims - 1], o = 0;
     size_t el = fp8_dtype_size(dtype);
     float *row = malloc((size_t)cols * sizeof(float));
     uint8_t *host = malloc((size_t)(rows * cols) * el);
@@ -72,11 +73,16 @@ int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8
     }
     for (int32_t i = 0; i < n_names; i++) {
         const struct st_tensor *src = NULL;
+        int64_t part = part_rows ? part_rows[i] : rows / n_names;
         rc = find_source(st, names[i], part, cols, &src, err);
         if (rc < 0)
             goto fail;
-        for (int64_t r = 0; r < part; r++) {
-            int64_t o = i * part + r;
+        if (o + part > rows) {
+            rc = fp8_err_set(err, -EINVAL, "'%s' overflows its %lld-row tensor", names[i],
+                             (long long)rows);
+            goto fail;
+        }
+        for (int64_t r = 0; r < part; r++, o++) {
             st_row_f32(src, r, cols, row);
             if (dtype == FP8_DTYPE_E4M3)
                 fp8_quantize_rows_e4m3(row, 1, cols, host + o * cols, scale + o);
@@ -88,6 +94,11 @@ int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8
             else
                 memcpy(host + (size_t)(o * cols) * 4, row, (size_t)cols * 4);
         }
+    }
+    if (o != rows) {
+        rc = fp8_err_set(err, -EINVAL, "'%s' and its parts fill %lld of %lld rows", names[0],
+                         (long long)o, (long long)rows);
+        goto fail;
     }
     rc = m->be->ops->tensor_alloc(m->be, &dev, dtype, n_dims, ne, err);
     if (rc < 0)
@@ -111,7 +122,7 @@ int model_load_vector(struct fp8_model *m, const struct st_model *st, struct fp8
     char name[MODEL_NAME_MAX];
     const char *names[1] = {name};
     model_tensor_name(m, name, layer, suffix);
-    return model_load_weight(m, st, t, FP8_DTYPE_F32, 1, &n, names, 1, err);
+    return model_load_weight(m, st, t, FP8_DTYPE_F32, 1, &n, names, NULL, 1, err);
 }
 
 static int load_linear(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
@@ -122,7 +133,7 @@ static int load_linear(struct fp8_model *m, const struct st_model *st, struct fp
     const char *names[1] = {name};
     int64_t ne[2] = {rows, cols};
     model_tensor_name(m, name, l, suffix);
-    return model_load_weight(m, st, t, m->opts.weight_dtype, 2, ne, names, 1, err);
+    return model_load_weight(m, st, t, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
 }
 
 int model_load_attention(struct fp8_model *m, const struct st_model *st, int32_t l,
@@ -132,10 +143,15 @@ int model_load_attention(struct fp8_model *m, const struct st_model *st, int32_t
     struct fp8_layer *w = &m->layers[l];
     int64_t d = c->hidden_size, q = (int64_t)c->n_heads * c->head_dim,
             kv = (int64_t)c->n_kv_heads * c->head_dim;
+    char qn[MODEL_NAME_MAX], kn[MODEL_NAME_MAX], vn[MODEL_NAME_MAX];
+    const char *names[3] = {qn, kn, vn};
+    int64_t parts[3] = {q, kv, kv}, ne[2] = {q + 2 * kv, d};
+    model_tensor_name(m, qn, l, "self_attn.q_proj.weight");
+    model_tensor_name(m, kn, l, "self_attn.k_proj.weight");
+    model_tensor_name(m, vn, l, "self_attn.v_proj.weight");
     int rc;
-    if ((rc = load_linear(m, st, &w->wq, l, "self_attn.q_proj.weight", q, d, err)) < 0 ||
-        (rc = load_linear(m, st, &w->wk, l, "self_attn.k_proj.weight", kv, d, err)) < 0 ||
-        (rc = load_linear(m, st, &w->wv, l, "self_attn.v_proj.weight", kv, d, err)) < 0 ||
+    if ((rc = model_load_weight(m, st, &w->wqkv, m->opts.weight_dtype, 2, ne, names, parts, 3,
+                                err)) < 0 ||
         (rc = load_linear(m, st, &w->wo, l, "self_attn.o_proj.weight", d, q, err)) < 0 ||
         (rc = model_load_vector(m, st, &w->q_norm, l, "self_attn.q_norm.weight", c->head_dim,
                                 err)) < 0 ||
@@ -156,7 +172,8 @@ int model_load_dense_mlp(struct fp8_model *m, const struct st_model *st, int32_t
     int64_t ne[2] = {2 * (int64_t)c->intermediate_size, c->hidden_size};
     model_tensor_name(m, gate, l, "mlp.gate_proj.weight");
     model_tensor_name(m, up, l, "mlp.up_proj.weight");
-    int rc = model_load_weight(m, st, &w->w_gate_up, m->opts.weight_dtype, 2, ne, names, 2, err);
+    int rc = model_load_weight(m, st, &w->w_gate_up, m->opts.weight_dtype, 2, ne, names, NULL, 2,
+                               err);
     if (rc < 0)
         return rc;
     return load_linear(m, st, &w->w_down, l, "mlp.down_proj.weight", c->hidden_size,
@@ -175,25 +192,13 @@ void model_attention(struct fp8_model *m, int32_t l, int32_t n)
     struct fp8_layer *w = &m->layers[l];
     bool sliding = c->layers[l].sliding;
     struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n);
-    struct fp8_tensor q = model_rows(&m->q, n), k = model_rows(&m->k, n),
-                      v = model_rows(&m->v, n), att = model_rows(&m->att, n);
-    int64_t q2[2] = {n, (int64_t)c->n_heads * c->head_dim},
-            kv2[2] = {n, (int64_t)c->n_kv_heads * c->head_dim};
-    struct fp8_tensor q_flat = fp8_tensor_reshape(&q, 2, q2), k_flat = fp8_tensor_reshape(&k, 2, kv2),
-                      v_flat = fp8_tensor_reshape(&v, 2, kv2);
-    int64_t qh[2] = {(int64_t)n * c->n_heads, c->head_dim},
-            kh[2] = {(int64_t)n * c->n_kv_heads, c->head_dim};
-    struct fp8_tensor q_heads = fp8_tensor_reshape(&q, 2, qh), k_heads = fp8_tensor_reshape(&k, 2, kh);
+    struct fp8_tensor qkv = model_rows(&m->qkv, n), q = model_rows(&m->q, n),
+                      att = model_rows(&m->att, n);
 
-    op->linear(m->be, &xb, &w->wq, &q_flat);
-    op->linear(m->be, &xb, &w->wk, &k_flat);
-    op->linear(m->be, &xb, &w->wv, &v_flat);
-    op->rms_norm(m->be, &q_heads, &w->q_norm, c->rms_norm_eps, m->norm_kind, &q_heads);
-    op->rms_norm(m->be, &k_heads, &w->k_norm, c->rms_norm_eps, m->norm_kind, &k_heads);
-    const struct fp8_tensor *freq = sliding ? &m->inv_freq_local : &m->inv_freq;
-    op->rope(m->be, &q, freq, 1.0f);
-    op->rope(m->be, &k, freq, 1.0f);
-    op->kv_write(m->be, &m->kv, l, &k, &v);
+    op->linear(m->be, &xb, &w->wqkv, &qkv);
+    op->qk_norm_rope_kv_write(m->be, &qkv, &w->q_norm, &w->k_norm, c->rms_norm_eps,
+                              m->norm_kind, sliding ? &m->inv_freq_local : &m->inv_freq, 1.0f,
+                              &m->kv, l, &q);
     op->attention(m->be, &q, &m->kv, l, 1.0f / sqrtf(c->query_pre_attn_scalar),
                   sliding ? c->sliding_window : 0, &att);
     op->linear(m->be, &att, &w->wo, &xb2);

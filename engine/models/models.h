@@ -7,9 +7,7 @@
 
 struct fp8_layer {
     struct fp8_tensor attn_norm;       /* (D) input_layernorm */
-    struct fp8_tensor wq;              /* (h * hd, D) */
-    struct fp8_tensor wk;              /* (kvh * hd, D) */
-    struct fp8_tensor wv;              /* (kvh * hd, D) */
+    struct fp8_tensor wqkv;            /* ((h + 2 kvh) * hd, D): q_proj, k_proj, v_proj rows */
     struct fp8_tensor q_norm;          /* (hd) */
     struct fp8_tensor k_norm;          /* (hd) */
     struct fp8_tensor wo;              /* (D, h * hd) */
@@ -42,9 +40,8 @@ struct fp8_model {
     struct fp8_tensor x;       /* (T, D) the residual stream */
     struct fp8_tensor xb;      /* (T, D) normed input of a block */
     struct fp8_tensor xb2;     /* (T, D) output of a block */
+    struct fp8_tensor qkv;     /* (T, (h + 2 kvh) * hd) */
     struct fp8_tensor q;       /* (T, h, hd) */
-    struct fp8_tensor k;       /* (T, kvh, hd) */
-    struct fp8_tensor v;       /* (T, kvh, hd) */
     struct fp8_tensor att;     /* (T, h * hd) */
     struct fp8_tensor hb;      /* (T, 2I) gate and up */
     struct fp8_tensor hb2;     /* (T, I) */
@@ -62,12 +59,14 @@ struct fp8_model {
 /* "<tensor_prefix>layers.<layer>.<suffix>", or "<tensor_prefix><suffix>" for layer < 0. */
 void model_tensor_name(const struct fp8_model *m, char name[MODEL_NAME_MAX], int32_t layer,
                        const char *suffix);
-/* The tensors names[] stacked along their rows into t of dtype and shape ne: each file
- * tensor must be (rows(ne) / n_names, ne[n_dims - 1]). Converted row by row (E4M3 rows
- * get their own scale), so the host holds only the stored bytes. */
+/* The tensors names[] stacked along their rows into t of dtype and shape ne: file tensor
+ * i must be (part_rows[i], ne[n_dims - 1]), or (rows(ne) / n_names, ...) each when
+ * part_rows is NULL. Converted row by row (E4M3 rows get their own scale), so the host
+ * holds only the stored bytes. */
 int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
                       enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
-                      const char *const *names, int32_t n_names, struct fp8_err *err);
+                      const char *const *names, const int64_t *part_rows, int32_t n_names,
+                      struct fp8_err *err);
 /* An f32 vector of n values: "<prefix>layers.<layer>.<suffix>" (layer < 0: no layer). */
 int model_load_vector(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
                       int32_t layer, const char *suffix, int64_t n, struct fp8_err *err);
@@ -79,7 +78,8 @@ int model_load_dense_mlp(struct fp8_model *m, const struct st_model *st, int32_t
                          struct fp8_err *err);
 
 /* ---- forward building blocks (engine/models/common.c), over the first n rows ---- */
-/* xb (n, D) -> xb2 (n, D): projections, q/k norm, RoPE, KV write, attention, o_proj. */
+/* xb (n, D) -> xb2 (n, D): fused qkv projection, q/k norm + RoPE + KV write, attention,
+ * o_proj. */
 void model_attention(struct fp8_model *m, int32_t l, int32_t n);
 /* xb (n, D) -> xb2 (n, D): gate_up, activation, down. */
 void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n);

@@ -21,7 +21,8 @@ static int load_experts(struct fp8_model *m, const struct st_model *st, int32_t 
     model_tensor_name(m, router, l, "mlp.gate.weight");
     /* The router stays bf16 in every mode: it is tiny, and e4m3 would move ties between
      * experts (docs/numerics.md). */
-    int rc = model_load_weight(m, st, &w->router, FP8_DTYPE_BF16, 2, rshape, rnames, 1, err);
+    int rc = model_load_weight(m, st, &w->router, FP8_DTYPE_BF16, 2, rshape, rnames, NULL, 1,
+                               err);
     if (rc < 0)
         return rc;
 
@@ -41,7 +42,7 @@ static int load_experts(struct fp8_model *m, const struct st_model *st, int32_t 
         ptrs[2 * e + 1] = names[2 * e + 1];
     }
     int64_t gu[3] = {ne, 2 * (int64_t)c->moe_intermediate_size, c->hidden_size};
-    rc = model_load_weight(m, st, &w->experts_gate_up, m->opts.weight_dtype, 3, gu, ptrs,
+    rc = model_load_weight(m, st, &w->experts_gate_up, m->opts.weight_dtype, 3, gu, ptrs, NULL,
                            2 * ne, err);
     if (rc < 0)
         goto fail;
@@ -52,7 +53,8 @@ static int load_experts(struct fp8_model *m, const struct st_model *st, int32_t 
         ptrs[e] = names[e];
     }
     int64_t down[3] = {ne, c->hidden_size, c->moe_intermediate_size};
-    rc = model_load_weight(m, st, &w->experts_down, m->opts.weight_dtype, 3, down, ptrs, ne, err);
+    rc = model_load_weight(m, st, &w->experts_down, m->opts.weight_dtype, 3, down, ptrs, NULL, ne,
+                           err);
 fail:
     free(names);
     free(ptrs);

@@ -119,6 +119,57 @@ void ref_kv_write(struct fp8_backend *be, struct fp8_kv_cache *c, int32_t layer,
     }
 }
 
+void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                               const struct fp8_tensor *q_norm, const struct fp8_tensor *k_norm,
+                               float eps, enum fp8_norm kind, const struct fp8_tensor *inv_freq,
+                               float attn_factor, struct fp8_kv_cache *c, int32_t layer,
+                               struct fp8_tensor *q_out)
+{
+    struct ref_ctx *rc = ref_ctx_of(be);
+    const char *op = "qk_norm_rope_kv_write";
+    if (!check_cache(be, op, c, layer) || !ref_check_act(be, op, "qkv", qkv, -1, -1))
+        return;
+    const struct fp8_kv_cache_desc *d = &c->desc;
+    int64_t hd = d->head_dim, kvh = d->n_kv_heads, n = fp8_tensor_rows(qkv);
+    int64_t h = qkv->ne[qkv->n_dims - 1] / hd - 2 * kvh;
+    if (h <= 0 || (h + 2 * kvh) * hd != qkv->ne[qkv->n_dims - 1] || n > rc->n_tokens ||
+        !q_norm || q_norm->dtype != FP8_DTYPE_F32 || fp8_tensor_numel(q_norm) != hd ||
+        !k_norm || k_norm->dtype != FP8_DTYPE_F32 || fp8_tensor_numel(k_norm) != hd ||
+        !inv_freq || inv_freq->dtype != FP8_DTYPE_F32 || fp8_tensor_numel(inv_freq) != hd / 2) {
+        ref_fail(be, -EINVAL, "%s: qkv must be (n <= %d, (heads + 2 x %lld) x %lld), norms f32 "
+                 "(%lld), inv_freq f32 (%lld)", op, rc->n_tokens, (long long)kvh, (long long)hd,
+                 (long long)hd, (long long)hd / 2);
+        return;
+    }
+    if (!ref_check_act(be, op, "q_out", q_out, n * h, hd))
+        return;
+    int64_t width = (h + 2 * kvh) * hd, n_slots = (int64_t)d->n_blocks * d->block_size;
+    float *row = ref_scratch(be, op, (size_t)width);
+    if (!row)
+        return;
+    for (int64_t t = 0; t < n; t++) {
+        int64_t slot = rc->slots[t];
+        if (slot < 0 || slot >= n_slots) {
+            ref_fail(be, -EINVAL, "%s: slot %lld outside the cache's %lld", op, (long long)slot,
+                     (long long)n_slots);
+            return;
+        }
+        ref_row_load(qkv, t, row);
+        for (int64_t j = 0; j < h + kvh; j++) { /* q heads, then k heads */
+            float *x = row + j * hd;
+            ref_norm_row(x, j < h ? q_norm->data : k_norm->data, hd, eps, kind);
+            ref_rope_row(x, hd, rc->positions[t], inv_freq->data, attn_factor);
+        }
+        for (int64_t g = 0; g < kvh; g++) {
+            size_t idx = kv_index(d, layer, slot, g);
+            kv_store(d, c->k, c->k_scale, idx, row + (h + g) * hd);
+            kv_store(d, c->v, c->v_scale, idx, row + (h + kvh + g) * hd);
+        }
+        for (int64_t j = 0; j < h; j++)
+            ref_row_store(q_out, t * h + j, row + j * hd);
+    }
+}
+
 void ref_attention(struct fp8_backend *be, const struct fp8_tensor *q,
                    const struct fp8_kv_cache *c, int32_t layer, float scale, int32_t window,
                    struct fp8_tensor *out)

@@ -332,6 +332,7 @@ static const struct fp8_backend_ops ref_ops = {
     .linear = ref_linear,
     .rope = ref_rope,
     .kv_write = ref_kv_write,
+    .qk_norm_rope_kv_write = ref_qk_norm_rope_kv_write,
     .attention = ref_attention,
     .glu = ref_glu,
     .moe_route = ref_moe_route,

@@ -52,8 +52,7 @@ void ref_embed(struct fp8_backend *be, const struct fp8_tensor *table, float sca
     }
 }
 
-/* One row: out = x / sqrt(mean(x^2) + eps) * w'. */
-static void norm_row(float *x, const float *w, int64_t n, float eps, enum fp8_norm kind)
+void ref_norm_row(float *x, const float *w, int64_t n, float eps, enum fp8_norm kind)
 {
     float ss = 0.0f;
     for (int64_t i = 0; i < n; i++)
@@ -87,7 +86,7 @@ void ref_rms_norm(struct fp8_backend *be, const struct fp8_tensor *x, const stru
         return;
     for (int64_t r = 0; r < fp8_tensor_rows(x); r++) {
         ref_row_load(x, r, row);
-        norm_row(row, w->data, cols, eps, kind);
+        ref_norm_row(row, w->data, cols, eps, kind);
         ref_row_store(out, r, row);
     }
 }
@@ -112,7 +111,7 @@ void ref_add_rms_norm(struct fp8_backend *be, struct fp8_tensor *residual,
             row[i] += add[i];
         ref_row_store(residual, r, row);
         ref_row_load(residual, r, row); /* normalize what was stored (bf16 residuals) */
-        norm_row(row, w->data, cols, eps, kind);
+        ref_norm_row(row, w->data, cols, eps, kind);
         ref_row_store(out, r, row);
     }
 }
@@ -160,26 +159,31 @@ void ref_rope(struct fp8_backend *be, struct fp8_tensor *x, const struct fp8_ten
                  "inv_freq f32 (head_dim / 2)");
         return;
     }
-    int64_t n = x->ne[0], heads = x->ne[1], hd = x->ne[2], half = hd / 2;
+    int64_t n = x->ne[0], heads = x->ne[1], hd = x->ne[2];
     if (!need_step(be, "rope", n))
         return;
     const float *f = inv_freq->data;
     float *row = ref_scratch(be, "rope", (size_t)hd);
     if (!row)
         return;
-    for (int64_t t = 0; t < n; t++) {
-        float pos = (float)c->positions[t];
+    for (int64_t t = 0; t < n; t++)
         for (int64_t h = 0; h < heads; h++) {
             ref_row_load(x, t * heads + h, row);
-            for (int64_t i = 0; i < half; i++) {
-                float a = pos * f[i];
-                float cs = cosf(a) * attn_factor, sn = sinf(a) * attn_factor;
-                float x1 = row[i], x2 = row[i + half];
-                row[i] = x1 * cs - x2 * sn;
-                row[i + half] = x2 * cs + x1 * sn;
-            }
+            ref_rope_row(row, hd, c->positions[t], f, attn_factor);
             ref_row_store(x, t * heads + h, row);
         }
+}
+
+void ref_rope_row(float *row, int64_t hd, int32_t position, const float *inv_freq,
+                  float attn_factor)
+{
+    int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float a = (float)position * inv_freq[i];
+        float cs = cosf(a) * attn_factor, sn = sinf(a) * attn_factor;
+        float x1 = row[i], x2 = row[i + half];
+        row[i] = x1 * cs - x2 * sn;
+        row[i + half] = x2 * cs + x1 * sn;
     }
 }
 

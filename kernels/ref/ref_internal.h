@@ -82,6 +82,18 @@ void ref_moe_experts(struct fp8_backend *be, const struct fp8_tensor *x,
 void ref_gather_rows(struct fp8_backend *be, const struct fp8_tensor *x, struct fp8_tensor *out);
 void ref_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap);
 
+void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                               const struct fp8_tensor *q_norm, const struct fp8_tensor *k_norm,
+                               float eps, enum fp8_norm kind, const struct fp8_tensor *inv_freq,
+                               float attn_factor, struct fp8_kv_cache *c, int32_t layer,
+                               struct fp8_tensor *q_out);
+
+/* Row helpers shared by the ops: one row normalized in place (x / sqrt(mean(x^2) + eps)
+ * * w'), one head vector rotated in place. */
+void ref_norm_row(float *x, const float *w, int64_t n, float eps, enum fp8_norm kind);
+void ref_rope_row(float *row, int64_t hd, int32_t position, const float *inv_freq,
+                  float attn_factor);
+
 /* Scalar activation functions (shared by glu and moe_experts). */
 float ref_act(enum fp8_glu_act act, float x);
 
