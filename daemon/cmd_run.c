@@ -79,6 +79,14 @@ int cmd_run(int argc, char **argv)
     if (fp8d_single_open(&s, &o, max_len, &err) < 0)
         goto fail;
     const struct fp8_model_config *cfg = fp8_model_get_config(s.model);
+    if (!o.temperature_set)
+        o.sampling.temperature = cfg->default_temperature;
+    if (!o.top_p_set)
+        o.sampling.top_p = cfg->default_top_p;
+    if (!o.top_k_set)
+        o.sampling.top_k = cfg->default_top_k;
+    if (fp8_sampling_params_check(&o.sampling, &err) < 0)
+        goto fail;
     logits = malloc((size_t)cfg->vocab_size * sizeof(float));
     if (!logits) {
         fp8_err_set(&err, -ENOMEM, "out of memory");

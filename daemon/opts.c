@@ -181,6 +181,9 @@ int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct f
         }
         if (rc < 0)
             return rc;
+        o->temperature_set |= table[k].dst == &sp->temperature;
+        o->top_p_set |= table[k].dst == &sp->top_p;
+        o->top_k_set |= table[k].dst == &sp->top_k;
         *i += 2;
         return 1;
     }

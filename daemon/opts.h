@@ -28,6 +28,8 @@ struct fp8d_opts {
     struct fp8_sampling_params sampling; /* --temperature --top-p --top-k --min-p --seed
                                             --max-tokens --ignore-eos
                                             --repetition-penalty --presence-penalty */
+    bool temperature_set, top_p_set, top_k_set; /* given on the command line: else the
+                                                   model's generation_config defaults */
 };
 
 void fp8d_opts_init(struct fp8d_opts *o);

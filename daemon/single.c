@@ -39,6 +39,12 @@ int fp8d_single_open(struct fp8d_single *s, const struct fp8d_opts *o, int32_t m
         fp8d_single_close(&n);
         return rc;
     }
+    int32_t limit = fp8_model_get_config(n.model)->max_position_embeddings;
+    if (limit > 0 && max_len > limit) {
+        fp8d_single_close(&n);
+        return fp8_err_set(err, -E2BIG, "%d positions exceed the model's "
+                           "max_position_embeddings %d", max_len, limit);
+    }
     *s = n;
     return 0;
 }

@@ -54,6 +54,13 @@ static void test_values(void **state)
     assert_true(o.sampling.ignore_eos && o.enforce_eager);
     assert_true(o.gpu_memory_utilization == 0.8f);
     assert_true(o.sampling.repetition_penalty == 1.1f && o.sampling.presence_penalty == -0.5f);
+    assert_true(o.temperature_set && o.top_p_set && o.top_k_set);
+
+    /* Options not given stay unset, so run can take the model's generation defaults. */
+    char *only[] = {"--seed", "4"};
+    fp8d_opts_init(&o);
+    assert_int_equal(parse_all(&o, 2, only, NULL), 2);
+    assert_true(!o.temperature_set && !o.top_p_set && !o.top_k_set);
 }
 
 static void test_errors(void **state)
