@@ -4,11 +4,15 @@ tests/test-model-golden.c compares fp8d's ref backend against.
 
 Run on a machine with torch + transformers (CPU is fine):
     python3 tests/golden/make_model_golden.py OUT_DIR
+(tests/golden/models/make_model_golden.log is the output of the run that made the
+committed fixtures.)
 
 For each model OUT_DIR/<name>/ gets
   config.json        in the Hub's own style (rope_theta / rope_scaling / ... keys), which
                      transformers itself reads back below, so both sides parse the same file
   model.safetensors  written by transformers' save_pretrained
+  hf_saved_config.json  the config as transformers 5 writes it back (rope_parameters,
+                     layer_types, dtype): a record of how it read config.json
   golden.json        {"transformers": version, "sequences": [{"tokens": [...],
                       "logits": "logitsN.f32"}]}
   logitsN.f32        little-endian float32 [n_tokens, vocab], teacher-forced, fp32, eager
