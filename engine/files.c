@@ -22,7 +22,8 @@ int fp8_file_map(const char *path, void **map, uint64_t *size, struct fp8_err *e
 {
     struct stat st;
     int rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer before fstat rejects it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return fp8_err_set(err, -errno, "%s: %s", path, strerror(errno));
     if (fstat(fd, &st) < 0) {

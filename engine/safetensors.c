@@ -291,9 +291,25 @@ const struct st_tensor *st_model_tensor(const struct st_model *m, int32_t i)
 
 const struct st_tensor *st_model_find(const struct st_model *m, const char *name)
 {
+    int32_t i = st_model_index(m, name);
+    return i < 0 ? NULL : &m->entries[i].t;
+}
+
+int32_t st_model_index(const struct st_model *m, const char *name)
+{
     if (!m || !name)
-        return NULL;
+        return -1;
     const struct st_entry *e =
         bsearch(name, m->entries, (size_t)m->n_tensors, sizeof(*m->entries), entry_name_cmp);
-    return e ? &e->t : NULL;
+    return e ? (int32_t)(e - m->entries) : -1;
+}
+
+int32_t st_model_n_files(const struct st_model *m)
+{
+    return m ? m->n_files : 0;
+}
+
+const char *st_model_file_path(const struct st_model *m, int32_t i)
+{
+    return m && i >= 0 && i < m->n_files ? m->files[i].path : NULL;
 }

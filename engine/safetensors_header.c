@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,10 +123,10 @@ static int json_u64_array(const json_t *a, int64_t *v, int max)
     return (int)json_array_size(a);
 }
 
-static void format_shape(char *buf, size_t size, const int64_t *shape, int n_dims)
+void st_shape_format(char *buf, size_t size, const int64_t *shape, int32_t n_dims)
 {
     size_t used = (size_t)snprintf(buf, size, "[");
-    for (int d = 0; d < n_dims && used < size; d++)
+    for (int32_t d = 0; d < n_dims && used < size; d++)
         used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, d ? ", " : "", shape[d]);
     if (used < size)
         snprintf(buf + used, size - used, "]");
@@ -198,7 +199,7 @@ static int parse_entry(const char *name, size_t name_len, const json_t *e, uint6
                            "] end before they begin", name, off[0], off[1]);
 
     char shape_s[128];
-    format_shape(shape_s, sizeof(shape_s), shape, n_dims);
+    st_shape_format(shape_s, sizeof(shape_s), shape, n_dims);
     uint64_t n_bytes = st_dtype_size((enum st_dtype)dtype);
     for (int d = 0; d < n_dims; d++)
         if (__builtin_mul_overflow(n_bytes, (uint64_t)shape[d], &n_bytes))

@@ -81,6 +81,7 @@ static int write_file(const char *path, const struct st_write_tensor *tensors,
     char *header = NULL;
     void *chunk = malloc(ST_WRITE_CHUNK);
     FILE *fp = NULL;
+    bool created = false;
     int rc;
 
     if (!idx || !root || !chunk) {
@@ -125,8 +126,9 @@ static int write_file(const char *path, const struct st_write_tensor *tensors,
     fp = fopen(path, "wbx");
     if (!fp) {
         rc = fp8_err_set(err, -errno, "%s: %s", path, strerror(errno));
-        goto fail_nounlink;
+        goto fail;
     }
+    created = true;
     if (fwrite(len_le, 1, 8, fp) != 8 || fwrite(header, 1, hlen, fp) != hlen ||
         fwrite("        ", 1, padded - hlen, fp) != padded - hlen) {
         rc = fp8_err_set(err, -EIO, "%s: write failed", path);
@@ -155,8 +157,8 @@ static int write_file(const char *path, const struct st_write_tensor *tensors,
 fail:
     if (fp)
         fclose(fp);
-    unlink(path);
-fail_nounlink:
+    if (created)
+        unlink(path);
     free(idx);
     free(chunk);
     free(header);

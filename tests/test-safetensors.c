@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/safetensors.h"
@@ -182,6 +183,11 @@ static void test_non_utf8_name(void **state)
     expect_header_error("{\"a\xed\xa0\x80\":{}}", 0, "invalid UTF-8 byte 0xed at header byte 3");
     expect_header_error("{\"a\x01\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
                         "malformed JSON");
+    /* Escapes cannot smuggle in a lone surrogate, a NUL or a control character either. */
+    expect_header_error("{\"a\\ud800\":{}}", 0, "malformed JSON");
+    expect_header_error("{\"a\\u0000\":{}}", 0, "malformed JSON");
+    expect_header_error("{\"a\\u0007\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+                        "contains control character 0x07");
 }
 
 static void test_nesting_bomb(void **state)
@@ -367,6 +373,10 @@ static void test_open_errors(void **state)
     expect_open_error(dir, -EINVAL, "file of 3 bytes is too short");
     assert_int_equal(truncate(path, 0), 0);
     expect_open_error(dir, -EINVAL, "file of 0 bytes is too short");
+    /* A FIFO in the file's place is refused at once, not waited on. */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    expect_open_error(dir, -EINVAL, "/model.safetensors: not a regular file");
     tmpdir_remove(dir);
 }
 
