@@ -11,7 +11,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: fp8d logits --model DIR --tokens 1,2,3 --out FILE [options]\n"
+    fprintf(f, "usage: fp8d logits (--model DIR | --synthetic PRESET) --tokens 1,2,3 --out FILE [options]\n"
                "writes teacher-forced logits, little-endian float32 [n_tokens, vocab]\n%s",
             fp8d_opts_help);
 }
@@ -65,8 +65,8 @@ int cmd_logits(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!o.model_dir || !tokens_arg || !out_path) {
-        fprintf(stderr, "fp8d logits: --model, --tokens and --out are required\n");
+    if ((!o.model_dir && !o.synthetic) || !tokens_arg || !out_path) {
+        fprintf(stderr, "fp8d logits: --model (or --synthetic), --tokens and --out are required\n");
         usage(stderr);
         return 2;
     }

@@ -11,10 +11,8 @@ int fp8d_single_open(struct fp8d_single *s, const struct fp8d_opts *o, int32_t m
 {
     struct fp8d_single n = {0};
     int rc;
-    if (!o->model_dir)
-        return fp8_err_set(err, -EINVAL, "--model DIR is required");
-    if (o->synthetic)
-        return fp8_err_set(err, -ENOTSUP, "--synthetic is not supported by this command yet");
+    if (!o->model_dir == !o->synthetic)
+        return fp8_err_set(err, -EINVAL, "one of --model DIR or --synthetic PRESET is required");
     if (o->config_file)
         return fp8_err_set(err, -ENOTSUP, "--config is read by serve only");
     if (o->max_model_len && max_len > o->max_model_len)
@@ -34,8 +32,17 @@ int fp8d_single_open(struct fp8d_single *s, const struct fp8d_opts *o, int32_t m
     mo.max_tokens = n.max_step;
     mo.block_size = SINGLE_BLOCK;
     mo.n_kv_blocks = n.n_blocks;
-    if ((rc = fp8_backend_create(o->backend, &n.be, err)) < 0 ||
-        (rc = fp8_model_load(o->model_dir, n.be, &mo, &n.model, err)) < 0) {
+    rc = fp8_backend_create(o->backend, &n.be, err);
+    if (rc == 0 && o->model_dir) {
+        rc = fp8_model_load(o->model_dir, n.be, &mo, &n.model, err);
+    } else if (rc == 0) {
+        struct fp8_weights *w = NULL;
+        rc = fp8_weights_open_synthetic(o->synthetic, 0, &w, err);
+        if (rc == 0)
+            rc = fp8_model_create(w, n.be, &mo, &n.model, err);
+        fp8_weights_free(w);
+    }
+    if (rc < 0) {
         fp8d_single_close(&n);
         return rc;
     }

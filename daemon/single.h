@@ -16,7 +16,8 @@ struct fp8d_single {
     int32_t n_blocks;
 };
 
-/* Opens o->model_dir on o->backend for a sequence of up to max_len tokens. */
+/* Opens o->model_dir (or the --synthetic preset's random weights, seed 0) on o->backend
+ * for a sequence of up to max_len tokens. */
 int fp8d_single_open(struct fp8d_single *s, const struct fp8d_opts *o, int32_t max_len,
                      struct fp8_err *err);
 void fp8d_single_close(struct fp8d_single *s); /* accepts a zeroed struct */

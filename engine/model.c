@@ -141,7 +141,7 @@ static int alloc_activations(struct fp8_model *m, struct fp8_err *err)
     return 0;
 }
 
-static int load_embeddings(struct fp8_model *m, const struct st_model *st, struct fp8_err *err)
+static int load_embeddings(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
     char emb[MODEL_NAME_MAX];
@@ -149,7 +149,7 @@ static int load_embeddings(struct fp8_model *m, const struct st_model *st, struc
     int64_t ne[2] = {c->vocab_size, c->hidden_size};
     model_tensor_name(m, emb, -1, "embed_tokens.weight");
     /* Embeddings stay bf16 in every mode: one row is read per token, never streamed. */
-    int rc = model_load_weight(m, st, &m->embed, FP8_DTYPE_BF16, 2, ne, names, NULL, 1, err);
+    int rc = model_load_weight(m, src, &m->embed, FP8_DTYPE_BF16, 2, ne, names, NULL, 1, err);
     if (rc < 0)
         return rc;
     if (!c->tie_word_embeddings) {
@@ -157,18 +157,19 @@ static int load_embeddings(struct fp8_model *m, const struct st_model *st, struc
             return fp8_err_set(err, -EINVAL, "untied embeddings but no lm_head tensor named");
         names[0] = c->lm_head_name;
     }
-    rc = model_load_weight(m, st, &m->lm_head, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
+    rc = model_load_weight(m, src, &m->lm_head, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
     if (rc < 0)
         return rc;
-    return model_load_vector(m, st, &m->final_norm, -1, "norm.weight", c->hidden_size, err);
+    return model_load_vector(m, src, &m->final_norm, -1, "norm.weight", c->hidden_size, err);
 }
 
-int fp8_model_create(const struct fp8_model_config *cfg, const struct st_model *st,
-                     struct fp8_backend *be, const struct fp8_model_opts *opts,
-                     struct fp8_model **out, struct fp8_err *err)
+int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
+                     const struct fp8_model_opts *opts, struct fp8_model **out,
+                     struct fp8_err *err)
 {
-    if (!cfg || !st || !be || !out)
-        return fp8_err_set(err, -EINVAL, "model: missing config, checkpoint or backend");
+    if (!src || !be || !out)
+        return fp8_err_set(err, -EINVAL, "model: missing weights or backend");
+    const struct fp8_model_config *cfg = fp8_weights_config(src);
     struct fp8_model_opts o = opts ? *opts : fp8_model_opts_default();
     int rc = check_config(cfg, &o, err);
     if (rc < 0)
@@ -187,16 +188,16 @@ int fp8_model_create(const struct fp8_model_config *cfg, const struct st_model *
         goto fail;
     }
     struct fp8_kv_cache_desc kd = fp8_model_kv_desc(cfg, o.kv_dtype, o.block_size, o.n_kv_blocks);
-    if ((rc = load_embeddings(m, st, err)) < 0 ||
+    if ((rc = load_embeddings(m, src, err)) < 0 ||
         (rc = load_inv_freq(m, &m->inv_freq, &cfg->rope, err)) < 0 ||
         (rc = load_inv_freq(m, &m->inv_freq_local, &cfg->rope_local, err)) < 0 ||
         (rc = alloc_activations(m, err)) < 0 ||
         (rc = be->ops->kv_cache_alloc(be, &m->kv, &kd, err)) < 0)
         goto fail;
     switch (cfg->arch) {
-    case FP8_ARCH_QWEN3: rc = qwen3_load(m, st, err); break;
-    case FP8_ARCH_QWEN3_MOE: rc = qwen3_moe_load(m, st, err); break;
-    case FP8_ARCH_GEMMA3: rc = gemma3_load(m, st, err); break;
+    case FP8_ARCH_QWEN3: rc = qwen3_load(m, src, err); break;
+    case FP8_ARCH_QWEN3_MOE: rc = qwen3_moe_load(m, src, err); break;
+    case FP8_ARCH_GEMMA3: rc = gemma3_load(m, src, err); break;
     }
     if (rc < 0)
         goto fail;
@@ -210,22 +211,14 @@ fail:
 int fp8_model_load(const char *dir, struct fp8_backend *be, const struct fp8_model_opts *opts,
                    struct fp8_model **out, struct fp8_err *err)
 {
-    struct fp8_model_config *cfg = malloc(sizeof(*cfg));
-    struct st_model *st = NULL;
-    int rc = -ENOMEM;
-    if (!cfg) {
-        fp8_err_set(err, rc, "out of memory");
-        goto fail;
+    struct fp8_weights *src = NULL;
+    int rc = fp8_weights_open_dir(dir, &src, err); /* its messages name dir already */
+    if (rc == 0) {
+        rc = fp8_model_create(src, be, opts, out, err);
+        if (rc < 0)
+            fp8_err_prefix(err, rc, "%s", dir);
     }
-    if ((rc = fp8_model_config_load(dir, cfg, err)) < 0 ||
-        (rc = st_model_open(dir, &st, err)) < 0)
-        goto fail;
-    rc = fp8_model_create(cfg, st, be, opts, out, err);
-    if (rc < 0)
-        fp8_err_prefix(err, rc, "%s", dir);
-fail:
-    st_model_free(st);
-    free(cfg);
+    fp8_weights_free(src);
     return rc;
 }
 

@@ -8,7 +8,7 @@
 #include "common/err.h"
 #include "engine/batch.h"
 #include "engine/config.h"
-#include "engine/safetensors.h"
+#include "engine/weights.h"
 #include "kernels/kernels.h"
 
 struct fp8_model_opts {
@@ -30,16 +30,17 @@ struct fp8_kv_cache_desc fp8_model_kv_desc(const struct fp8_model_config *cfg,
 
 struct fp8_model;
 
-/* Reads DIR/config.json and the safetensors checkpoint, quantizes the weights to
- * opts->weight_dtype and uploads them to be. Anything this code or the backend cannot
- * run fails here with a message naming it. *out untouched on failure; be must outlive
- * the model. */
+/* Reads DIR (config.json and the safetensors checkpoint, through fp8_weights_open_dir),
+ * quantizes the weights to opts->weight_dtype and uploads them to be. Anything this code
+ * or the backend cannot run fails here with a message naming it. *out untouched on
+ * failure; be must outlive the model. */
 int fp8_model_load(const char *dir, struct fp8_backend *be, const struct fp8_model_opts *opts,
                    struct fp8_model **out, struct fp8_err *err);
-/* The same from a parsed config and an open checkpoint (which may be freed afterwards). */
-int fp8_model_create(const struct fp8_model_config *cfg, const struct st_model *st,
-                     struct fp8_backend *be, const struct fp8_model_opts *opts,
-                     struct fp8_model **out, struct fp8_err *err);
+/* The same from weights already open (a checkpoint or a --synthetic preset); they may be
+ * freed once this returns. */
+int fp8_model_create(struct fp8_weights *w, struct fp8_backend *be,
+                     const struct fp8_model_opts *opts, struct fp8_model **out,
+                     struct fp8_err *err);
 void fp8_model_free(struct fp8_model *m); /* accepts NULL */
 
 const struct fp8_model_config *fp8_model_get_config(const struct fp8_model *m);

@@ -32,12 +32,13 @@ static void st_row_f32(const struct st_tensor *t, int64_t r, int64_t cols, float
     }
 }
 
-static int find_source(const struct st_model *st, const char *name, int64_t rows, int64_t cols,
+static int find_source(struct fp8_weights *src, const char *name, int64_t rows, int64_t cols,
                        const struct st_tensor **out, struct fp8_err *err)
 {
-    const struct st_tensor *t = st_model_find(st, name);
-    if (!t)
-        return fp8_err_set(err, -ENOENT, "checkpoint has no tensor '%s'", name);
+    const struct st_tensor *t = NULL;
+    int rc = fp8_weights_get(src, name, &t, err);
+    if (rc < 0)
+        return rc;
     if (t->dtype != ST_DTYPE_F32 && t->dtype != ST_DTYPE_F16 && t->dtype != ST_DTYPE_BF16)
         return fp8_err_set(err, -ENOTSUP, "tensor '%s' is %s: only f32, f16 and bf16 "
                            "checkpoints are supported (pre-quantized ones are not yet)", name,
@@ -53,7 +54,7 @@ static int find_source(const struct st_model *st, const char *name, int64_t rows
     return 0;
 }
 
-int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
+int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
                       enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
                       const char *const *names, const int64_t *part_rows, int32_t n_names,
                       struct fp8_err *err)
@@ -72,9 +73,9 @@ int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8
         goto fail;
     }
     for (int32_t i = 0; i < n_names; i++) {
-        const struct st_tensor *src = NULL;
+        const struct st_tensor *file_t = NULL;
         int64_t part = part_rows ? part_rows[i] : rows / n_names;
-        rc = find_source(st, names[i], part, cols, &src, err);
+        rc = find_source(src, names[i], part, cols, &file_t, err);
         if (rc < 0)
             goto fail;
         if (o + part > rows) {
@@ -83,7 +84,7 @@ int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8
             goto fail;
         }
         for (int64_t r = 0; r < part; r++, o++) {
-            st_row_f32(src, r, cols, row);
+            st_row_f32(file_t, r, cols, row);
             if (dtype == FP8_DTYPE_E4M3)
                 fp8_quantize_rows_e4m3(row, 1, cols, host + o * cols, scale + o);
             else if (dtype == FP8_DTYPE_BF16)
@@ -116,16 +117,16 @@ fail:
     return rc;
 }
 
-int model_load_vector(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
+int model_load_vector(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
                       int32_t layer, const char *suffix, int64_t n, struct fp8_err *err)
 {
     char name[MODEL_NAME_MAX];
     const char *names[1] = {name};
     model_tensor_name(m, name, layer, suffix);
-    return model_load_weight(m, st, t, FP8_DTYPE_F32, 1, &n, names, NULL, 1, err);
+    return model_load_weight(m, src, t, FP8_DTYPE_F32, 1, &n, names, NULL, 1, err);
 }
 
-static int load_linear(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
+static int load_linear(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
                        int32_t l, const char *suffix, int64_t rows, int64_t cols,
                        struct fp8_err *err)
 {
@@ -133,14 +134,14 @@ static int load_linear(struct fp8_model *m, const struct st_model *st, struct fp
     const char *names[1] = {name};
     int64_t ne[2] = {rows, cols};
     model_tensor_name(m, name, l, suffix);
-    return model_load_weight(m, st, t, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
+    return model_load_weight(m, src, t, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
 }
 
-int model_load_attention(struct fp8_model *m, const struct st_model *st, int32_t l,
+int model_load_attention(struct fp8_model *m, struct fp8_weights *src, int32_t l,
                          struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
-    struct fp8_layer *w = &m->layers[l];
+    struct fp8_layer *ly = &m->layers[l];
     int64_t d = c->hidden_size, q = (int64_t)c->n_heads * c->head_dim,
             kv = (int64_t)c->n_kv_heads * c->head_dim;
     char qn[MODEL_NAME_MAX], kn[MODEL_NAME_MAX], vn[MODEL_NAME_MAX];
@@ -150,19 +151,19 @@ int model_load_attention(struct fp8_model *m, const struct st_model *st, int32_t
     model_tensor_name(m, kn, l, "self_attn.k_proj.weight");
     model_tensor_name(m, vn, l, "self_attn.v_proj.weight");
     int rc;
-    if ((rc = model_load_weight(m, st, &w->wqkv, m->opts.weight_dtype, 2, ne, names, parts, 3,
+    if ((rc = model_load_weight(m, src, &ly->wqkv, m->opts.weight_dtype, 2, ne, names, parts, 3,
                                 err)) < 0 ||
-        (rc = load_linear(m, st, &w->wo, l, "self_attn.o_proj.weight", d, q, err)) < 0 ||
-        (rc = model_load_vector(m, st, &w->q_norm, l, "self_attn.q_norm.weight", c->head_dim,
+        (rc = load_linear(m, src, &ly->wo, l, "self_attn.o_proj.weight", d, q, err)) < 0 ||
+        (rc = model_load_vector(m, src, &ly->q_norm, l, "self_attn.q_norm.weight", c->head_dim,
                                 err)) < 0 ||
-        (rc = model_load_vector(m, st, &w->k_norm, l, "self_attn.k_norm.weight", c->head_dim,
+        (rc = model_load_vector(m, src, &ly->k_norm, l, "self_attn.k_norm.weight", c->head_dim,
                                 err)) < 0 ||
-        (rc = model_load_vector(m, st, &w->attn_norm, l, "input_layernorm.weight", d, err)) < 0)
+        (rc = model_load_vector(m, src, &ly->attn_norm, l, "input_layernorm.weight", d, err)) < 0)
         return rc;
     return 0;
 }
 
-int model_load_dense_mlp(struct fp8_model *m, const struct st_model *st, int32_t l,
+int model_load_dense_mlp(struct fp8_model *m, struct fp8_weights *src, int32_t l,
                          struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
@@ -172,11 +173,11 @@ int model_load_dense_mlp(struct fp8_model *m, const struct st_model *st, int32_t
     int64_t ne[2] = {2 * (int64_t)c->intermediate_size, c->hidden_size};
     model_tensor_name(m, gate, l, "mlp.gate_proj.weight");
     model_tensor_name(m, up, l, "mlp.up_proj.weight");
-    int rc = model_load_weight(m, st, &w->w_gate_up, m->opts.weight_dtype, 2, ne, names, NULL, 2,
+    int rc = model_load_weight(m, src, &w->w_gate_up, m->opts.weight_dtype, 2, ne, names, NULL, 2,
                                err);
     if (rc < 0)
         return rc;
-    return load_linear(m, st, &w->w_down, l, "mlp.down_proj.weight", c->hidden_size,
+    return load_linear(m, src, &w->w_down, l, "mlp.down_proj.weight", c->hidden_size,
                        c->intermediate_size, err);
 }
 

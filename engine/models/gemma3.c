@@ -10,20 +10,20 @@
  *   logits = softcap(lm_head(final_norm(x))) */
 #include "engine/models/models.h"
 
-int gemma3_load(struct fp8_model *m, const struct st_model *st, struct fp8_err *err)
+int gemma3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err)
 {
     int64_t d = m->cfg.hidden_size;
     for (int32_t l = 0; l < m->cfg.n_layers; l++) {
         struct fp8_layer *w = &m->layers[l];
         int rc;
-        if ((rc = model_load_attention(m, st, l, err)) < 0 ||
-            (rc = model_load_vector(m, st, &w->attn_post_norm, l,
+        if ((rc = model_load_attention(m, src, l, err)) < 0 ||
+            (rc = model_load_vector(m, src, &w->attn_post_norm, l,
                                     "post_attention_layernorm.weight", d, err)) < 0 ||
-            (rc = model_load_vector(m, st, &w->mlp_norm, l, "pre_feedforward_layernorm.weight",
+            (rc = model_load_vector(m, src, &w->mlp_norm, l, "pre_feedforward_layernorm.weight",
                                     d, err)) < 0 ||
-            (rc = model_load_vector(m, st, &w->mlp_post_norm, l,
+            (rc = model_load_vector(m, src, &w->mlp_post_norm, l,
                                     "post_feedforward_layernorm.weight", d, err)) < 0 ||
-            (rc = model_load_dense_mlp(m, st, l, err)) < 0)
+            (rc = model_load_dense_mlp(m, src, l, err)) < 0)
             return rc;
     }
     return 0;

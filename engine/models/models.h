@@ -63,18 +63,18 @@ void model_tensor_name(const struct fp8_model *m, char name[MODEL_NAME_MAX], int
  * i must be (part_rows[i], ne[n_dims - 1]), or (rows(ne) / n_names, ...) each when
  * part_rows is NULL. Converted row by row (E4M3 rows get their own scale), so the host
  * holds only the stored bytes. */
-int model_load_weight(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
+int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
                       enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
                       const char *const *names, const int64_t *part_rows, int32_t n_names,
                       struct fp8_err *err);
 /* An f32 vector of n values: "<prefix>layers.<layer>.<suffix>" (layer < 0: no layer). */
-int model_load_vector(struct fp8_model *m, const struct st_model *st, struct fp8_tensor *t,
+int model_load_vector(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
                       int32_t layer, const char *suffix, int64_t n, struct fp8_err *err);
 /* q/k/v/o projections and q/k norms of layer l (Qwen3 and Gemma3 name them alike). */
-int model_load_attention(struct fp8_model *m, const struct st_model *st, int32_t l,
+int model_load_attention(struct fp8_model *m, struct fp8_weights *src, int32_t l,
                          struct fp8_err *err);
 /* gate_proj + up_proj fused into w_gate_up, and down_proj, of intermediate size inter. */
-int model_load_dense_mlp(struct fp8_model *m, const struct st_model *st, int32_t l,
+int model_load_dense_mlp(struct fp8_model *m, struct fp8_weights *src, int32_t l,
                          struct fp8_err *err);
 
 /* ---- forward building blocks (engine/models/common.c), over the first n rows ---- */
@@ -87,11 +87,11 @@ void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n);
 struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n);
 
 /* ---- per architecture ---- */
-int qwen3_load(struct fp8_model *m, const struct st_model *st, struct fp8_err *err);
+int qwen3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
 void qwen3_forward(struct fp8_model *m, int32_t n);
-int qwen3_moe_load(struct fp8_model *m, const struct st_model *st, struct fp8_err *err);
+int qwen3_moe_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
 void qwen3_moe_forward(struct fp8_model *m, int32_t n);
-int gemma3_load(struct fp8_model *m, const struct st_model *st, struct fp8_err *err);
+int gemma3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
 void gemma3_forward(struct fp8_model *m, int32_t n);
 
 #endif

@@ -6,15 +6,15 @@
  *   logits = lm_head(rms(x)) */
 #include "engine/models/models.h"
 
-int qwen3_load(struct fp8_model *m, const struct st_model *st, struct fp8_err *err)
+int qwen3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err)
 {
     for (int32_t l = 0; l < m->cfg.n_layers; l++) {
         int rc;
-        if ((rc = model_load_attention(m, st, l, err)) < 0 ||
-            (rc = model_load_vector(m, st, &m->layers[l].mlp_norm, l,
+        if ((rc = model_load_attention(m, src, l, err)) < 0 ||
+            (rc = model_load_vector(m, src, &m->layers[l].mlp_norm, l,
                                     "post_attention_layernorm.weight", m->cfg.hidden_size,
                                     err)) < 0 ||
-            (rc = model_load_dense_mlp(m, st, l, err)) < 0)
+            (rc = model_load_dense_mlp(m, src, l, err)) < 0)
             return rc;
     }
     return 0;

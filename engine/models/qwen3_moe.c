@@ -9,7 +9,7 @@
 
 #include "engine/models/models.h"
 
-static int load_experts(struct fp8_model *m, const struct st_model *st, int32_t l,
+static int load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t l,
                         struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
@@ -21,7 +21,7 @@ static int load_experts(struct fp8_model *m, const struct st_model *st, int32_t 
     model_tensor_name(m, router, l, "mlp.gate.weight");
     /* The router stays bf16 in every mode: it is tiny, and e4m3 would move ties between
      * experts (docs/numerics.md). */
-    int rc = model_load_weight(m, st, &w->router, FP8_DTYPE_BF16, 2, rshape, rnames, NULL, 1,
+    int rc = model_load_weight(m, src, &w->router, FP8_DTYPE_BF16, 2, rshape, rnames, NULL, 1,
                                err);
     if (rc < 0)
         return rc;
@@ -42,7 +42,7 @@ static int load_experts(struct fp8_model *m, const struct st_model *st, int32_t 
         ptrs[2 * e + 1] = names[2 * e + 1];
     }
     int64_t gu[3] = {ne, 2 * (int64_t)c->moe_intermediate_size, c->hidden_size};
-    rc = model_load_weight(m, st, &w->experts_gate_up, m->opts.weight_dtype, 3, gu, ptrs, NULL,
+    rc = model_load_weight(m, src, &w->experts_gate_up, m->opts.weight_dtype, 3, gu, ptrs, NULL,
                            2 * ne, err);
     if (rc < 0)
         goto fail;
@@ -53,7 +53,7 @@ static int load_experts(struct fp8_model *m, const struct st_model *st, int32_t 
         ptrs[e] = names[e];
     }
     int64_t down[3] = {ne, c->hidden_size, c->moe_intermediate_size};
-    rc = model_load_weight(m, st, &w->experts_down, m->opts.weight_dtype, 3, down, ptrs, NULL, ne,
+    rc = model_load_weight(m, src, &w->experts_down, m->opts.weight_dtype, 3, down, ptrs, NULL, ne,
                            err);
 fail:
     free(names);
@@ -61,16 +61,16 @@ fail:
     return rc;
 }
 
-int qwen3_moe_load(struct fp8_model *m, const struct st_model *st, struct fp8_err *err)
+int qwen3_moe_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err)
 {
     for (int32_t l = 0; l < m->cfg.n_layers; l++) {
         int rc;
-        if ((rc = model_load_attention(m, st, l, err)) < 0 ||
-            (rc = model_load_vector(m, st, &m->layers[l].mlp_norm, l,
+        if ((rc = model_load_attention(m, src, l, err)) < 0 ||
+            (rc = model_load_vector(m, src, &m->layers[l].mlp_norm, l,
                                     "post_attention_layernorm.weight", m->cfg.hidden_size,
                                     err)) < 0)
             return rc;
-        rc = m->cfg.layers[l].moe ? load_experts(m, st, l, err) : model_load_dense_mlp(m, st, l, err);
+        rc = m->cfg.layers[l].moe ? load_experts(m, src, l, err) : model_load_dense_mlp(m, src, l, err);
         if (rc < 0)
             return rc;
     }
