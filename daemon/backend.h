@@ -57,8 +57,6 @@ struct fp8d_backend {
     void *ctx;
     struct fp8_msg_model model;     /* what `info` answers; strings owned by the backend */
     struct fp8d_gen_params defaults; /* for fields a request leaves out */
-    int32_t eos_ids[8];
-    int32_t n_eos;
 
     /* ---- IPC thread (may run while the engine thread steps) ---- */
     /* Token ids of text (*ids malloc'd). -EILSEQ for invalid UTF-8 etc., with err. */

@@ -36,6 +36,7 @@
 
 #include "daemon/log.h"
 #include "daemon/notify.h"
+#include "engine/sampling.h"
 #include "ipc/endpoint.h"
 #include "ipc/segment.h"
 
@@ -394,40 +395,6 @@ static void stream_emit(struct fp8d_server *s, struct stream *st, int32_t token,
     stream_flush(s, st);
 }
 
-/* Stop strings: index of the earliest stop string that ends within the last new_len
- * bytes of text, or -1. */
-static int64_t stop_find(const char *text, size_t len, size_t new_len, char *const *stops,
-                         int32_t n)
-{
-    int64_t best = -1;
-    for (int32_t i = 0; i < n; i++) {
-        size_t sl = strlen(stops[i]);
-        size_t from = len - new_len >= sl ? len - new_len - sl + 1 : 0;
-        for (size_t p = from; p + sl <= len; p++)
-            if (!memcmp(text + p, stops[i], sl)) {
-                if (best < 0 || (int64_t)p < best)
-                    best = (int64_t)p;
-                break;
-            }
-    }
-    return best;
-}
-
-/* Trailing bytes of text that begin some stop string: held back until it is decided. */
-static size_t stop_holdback(const char *text, size_t len, char *const *stops, int32_t n)
-{
-    size_t hold = 0;
-    for (int32_t i = 0; i < n; i++) {
-        size_t sl = strlen(stops[i]);
-        for (size_t k = sl - 1; k > hold; k--)
-            if (k <= len && !memcmp(text + len - k, stops[i], k)) {
-                hold = k;
-                break;
-            }
-    }
-    return hold;
-}
-
 static bool on_token(void *ctx, uint64_t key, int32_t token)
 {
     struct fp8d_server *s = ctx;
@@ -455,14 +422,16 @@ static bool on_token(void *ctx, uint64_t key, int32_t token)
     }
     memcpy(st->text + st->text_len, piece, n);
     st->text_len += n;
-    int64_t at = stop_find(st->text, st->text_len, n, st->stop, st->n_stop);
+    int64_t at = fp8_stop_find(st->text, st->text_len, n, (const char *const *)st->stop,
+                               st->n_stop);
     if (at >= 0) {
         size_t upto = (size_t)at > st->released ? (size_t)at : st->released;
         stream_emit(s, st, token, st->text + st->released, upto - st->released);
         st->released = st->text_len; /* the rest is cut */
         return true;
     }
-    size_t keep = st->text_len - stop_holdback(st->text, st->text_len, st->stop, st->n_stop);
+    size_t keep = st->text_len - fp8_stop_holdback(st->text, st->text_len,
+                                                   (const char *const *)st->stop, st->n_stop);
     if (keep < st->released)
         keep = st->released;
     stream_emit(s, st, token, st->text + st->released, keep - st->released);
@@ -927,8 +896,8 @@ static void on_hello(struct fp8d_server *s, const uint8_t *rid, size_t rid_len, 
     m.u.welcome.server = (struct fp8_msg_str){"fp8d " FP8D_VERSION, sizeof("fp8d " FP8D_VERSION) - 1};
     fill_model(s, &m.u.welcome.model);
     send_msg(s, rid, rid_len, &m);
-    fp8d_log(FP8D_LOG_INFO, "session %llu (%s) opened, %s", (unsigned long long)x->id, x->name,
-             x->has_shm ? "shared-memory rings" : "chunk messages");
+    fp8d_log(FP8D_LOG_INFO, "session %llu (%s) opened, %s%s", (unsigned long long)x->id, x->name,
+             x->has_shm ? "shared-memory rings in " : "chunk messages", x->has_shm ? x->seg.shm.name : "");
 }
 
 static char **copy_stops(const struct fp8_msg_generate *g)

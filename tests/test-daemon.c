@@ -243,8 +243,6 @@ static struct fp8d_backend stub_backend(void)
                   .weights = {"fp8", 3}, .kv_cache_dtype = {"fp8", 3}, .vocab_size = 256,
                   .max_model_len = 200, .max_num_seqs = 8},
         .defaults = {.temperature = 0, .top_p = 1, .max_tokens = 16},
-        .eos_ids = {0},
-        .n_eos = 1,
         .tokenize = stub_tokenize,
         .detokenize = stub_detokenize,
         .chat = stub_chat,
