@@ -791,6 +791,36 @@ static void test_second_daemon_refused(void **state)
     stop(&f);
 }
 
+/* Access control: the socket file's mode (0600, 0660 for a system daemon) and the peer
+ * credential filter (a uid that is not ours cannot get through; ours can). */
+static void test_access(void **state)
+{
+    (void)state;
+    for (int system = 0; system < 2; system++) {
+        struct fixture f;
+        struct fp8d_server_opts o;
+        fp8d_server_opts_init(&o);
+        o.system = system;
+        o.allow_uids[o.n_allow_uids++] = (uint32_t)getuid() + 4242;
+        if (system)
+            o.allow_uids[o.n_allow_uids++] = (uint32_t)getuid();
+        start(&f, &o);
+        char path[160];
+        snprintf(path, sizeof(path), "%s/d.sock", f.dir);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, system ? 0660 : 0600);
+        fp8d_client *c = NULL;
+        int rc = fp8d_connect(f.endpoint, 0, system ? TIMEOUT_MS : 300, &c);
+        if (system)
+            assert_int_equal(rc, 0);
+        else /* the filter closes the connection unread: lost, or no answer in time */
+            assert_true(rc == -ECONNRESET || rc == -ETIMEDOUT);
+        fp8d_close(c);
+        stop(&f);
+    }
+}
+
 int main(void)
 {
     fp8d_log_open(false, NULL, getenv("FP8D_TEST_VERBOSE") ? FP8D_LOG_DEBUG : FP8D_LOG_ERR);
@@ -804,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_systemd_notify),
         cmocka_unit_test(test_second_daemon_refused),
+        cmocka_unit_test(test_access),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""fp8d serve end to end on the ref backend with a tiny qwen3 checkpoint (stdlib only).
+
+Checks, each against something the daemon does not compute itself:
+  - readiness and stop through a NOTIFY_SOCKET of our own (READY=1, STATUS=, STOPPING=1);
+  - 32 concurrent client processes (fp8 generate --json, half through shared memory, half
+    as chunk messages), distinct seeds and prompts: every token list equals `fp8d run`
+    with the same options (the in-process reference), so no token is lost or duplicated;
+  - a client SIGKILLed mid-stream: the daemon logs the session closed within a second and
+    keeps serving;
+  - a stalled reader (SIGSTOP): the stream is cancelled after --stream-timeout with a
+    message naming backpressure, other clients unaffected;
+  - SIGTERM mid-stream: the client gets shutting_down, the daemon exits 0, and none of
+    the segments it created is left in /dev/shm;
+  - socket activation through systemd-socket-activate (skipped with a message if absent).
+Every wait is bounded; polling loops only pace bounded checks of observable state.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import ctypes
+import errno
+import json
+import shutil
+
+BUILD = os.environ.get("FP8D_BUILD", "build")
+FP8D = os.path.join(BUILD, "fp8d")
+FP8 = os.path.join(BUILD, "fp8")
+N_CLIENTS = 32
+MAX_TOKENS = 4
+fails = []
+t_start = time.monotonic()
+
+
+class Token(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_int32), ("text", ctypes.c_char_p), ("text_len", ctypes.c_size_t)]
+
+
+def phase(name):
+    print("%6.1f s  %s" % (time.monotonic() - t_start, name), flush=True)
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    fails.append(msg)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+    return cond
+
+
+class Notify:
+    """A NOTIFY_SOCKET listener: datagrams in arrival order."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.seen = []
+
+    def wait(self, pattern, timeout):
+        deadline = time.monotonic() + timeout
+        for m in self.seen:
+            if pattern in m:
+                return True
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                m = self.sock.recv(4096).decode()
+            except socket.timeout:
+                break
+            self.seen.append(m)
+            if pattern in m:
+                return True
+        return False
+
+
+def wait_file(path, pattern, timeout):
+    """Bounded wait until the file (the daemon's log) has a line matching pattern."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                m = re.search(pattern, f.read())
+                if m:
+                    return m
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    return None
+
+
+def read_until_output(p, timeout):
+    """Blocks until the process printed something (it is mid-stream then)."""
+    import select
+    r, _, _ = select.select([p.stdout], [], [], timeout)
+    return bool(r) and len(os.read(p.stdout.fileno(), 64)) > 0
+
+
+def sampling(seed):
+    return ["--seed", str(seed), "--temperature", "0.9", "--top-k", "50",
+            "--max-tokens", str(MAX_TOKENS), "--ignore-eos"]
+
+
+def prompt_of(i):
+    # distinct prompts, some sharing a prefix (the prefix cache must not change outputs)
+    return ",".join(str(100 + (i * 37 + k * 11) % 5000) for k in range(3 + i % 5))
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="fp8d-e2e-daemon-")
+    daemon = None
+    try:
+        model = os.path.join(tmp, "m")
+        subprocess.run([FP8D, "mkmodel", "--arch", "qwen3", "--out", model], check=True,
+                       stdout=subprocess.DEVNULL)
+        common = ["--model", model, "--backend", "ref", "--max-model-len", "128",
+                  "--max-num-seqs", str(N_CLIENTS)]
+
+        # the in-process reference, 2 at a time
+        ref = {}
+        procs = []
+        for i in range(N_CLIENTS):
+            procs.append((i, subprocess.Popen([FP8D, "run"] + common + sampling(1000 + i) +
+                                              ["--tokens", prompt_of(i)],
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True)))
+            if len(procs) == 2 or i == N_CLIENTS - 1:
+                for j, p in procs:
+                    out, err = p.communicate(timeout=120)
+                    if not check(p.returncode == 0, "fp8d run %d: %s" % (j, err.strip())):
+                        continue
+                    ref[j] = [int(t) for t in out.split()]
+                procs = []
+        phase("%d reference runs" % N_CLIENTS)
+
+        ep = "ipc://" + os.path.join(tmp, "s.sock")
+        log = os.path.join(tmp, "daemon.log")
+        notify = Notify(os.path.join(tmp, "notify"))
+        env = dict(os.environ, NOTIFY_SOCKET=notify.path)
+        daemon = subprocess.Popen([FP8D, "serve"] + common +
+                                  ["--endpoint", ep, "--stream-timeout", "400",
+                                   "--ring-bytes", "256", "--log-file", log,
+                                   "--log-level", "debug"], env=env)
+        if not check(notify.wait("READY=1", 60), "no READY=1 from the daemon"):
+            return
+        check(notify.wait("STATUS=serving m", 5), "no STATUS= line after READY")
+        phase("daemon ready")
+
+        # 32 concurrent clients
+        clients = []
+        for i in range(N_CLIENTS):
+            extra = ["--no-shm"] if i % 2 else []
+            clients.append(subprocess.Popen(
+                [FP8, "--endpoint", ep, "--timeout", "60000"] + extra +
+                ["generate"] + sampling(1000 + i) + ["--tokens", prompt_of(i), "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for i, p in enumerate(clients):
+            out, err = p.communicate(timeout=120)
+            if not check(p.returncode == 0, "client %d: %s" % (i, err.strip())):
+                continue
+            got = json.loads(out)
+            check(got["tokens"] == ref.get(i), "client %d (%s): tokens %s, fp8d run gave %s" %
+                  (i, "chunks" if i % 2 else "ring", got["tokens"], ref.get(i)))
+            check(got["finish_reason"] == "length" and
+                  got["usage"]["completion_tokens"] == MAX_TOKENS,
+                  "client %d: finish %s usage %s" % (i, got["finish_reason"], got["usage"]))
+        phase("%d concurrent clients" % N_CLIENTS)
+
+        long_gen = [FP8, "--endpoint", ep, "--timeout", "60000", "generate", "--tokens",
+                    "1,2,3", "--max-tokens", "120", "--ignore-eos", "--temperature", "0"]
+
+        # a client SIGKILLed mid-stream
+        p = subprocess.Popen(long_gen, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if check(read_until_output(p, 30), "killed client: no output"):
+            t0 = time.monotonic()
+            p.kill()
+            p.wait()
+            m = wait_file(log, r"session \d+ \([^)]*pid %d\) closed" % p.pid, 5)
+            if check(m is not None, "killed client: session not closed"):
+                check(time.monotonic() - t0 < 1.5, "killed client: took %.2f s" %
+                      (time.monotonic() - t0))
+        r = subprocess.run([FP8, "--endpoint", ep, "info"], capture_output=True, text=True,
+                           timeout=30)
+        check(r.returncode == 0 and '"ref"' in r.stdout,
+              "info after a killed client: %s %s" % (r.stdout, r.stderr))
+        phase("killed client")
+
+        # a reader that stops reading (libfp8d through ctypes: alive, answering
+        # heartbeats, but never calling fp8d_stream_next): its ring (256 bytes) fills,
+        # the stream is cut after 400 ms, other clients carry on
+        lib = ctypes.CDLL(os.path.join(BUILD, "libfp8d.so"))
+        lib.fp8d_last_error.restype = ctypes.c_char_p
+        c, st = ctypes.c_void_p(), ctypes.c_void_p()
+        ids = (ctypes.c_int32 * 3)(1, 2, 3)
+        check(lib.fp8d_connect(ep.encode(), 0, 60000, ctypes.byref(c)) == 0, "ctypes connect")
+        check(lib.fp8d_generate_tokens(c, ids, 3, None, ctypes.byref(st)) == 0,
+              "ctypes generate")
+        check(wait_file(log, r"backpressure timeout", 60) is not None,
+              "slow reader: no backpressure timeout in the log")
+        other = subprocess.run([FP8, "--endpoint", ep, "generate", "--tokens", "5,6",
+                                "--max-tokens", "2", "--ignore-eos", "--json"],
+                               capture_output=True, text=True, timeout=60)
+        check(other.returncode == 0, "another client during backpressure: %s" % other.stderr)
+        tok = Token()
+        n = 0
+        while (rc := lib.fp8d_stream_next(st, ctypes.byref(tok), 10000)) == 1:
+            n += 1
+        check(rc == -errno.ECANCELED and b"backpressure" in lib.fp8d_last_error(c),
+              "slow reader: rc %d (%s)" % (rc, lib.fp8d_last_error(c)))
+        check(3 <= n < 20, "slow reader: %d tokens delivered (a 256-byte ring holds ~10)" % n)
+        lib.fp8d_stream_free(st)
+        lib.fp8d_close(c)
+        phase("slow reader")
+
+        # SIGTERM mid-stream
+        p = subprocess.Popen(long_gen, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if check(read_until_output(p, 30), "shutdown: no output"):
+            daemon.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+            check(p.returncode != 0 and b"shutting down" in err,
+                  "shutdown: client rc %d, stderr %s" % (p.returncode, err))
+            check(daemon.wait(timeout=30) == 0, "daemon exit status %s" % daemon.returncode)
+            check(notify.wait("STOPPING=1", 5), "no STOPPING=1")
+            with open(log) as f:
+                names = set(re.findall(r"/fp8d-[0-9a-f]{32}", f.read()))
+            check(len(names) >= N_CLIENTS // 2, "segments named in the log: %d" % len(names))
+            left = [n for n in names if os.path.exists("/dev/shm" + n)]
+            check(not left, "segments left in /dev/shm: %s" % left)
+            check(not os.path.exists(ep[len("ipc://"):]), "socket file left behind")
+        daemon = None
+        phase("shutdown")
+
+        # socket activation
+        act = shutil.which("systemd-socket-activate")
+        if not act:
+            print("SKIP: socket activation (systemd-socket-activate not installed)")
+        else:
+            path = os.path.join(tmp, "act.sock")
+            sa = subprocess.Popen([act, "-l", path, FP8D, "serve"] + common +
+                                  ["--log-file", os.path.join(tmp, "act.log")],
+                                  stderr=subprocess.PIPE)
+            try:
+                deadline = time.monotonic() + 10
+                while not os.path.exists(path) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                r = subprocess.run([FP8, "--endpoint", "ipc://" + path, "--timeout", "60000",
+                                    "generate", "--tokens", prompt_of(0)] + sampling(1000) +
+                                   ["--json"], capture_output=True, text=True, timeout=90)
+                if check(r.returncode == 0, "socket activation: %s" % r.stderr):
+                    check(json.loads(r.stdout)["tokens"] == ref.get(0),
+                          "socket activation: tokens differ")
+            finally:
+                sa.send_signal(signal.SIGTERM)
+                check(sa.wait(timeout=30) == 0, "socket-activated daemon exit %s" % sa.returncode)
+            phase("socket activation")
+    finally:
+        if daemon is not None:
+            daemon.kill()
+            daemon.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if fails:
+        print("daemon e2e: %d failures" % len(fails))
+        sys.exit(1)
+    print("daemon e2e: ok")
+
+
+main()
