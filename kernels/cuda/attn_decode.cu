@@ -1,0 +1,355 @@
+/* Paged FP8 decode attention (one query token per sequence), GQA-aware and split along
+ * the sequence (flash-decoding) when sequences x kv heads cannot fill the device.
+ *
+ * One block per (sequence, kv head, piece of the sequence): the group's G query heads
+ * share each K/V read. A token's 128-byte K row is read by TPT lanes (16 or 8 bytes each,
+ * whole 32-byte sectors); every group of TPT lanes walks its own tokens with an exact
+ * online softmax in fp32 (base 2, the scale folded into q); groups, warps and then pieces
+ * are merged with the usual max/sum rescaling. */
+#include <math.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace {
+
+constexpr int kHeadDim = 128;
+constexpr int kThreads = 128;
+constexpr int kUnroll = 2;          /* tokens per lane group in flight */
+constexpr int kMinSplitTokens = 64; /* a piece shorter than this costs more than it gains */
+
+template <int N> struct bytes_vec;
+template <> struct bytes_vec<16> {
+    using type = uint4;
+};
+template <> struct bytes_vec<8> {
+    using type = uint2;
+};
+
+__device__ __forceinline__ void e4m3x4_to_f32(uint32_t w, float *f)
+{
+    __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w & 0xffffu), __NV_E4M3);
+    __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w >> 16), __NV_E4M3);
+    float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+    f[0] = a.x;
+    f[1] = a.y;
+    f[2] = b.x;
+    f[3] = b.y;
+}
+
+template <int DPL>
+__device__ __forceinline__ void unpack(const typename bytes_vec<DPL>::type &v, float (&f)[DPL])
+{
+    const uint32_t *w = reinterpret_cast<const uint32_t *>(&v);
+#pragma unroll
+    for (int i = 0; i < DPL / 4; i++)
+        e4m3x4_to_f32(w[i], f + 4 * i);
+}
+
+struct attn_args {
+    uint16_t *out;
+    const uint16_t *q;
+    const uint8_t *k, *v;
+    const float *k_scale, *v_scale;
+    const int32_t *block_table, *seq_len;
+    float *part_o, *part_ml; /* (n_seqs, n_heads, n_splits, head_dim), (.., 2) */
+    int n_heads, n_kv, n_blocks, block_size, max_blocks, n_splits, split_tokens;
+    float qk_scale_log2; /* sm_scale * log2(e) */
+};
+
+template <int G, int TPT>
+__global__ void __launch_bounds__(kThreads)
+attn_decode_kernel(const attn_args a)
+{
+    constexpr int DPL = kHeadDim / TPT, NGRP = kThreads / TPT, GPW = 32 / TPT;
+    using vec = typename bytes_vec<DPL>::type;
+    const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
+    const int lt = threadIdx.x % TPT, grp = threadIdx.x / TPT;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int len = a.seq_len[s];
+    const int t0 = split * a.split_tokens;
+    const int t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
+    if (t0 >= t1 && a.n_splits > 1)
+        return; /* the merge reads only pieces that hold tokens */
+
+    float q[G][DPL];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const uint16_t *qp = a.q + ((size_t)s * a.n_heads + kvh * G + g) * kHeadDim + lt * DPL;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            q[g][d] = fp8_bf16_bits_to_f32(qp[d]) * a.qk_scale_log2;
+    }
+    float m[G], l[G], acc[G][DPL];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            acc[g][d] = 0.0f;
+    }
+
+    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
+    for (int base = t0 + grp; base < t1; base += NGRP * kUnroll) {
+        vec kv_k[kUnroll], kv_v[kUnroll];
+        float ks[kUnroll], vs[kUnroll];
+        bool ok[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            const int tok = base + u * NGRP;
+            const int bi = tok / a.block_size;
+            int blk = -1;
+            if (tok < t1 && bi < a.max_blocks)
+                blk = bt[bi];
+            ok[u] = blk >= 0 && blk < a.n_blocks;
+            if (ok[u]) {
+                const size_t slot = (size_t)blk * a.block_size + tok % a.block_size;
+                const size_t h = slot * a.n_kv + kvh;
+                kv_k[u] = *reinterpret_cast<const vec *>(a.k + h * kHeadDim + lt * DPL);
+                kv_v[u] = *reinterpret_cast<const vec *>(a.v + h * kHeadDim + lt * DPL);
+                ks[u] = a.k_scale[h];
+                vs[u] = a.v_scale[h];
+            } else {
+                kv_k[u] = vec{};
+                kv_v[u] = vec{};
+                ks[u] = 0.0f;
+                vs[u] = 0.0f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            float kf[DPL];
+            unpack<DPL>(kv_k[u], kf);
+            float sc[G];
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float d0 = 0.0f;
+#pragma unroll
+                for (int d = 0; d < DPL; d++)
+                    d0 = fmaf(q[g][d], kf[d], d0);
+#pragma unroll
+                for (int o = TPT / 2; o > 0; o >>= 1)
+                    d0 += __shfl_xor_sync(0xffffffffu, d0, o);
+                sc[g] = d0 * ks[u];
+            }
+            if (!ok[u])
+                continue;
+            float vf[DPL];
+            unpack<DPL>(kv_v[u], vf);
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                if (sc[g] > m[g]) {
+                    const float corr = exp2f(m[g] - sc[g]);
+                    m[g] = sc[g];
+                    l[g] *= corr;
+#pragma unroll
+                    for (int d = 0; d < DPL; d++)
+                        acc[g][d] *= corr;
+                }
+                const float p = exp2f(sc[g] - m[g]);
+                l[g] += p;
+                const float pv = p * vs[u];
+#pragma unroll
+                for (int d = 0; d < DPL; d++)
+                    acc[g][d] = fmaf(pv, vf[d], acc[g][d]);
+            }
+        }
+    }
+
+    /* merge the lane groups of each warp (lanes lt, lt + TPT, ... hold the same dims) */
+    __shared__ float sm_m[kThreads / 32][G], sm_l[kThreads / 32][G];
+    __shared__ float sm_acc[kThreads / 32][G][kHeadDim];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = m[g];
+#pragma unroll
+        for (int o = TPT; o < 32; o <<= 1)
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float sc = mx == -INFINITY ? 0.0f : exp2f(m[g] - mx);
+        float lw = l[g] * sc;
+#pragma unroll
+        for (int o = TPT; o < 32; o <<= 1)
+            lw += __shfl_xor_sync(0xffffffffu, lw, o);
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            float v = acc[g][d] * sc;
+#pragma unroll
+            for (int o = TPT; o < 32; o <<= 1)
+                v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (grp % GPW == 0)
+                sm_acc[warp][g][lt * DPL + d] = v;
+        }
+        if (lane == 0) {
+            sm_m[warp][g] = mx;
+            sm_l[warp][g] = lw;
+        }
+    }
+    __syncthreads();
+
+    const int d = threadIdx.x; /* kThreads == kHeadDim: one output dim per thread */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; w++)
+            mx = fmaxf(mx, sm_m[w][g]);
+        float lsum = 0.0f, o = 0.0f;
+        if (mx != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < kThreads / 32; w++) {
+                const float sc = exp2f(sm_m[w][g] - mx);
+                lsum += sm_l[w][g] * sc;
+                o += sm_acc[w][g][d] * sc;
+            }
+        }
+        const float res = lsum > 0.0f ? o / lsum : 0.0f;
+        const int h = kvh * G + g;
+        if (a.n_splits == 1) {
+            a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] = fp8_f32_to_bf16_bits(res);
+        } else {
+            const size_t pi = ((size_t)s * a.n_heads + h) * a.n_splits + split;
+            a.part_o[pi * kHeadDim + d] = res;
+            if (d == 0) {
+                a.part_ml[2 * pi] = mx;
+                a.part_ml[2 * pi + 1] = lsum;
+            }
+        }
+    }
+}
+
+__global__ void __launch_bounds__(kHeadDim) attn_merge_kernel(const attn_args a)
+{
+    const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
+    const int len = a.seq_len[s];
+    int pieces = len <= 0 ? 0 : (len + a.split_tokens - 1) / a.split_tokens;
+    pieces = min(pieces, a.n_splits);
+    const size_t p0 = ((size_t)s * a.n_heads + h) * a.n_splits;
+    float mx = -INFINITY;
+    for (int p = 0; p < pieces; p++)
+        mx = fmaxf(mx, a.part_ml[2 * (p0 + p)]);
+    float lsum = 0.0f, o = 0.0f;
+    if (mx != -INFINITY) {
+        for (int p = 0; p < pieces; p++) {
+            const float w = a.part_ml[2 * (p0 + p) + 1] * exp2f(a.part_ml[2 * (p0 + p)] - mx);
+            lsum += w;
+            o += w * a.part_o[(p0 + p) * kHeadDim + d];
+        }
+    }
+    a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] =
+        fp8_f32_to_bf16_bits(lsum > 0.0f ? o / lsum : 0.0f);
+}
+
+template <int G>
+void launch(const attn_args &a, int n_seqs, cudaStream_t stream)
+{
+    constexpr int TPT = G <= 4 ? 8 : 16;
+    dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
+    attn_decode_kernel<G, TPT><<<grid, kThreads, 0, stream>>>(a);
+}
+
+} // namespace
+
+int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
+                              const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
+                              struct fp8_err *err)
+{
+    if (!kv || n_seqs < 1 || n_heads < 1 || max_seq_len < 1 || kv->n_kv_heads < 1)
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode: needs n_seqs, n_heads, n_kv_heads, max_seq_len >= 1 "
+                           "(got %d, %d, %d, %d)",
+                           (int)n_seqs, (int)n_heads, kv ? (int)kv->n_kv_heads : 0,
+                           (int)max_seq_len);
+    const int g = n_heads / kv->n_kv_heads;
+    if (kv->head_dim != kHeadDim || n_heads % kv->n_kv_heads != 0 ||
+        (g != 1 && g != 2 && g != 4 && g != 8))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_heads=%d n_kv_heads=%d head_dim=%d): supported are "
+                           "head_dim 128 and 1, 2, 4 or 8 query heads per kv head",
+                           (int)n_heads, (int)kv->n_kv_heads, (int)kv->head_dim);
+    int32_t sms = 0;
+    int rc = fp8_cuda_sm_count(&sms, err);
+    if (rc < 0)
+        return rc;
+    const int64_t base = (int64_t)n_seqs * kv->n_kv_heads;
+    int64_t splits = (4 * (int64_t)sms + base - 1) / base;
+    const int64_t max_pieces = (max_seq_len + kMinSplitTokens - 1) / kMinSplitTokens;
+    if (splits > max_pieces)
+        splits = max_pieces;
+    struct fp8_cuda_attn_plan p;
+    if (splits <= 1) {
+        p.n_splits = 1;
+        p.split_tokens = max_seq_len;
+        p.workspace_bytes = 0;
+    } else {
+        int64_t tokens = (max_seq_len + splits - 1) / splits;
+        tokens = (tokens + 15) / 16 * 16;
+        p.split_tokens = (int32_t)tokens;
+        p.n_splits = (int32_t)((max_seq_len + tokens - 1) / tokens);
+        p.workspace_bytes = (size_t)n_seqs * n_heads * p.n_splits * (kHeadDim + 2) * sizeof(float);
+    }
+    *plan = p;
+    return 0;
+}
+
+int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda_kv_cache *kv,
+                         const int32_t *block_table, const int32_t *seq_len, int32_t n_seqs,
+                         int32_t n_heads, int32_t max_blocks_per_seq, int32_t max_seq_len,
+                         float sm_scale, void *workspace, size_t workspace_bytes, void *stream,
+                         struct fp8_err *err)
+{
+    struct fp8_cuda_attn_plan plan = {0, 0, 0};
+    int rc = fp8_cuda_attn_decode_plan(&plan, n_seqs, n_heads, kv, max_seq_len, err);
+    if (rc < 0)
+        return rc;
+    if (!out || !q || !kv->k || !kv->v || !kv->k_scale || !kv->v_scale || !block_table ||
+        !seq_len || kv->block_size < 1 || kv->n_blocks < 1 || max_blocks_per_seq < 1)
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_seqs=%d n_heads=%d): NULL tensor or empty cache "
+                           "geometry (n_blocks=%d block_size=%d max_blocks_per_seq=%d)",
+                           (int)n_seqs, (int)n_heads, (int)kv->n_blocks, (int)kv->block_size,
+                           (int)max_blocks_per_seq);
+    if (plan.workspace_bytes > 0 && (!workspace || workspace_bytes < plan.workspace_bytes))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_seqs=%d n_heads=%d max_seq_len=%d): workspace of "
+                           "%zu bytes needed, %zu given",
+                           (int)n_seqs, (int)n_heads, (int)max_seq_len, plan.workspace_bytes,
+                           workspace ? workspace_bytes : (size_t)0);
+    attn_args a;
+    a.out = out;
+    a.q = q;
+    a.k = kv->k;
+    a.v = kv->v;
+    a.k_scale = kv->k_scale;
+    a.v_scale = kv->v_scale;
+    a.block_table = block_table;
+    a.seq_len = seq_len;
+    a.part_o = (float *)workspace;
+    a.part_ml = plan.workspace_bytes
+                    ? a.part_o + (size_t)n_seqs * n_heads * plan.n_splits * kHeadDim
+                    : NULL;
+    a.n_heads = n_heads;
+    a.n_kv = kv->n_kv_heads;
+    a.n_blocks = kv->n_blocks;
+    a.block_size = kv->block_size;
+    a.max_blocks = max_blocks_per_seq;
+    a.n_splits = plan.n_splits;
+    a.split_tokens = plan.split_tokens;
+    a.qk_scale_log2 = sm_scale * 1.4426950408889634f;
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (n_heads / kv->n_kv_heads) {
+    case 1: launch<1>(a, n_seqs, st); break;
+    case 2: launch<2>(a, n_seqs, st); break;
+    case 4: launch<4>(a, n_seqs, st); break;
+    default: launch<8>(a, n_seqs, st); break;
+    }
+    rc = fp8_cuda_check(cudaGetLastError(), err,
+                        "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d max_seq_len=%d splits=%d)",
+                        (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, (int)max_seq_len,
+                        (int)plan.n_splits);
+    if (rc < 0 || plan.n_splits == 1)
+        return rc;
+    attn_merge_kernel<<<dim3((unsigned)n_heads, (unsigned)n_seqs), kHeadDim, 0, st>>>(a);
+    return fp8_cuda_check(cudaGetLastError(), err,
+                          "attn_decode merge(n_seqs=%d n_heads=%d splits=%d)", (int)n_seqs,
+                          (int)n_heads, (int)plan.n_splits);
+}

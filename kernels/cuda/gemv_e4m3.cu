@@ -1,0 +1,286 @@
+/* FP8 (e4m3) weight-streaming GEMV / skinny GEMM for decode: y = x W^T * scale.
+ *
+ * Decode reads every weight byte once per step, so the kernel is built around the weight
+ * stream: each thread issues 16-byte loads that bypass L1 (4 x 16 B = 64 contiguous bytes
+ * per weight row per 4 lanes, whole 32-byte sectors), 128 bytes in flight per thread.
+ * The multiply runs on the tensor cores (mma.m16n8k16 bf16 -> fp32), because at 16 rows a
+ * weight byte costs 16 FMAs, more than the CUDA cores can issue at HBM rate:
+ * - A = 16 output channels x 16 in-dims of W, e4m3 widened to bf16 exactly (the bits move
+ *   into place, giving value * 2^-120, and one bf16 multiply by 2^120 restores it,
+ *   subnormals included);
+ * - B = 16 in-dims x 8 activation rows, bf16 as stored;
+ * - the in-dim order inside a 64-dim chunk is permuted identically for A and B so that
+ *   each thread's 16 contiguous weight bytes land directly in its own fragments (a dot
+ *   product does not care about the order of its terms).
+ * A block's 8 warps split the in-dims; their partial sums meet in shared memory, in a
+ * fixed order (deterministic), and the per-channel scale is applied once at the end. */
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace {
+
+constexpr int kWarps = 8; /* per block, splitting the in-dims */
+
+__device__ __forceinline__ uint4 load_stream16(const uint8_t *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i)
+{
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+/* bf16x2 bit pattern times 2^120 (exact: a power of two, results within bf16 range). */
+__device__ __forceinline__ uint32_t bf16x2_mul_2p120(uint32_t v)
+{
+    uint32_t d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(v), "r"(0x7b807b80u), "r"(0x80008000u));
+    return d;
+}
+
+/* Four e4m3 bytes b0..b3 of q -> bf16x2 (b0, b2) in lo and (b1, b3) in hi. */
+__device__ __forceinline__ void e4m3x4_to_bf16x2(uint32_t q, uint32_t &lo, uint32_t &hi)
+{
+    uint32_t a = ((q << 8) & 0x80008000u) | ((q << 4) & 0x07f007f0u);
+    uint32_t b = (q & 0x80008000u) | ((q >> 4) & 0x07f007f0u);
+    lo = bf16x2_mul_2p120(a);
+    hi = bf16x2_mul_2p120(b);
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4],
+                                               uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* One 64-in-dim chunk: this thread holds bytes [16t, 16t+16) of the chunk for weight rows
+ * g and g+8 of each m-tile (wv) and loads the matching 16 activations of row g of each
+ * n-tile. Word jj of the weight bytes feeds mma jj. */
+template <int MT, int NT>
+__device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 (&wv)[MT][2],
+                                           const uint16_t *const (&xrow)[NT],
+                                           const bool (&xok)[NT], bool tok, size_t k)
+{
+    uint4 xv[NT][2];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        if (xok[j] && tok) {
+            const uint4 *p = reinterpret_cast<const uint4 *>(xrow[j] + k);
+            xv[j][0] = __ldg(p);
+            xv[j][1] = __ldg(p + 1);
+        } else {
+            xv[j][0] = make_uint4(0, 0, 0, 0);
+            xv[j][1] = make_uint4(0, 0, 0, 0);
+        }
+    }
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++) {
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int i = 0; i < MT; i++) {
+            e4m3x4_to_bf16x2(u4_word(wv[i][0], jj), a[i][0], a[i][2]);
+            e4m3x4_to_bf16x2(u4_word(wv[i][1], jj), a[i][1], a[i][3]);
+        }
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            uint32_t x0 = u4_word(xv[j][jj >> 1], (jj & 1) * 2);
+            uint32_t x1 = u4_word(xv[j][jj >> 1], (jj & 1) * 2 + 1);
+            uint32_t b0 = __byte_perm(x0, x1, 0x5410); /* in-dims 0, 2 of the word */
+            uint32_t b1 = __byte_perm(x0, x1, 0x7632); /* in-dims 1, 3 */
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+                mma_bf16_16816(acc[i][j], a[i], b0, b1);
+        }
+    }
+}
+
+template <int MT, int NT>
+__global__ void __launch_bounds__(kWarps * 32, 2)
+gemv_e4m3_kernel(uint16_t *__restrict__ y, const uint16_t *__restrict__ x,
+                 const uint8_t *__restrict__ w, const float *__restrict__ scale, int rows,
+                 int K, int N)
+{
+    /* chunks per iteration: 128 weight bytes in flight per thread, fewer where the wide
+     * activation tiles (rows > 16) need the registers */
+    constexpr int U = MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : MT >= 4 ? 1 : 4 / MT;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int ch0 = blockIdx.x * 16 * MT;
+
+    const uint8_t *wrow[MT][2];
+    bool wok[MT][2];
+#pragma unroll
+    for (int i = 0; i < MT; i++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int ch = ch0 + 16 * i + g + 8 * h;
+            wok[i][h] = ch < N;
+            wrow[i][h] = w + (size_t)(wok[i][h] ? ch : 0) * K + 16 * t;
+        }
+    }
+    const uint16_t *xrow[NT];
+    bool xok[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        int n = 8 * j + g;
+        xok[j] = n < rows;
+        xrow[j] = x + (size_t)(xok[j] ? n : 0) * K + 16 * t;
+    }
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                acc[i][j][r] = 0.0f;
+
+    const int nfull = K >> 6;
+    int c = warp;
+    for (; c + (U - 1) * kWarps < nfull; c += U * kWarps) {
+        uint4 wv[U][MT][2];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    wv[u][i][h] = wok[i][h]
+                                      ? load_stream16(wrow[i][h] + (size_t)(c + u * kWarps) * 64)
+                                      : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            gemv_chunk<MT, NT>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+    }
+    for (; c <= nfull; c += kWarps) {
+        /* the last chunk may be partial (K % 64 of 16, 32 or 48): whole 16-byte pieces only */
+        const bool tok = (size_t)c * 64 + 16 * t + 16 <= (size_t)K;
+        if (c == nfull && (K & 63) == 0)
+            break;
+        uint4 wv[MT][2];
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                wv[i][h] = wok[i][h] && tok ? load_stream16(wrow[i][h] + (size_t)c * 64)
+                                            : make_uint4(0, 0, 0, 0);
+        gemv_chunk<MT, NT>(acc, wv, xrow, xok, tok, (size_t)c * 64);
+    }
+
+    __shared__ float red[kWarps][MT * NT * 4][32];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                red[warp][(i * NT + j) * 4 + r][lane] = acc[i][j][r];
+    __syncthreads();
+    for (int o = threadIdx.x; o < MT * NT * 4 * 32; o += kWarps * 32) {
+        const int idx = o >> 5, l = o & 31;
+        float s = 0.0f;
+#pragma unroll
+        for (int v = 0; v < kWarps; v++)
+            s += red[v][idx][l];
+        const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
+        const int ch = ch0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
+        const int n = 8 * j + 2 * (l & 3) + (r & 1);
+        if (ch < N && n < rows)
+            y[(size_t)n * N + ch] = fp8_f32_to_bf16_bits(s * scale[ch]);
+    }
+}
+
+int n_tiles_for(int rows)
+{
+    return rows <= 8 ? 1 : rows <= 16 ? 2 : rows <= 32 ? 4 : 8;
+}
+
+template <int MT, int NT>
+void launch(uint16_t *y, const uint16_t *x, const uint8_t *w, const float *scale, int rows,
+            int K, int N, cudaStream_t stream)
+{
+    const unsigned blocks = (unsigned)((N + 16 * MT - 1) / (16 * MT));
+    gemv_e4m3_kernel<MT, NT><<<blocks, kWarps * 32, 0, stream>>>(y, x, w, scale, rows, K, N);
+}
+
+} // namespace
+
+int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int32_t in,
+                                int32_t out, struct fp8_err *err)
+{
+    if (rows < 1 || rows > FP8_CUDA_GEMV_MAX_ROWS || in < 1 || out < 1)
+        return fp8_err_set(err, -EINVAL, "gemv_e4m3: no configuration for rows=%d in=%d out=%d",
+                           (int)rows, (int)in, (int)out);
+    int32_t sms = 0;
+    int rc = fp8_cuda_sm_count(&sms, err);
+    if (rc < 0)
+        return rc;
+    const int nt = n_tiles_for(rows);
+    /* The widest tile (fewest activation re-reads) that still gives two blocks per SM. */
+    int mt = 1;
+    for (int cand = 4; cand > 1; cand /= 2) {
+        if (cand * nt <= 8 && (out + 16 * cand - 1) / (16 * cand) >= 2 * sms) {
+            mt = cand;
+            break;
+        }
+    }
+    cfg->m_tiles = mt;
+    return 0;
+}
+
+int fp8_cuda_gemv_e4m3(uint16_t *y, const uint16_t *x, const uint8_t *w, const float *scale,
+                       int32_t rows, int32_t in, int32_t out,
+                       const struct fp8_cuda_gemv_cfg *cfg, void *stream, struct fp8_err *err)
+{
+    if (!y || !x || !w || !scale)
+        return fp8_err_set(err, -EINVAL, "gemv_e4m3(rows=%d in=%d out=%d): NULL tensor",
+                           (int)rows, (int)in, (int)out);
+    if (rows < 1 || rows > FP8_CUDA_GEMV_MAX_ROWS)
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d): rows must be 1..%d", (int)rows,
+                           (int)in, (int)out, FP8_CUDA_GEMV_MAX_ROWS);
+    if (in < 16 || in % 16 != 0 || out < 1)
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d): in must be a positive multiple "
+                           "of 16 (16-byte weight rows) and out >= 1",
+                           (int)rows, (int)in, (int)out);
+    if (((uintptr_t)x | (uintptr_t)w) & 15)
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d): x and w must be 16-byte aligned",
+                           (int)rows, (int)in, (int)out);
+    struct fp8_cuda_gemv_cfg picked;
+    if (!cfg) {
+        int rc = fp8_cuda_gemv_e4m3_cfg_pick(&picked, rows, in, out, err);
+        if (rc < 0)
+            return rc;
+        cfg = &picked;
+    }
+    const int nt = n_tiles_for(rows), mt = cfg->m_tiles;
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (mt * 16 + nt) {
+    case 16 + 1: launch<1, 1>(y, x, w, scale, rows, in, out, s); break;
+    case 16 + 2: launch<1, 2>(y, x, w, scale, rows, in, out, s); break;
+    case 16 + 4: launch<1, 4>(y, x, w, scale, rows, in, out, s); break;
+    case 16 + 8: launch<1, 8>(y, x, w, scale, rows, in, out, s); break;
+    case 32 + 1: launch<2, 1>(y, x, w, scale, rows, in, out, s); break;
+    case 32 + 2: launch<2, 2>(y, x, w, scale, rows, in, out, s); break;
+    case 32 + 4: launch<2, 4>(y, x, w, scale, rows, in, out, s); break;
+    case 64 + 1: launch<4, 1>(y, x, w, scale, rows, in, out, s); break;
+    case 64 + 2: launch<4, 2>(y, x, w, scale, rows, in, out, s); break;
+    default:
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d): m_tiles=%d unsupported "
+                           "(1, 2 or 4, with m_tiles * n_tiles <= 8; n_tiles=%d)",
+                           (int)rows, (int)in, (int)out, mt, nt);
+    }
+    return fp8_cuda_check(cudaGetLastError(), err, "gemv_e4m3(rows=%d in=%d out=%d m_tiles=%d)",
+                          (int)rows, (int)in, (int)out, mt);
+}
