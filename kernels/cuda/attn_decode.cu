@@ -14,7 +14,6 @@ namespace {
 
 constexpr int kHeadDim = 128;
 constexpr int kThreads = 128;
-constexpr int kUnroll = 2;          /* tokens per lane group in flight */
 constexpr int kMinSplitTokens = 64; /* a piece shorter than this costs more than it gains */
 
 template <int N> struct bytes_vec;
@@ -60,7 +59,10 @@ template <int G, int TPT>
 __global__ void __launch_bounds__(kThreads)
 attn_decode_kernel(const attn_args a)
 {
+    /* DPL dims per lane; NGRP lane groups per block; kUnroll tokens per group in flight
+     * (32 K+V bytes per lane either way) */
     constexpr int DPL = kHeadDim / TPT, NGRP = kThreads / TPT, GPW = 32 / TPT;
+    constexpr int kUnroll = TPT == 8 ? 2 : 4;
     using vec = typename bytes_vec<DPL>::type;
     const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int lt = threadIdx.x % TPT, grp = threadIdx.x / TPT;
@@ -90,13 +92,14 @@ attn_decode_kernel(const attn_args a)
     }
 
     const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
-    for (int base = t0 + grp; base < t1; base += NGRP * kUnroll) {
+    /* the loop bound is the same for the whole block: every lane reaches every shuffle */
+    for (int base = t0; base < t1; base += NGRP * kUnroll) {
         vec kv_k[kUnroll], kv_v[kUnroll];
         float ks[kUnroll], vs[kUnroll];
         bool ok[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; u++) {
-            const int tok = base + u * NGRP;
+            const int tok = base + u * NGRP + grp;
             const int bi = tok / a.block_size;
             int blk = -1;
             if (tok < t1 && bi < a.max_blocks)
@@ -240,25 +243,29 @@ __global__ void __launch_bounds__(kHeadDim) attn_merge_kernel(const attn_args a)
 }
 
 template <int G>
-void launch(const attn_args &a, int n_seqs, cudaStream_t stream)
+void launch(const attn_args &a, int n_seqs, int lanes_per_token, cudaStream_t stream)
 {
-    constexpr int TPT = G <= 4 ? 8 : 16;
     dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
-    attn_decode_kernel<G, TPT><<<grid, kThreads, 0, stream>>>(a);
+    if (lanes_per_token == 8)
+        attn_decode_kernel<G, 8><<<grid, kThreads, 0, stream>>>(a);
+    else
+        attn_decode_kernel<G, 16><<<grid, kThreads, 0, stream>>>(a);
+}
+
+size_t workspace_for(int n_seqs, int n_heads, int n_splits)
+{
+    return n_splits > 1 ? (size_t)n_seqs * n_heads * n_splits * (kHeadDim + 2) * sizeof(float) : 0;
 }
 
 } // namespace
 
-int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
-                              const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
-                              struct fp8_err *err)
+static int check_geometry(int32_t n_seqs, int32_t n_heads, const struct fp8_cuda_kv_cache *kv,
+                          struct fp8_err *err)
 {
-    if (!kv || n_seqs < 1 || n_heads < 1 || max_seq_len < 1 || kv->n_kv_heads < 1)
+    if (!kv || n_seqs < 1 || n_heads < 1 || kv->n_kv_heads < 1)
         return fp8_err_set(err, -EINVAL,
-                           "attn_decode: needs n_seqs, n_heads, n_kv_heads, max_seq_len >= 1 "
-                           "(got %d, %d, %d, %d)",
-                           (int)n_seqs, (int)n_heads, kv ? (int)kv->n_kv_heads : 0,
-                           (int)max_seq_len);
+                           "attn_decode: needs n_seqs, n_heads, n_kv_heads >= 1 (got %d, %d, %d)",
+                           (int)n_seqs, (int)n_heads, kv ? (int)kv->n_kv_heads : 0);
     const int g = n_heads / kv->n_kv_heads;
     if (kv->head_dim != kHeadDim || n_heads % kv->n_kv_heads != 0 ||
         (g != 1 && g != 2 && g != 4 && g != 8))
@@ -266,8 +273,22 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
                            "attn_decode(n_heads=%d n_kv_heads=%d head_dim=%d): supported are "
                            "head_dim 128 and 1, 2, 4 or 8 query heads per kv head",
                            (int)n_heads, (int)kv->n_kv_heads, (int)kv->head_dim);
+    return 0;
+}
+
+int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
+                              const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
+                              struct fp8_err *err)
+{
+    int rc = check_geometry(n_seqs, n_heads, kv, err);
+    if (rc < 0)
+        return rc;
+    if (max_seq_len < 1)
+        return fp8_err_set(err, -EINVAL, "attn_decode: max_seq_len must be >= 1 (got %d)",
+                           (int)max_seq_len);
+    const int g = n_heads / kv->n_kv_heads;
     int32_t sms = 0;
-    int rc = fp8_cuda_sm_count(&sms, err);
+    rc = fp8_cuda_sm_count(&sms, err);
     if (rc < 0)
         return rc;
     const int64_t base = (int64_t)n_seqs * kv->n_kv_heads;
@@ -279,40 +300,48 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
     if (splits <= 1) {
         p.n_splits = 1;
         p.split_tokens = max_seq_len;
-        p.workspace_bytes = 0;
     } else {
         int64_t tokens = (max_seq_len + splits - 1) / splits;
         tokens = (tokens + 15) / 16 * 16;
         p.split_tokens = (int32_t)tokens;
         p.n_splits = (int32_t)((max_seq_len + tokens - 1) / tokens);
-        p.workspace_bytes = (size_t)n_seqs * n_heads * p.n_splits * (kHeadDim + 2) * sizeof(float);
     }
+    /* 16 lanes per token halve the per-lane q and accumulator registers of wide groups */
+    p.lanes_per_token = g >= 4 ? 16 : 8;
+    p.workspace_bytes = workspace_for(n_seqs, n_heads, p.n_splits);
     *plan = p;
     return 0;
 }
 
 int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda_kv_cache *kv,
                          const int32_t *block_table, const int32_t *seq_len, int32_t n_seqs,
-                         int32_t n_heads, int32_t max_blocks_per_seq, int32_t max_seq_len,
-                         float sm_scale, void *workspace, size_t workspace_bytes, void *stream,
-                         struct fp8_err *err)
+                         int32_t n_heads, int32_t max_blocks_per_seq, float sm_scale,
+                         const struct fp8_cuda_attn_plan *plan, void *workspace,
+                         size_t workspace_bytes, void *stream, struct fp8_err *err)
 {
-    struct fp8_cuda_attn_plan plan = {0, 0, 0};
-    int rc = fp8_cuda_attn_decode_plan(&plan, n_seqs, n_heads, kv, max_seq_len, err);
+    int rc = check_geometry(n_seqs, n_heads, kv, err);
     if (rc < 0)
         return rc;
     if (!out || !q || !kv->k || !kv->v || !kv->k_scale || !kv->v_scale || !block_table ||
-        !seq_len || kv->block_size < 1 || kv->n_blocks < 1 || max_blocks_per_seq < 1)
+        !seq_len || !plan || kv->block_size < 1 || kv->n_blocks < 1 || max_blocks_per_seq < 1)
         return fp8_err_set(err, -EINVAL,
-                           "attn_decode(n_seqs=%d n_heads=%d): NULL tensor or empty cache "
-                           "geometry (n_blocks=%d block_size=%d max_blocks_per_seq=%d)",
+                           "attn_decode(n_seqs=%d n_heads=%d): NULL tensor or plan, or empty "
+                           "cache geometry (n_blocks=%d block_size=%d max_blocks_per_seq=%d)",
                            (int)n_seqs, (int)n_heads, (int)kv->n_blocks, (int)kv->block_size,
                            (int)max_blocks_per_seq);
-    if (plan.workspace_bytes > 0 && (!workspace || workspace_bytes < plan.workspace_bytes))
+    if (plan->n_splits < 1 || plan->split_tokens < 1 ||
+        (plan->lanes_per_token != 8 && plan->lanes_per_token != 16))
         return fp8_err_set(err, -EINVAL,
-                           "attn_decode(n_seqs=%d n_heads=%d max_seq_len=%d): workspace of "
-                           "%zu bytes needed, %zu given",
-                           (int)n_seqs, (int)n_heads, (int)max_seq_len, plan.workspace_bytes,
+                           "attn_decode(n_seqs=%d n_heads=%d): bad plan (splits=%d tokens=%d "
+                           "lanes_per_token=%d; lanes 8 or 16)",
+                           (int)n_seqs, (int)n_heads, (int)plan->n_splits,
+                           (int)plan->split_tokens, (int)plan->lanes_per_token);
+    const size_t need = workspace_for(n_seqs, n_heads, plan->n_splits);
+    if (need > 0 && (!workspace || workspace_bytes < need))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_seqs=%d n_heads=%d splits=%d): workspace of %zu bytes "
+                           "needed, %zu given",
+                           (int)n_seqs, (int)n_heads, (int)plan->n_splits, need,
                            workspace ? workspace_bytes : (size_t)0);
     attn_args a;
     a.out = out;
@@ -324,32 +353,30 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     a.block_table = block_table;
     a.seq_len = seq_len;
     a.part_o = (float *)workspace;
-    a.part_ml = plan.workspace_bytes
-                    ? a.part_o + (size_t)n_seqs * n_heads * plan.n_splits * kHeadDim
-                    : NULL;
+    a.part_ml = need ? a.part_o + (size_t)n_seqs * n_heads * plan->n_splits * kHeadDim : NULL;
     a.n_heads = n_heads;
     a.n_kv = kv->n_kv_heads;
     a.n_blocks = kv->n_blocks;
     a.block_size = kv->block_size;
     a.max_blocks = max_blocks_per_seq;
-    a.n_splits = plan.n_splits;
-    a.split_tokens = plan.split_tokens;
+    a.n_splits = plan->n_splits;
+    a.split_tokens = plan->split_tokens;
     a.qk_scale_log2 = sm_scale * 1.4426950408889634f;
     cudaStream_t st = (cudaStream_t)stream;
     switch (n_heads / kv->n_kv_heads) {
-    case 1: launch<1>(a, n_seqs, st); break;
-    case 2: launch<2>(a, n_seqs, st); break;
-    case 4: launch<4>(a, n_seqs, st); break;
-    default: launch<8>(a, n_seqs, st); break;
+    case 1: launch<1>(a, n_seqs, plan->lanes_per_token, st); break;
+    case 2: launch<2>(a, n_seqs, plan->lanes_per_token, st); break;
+    case 4: launch<4>(a, n_seqs, plan->lanes_per_token, st); break;
+    default: launch<8>(a, n_seqs, plan->lanes_per_token, st); break;
     }
     rc = fp8_cuda_check(cudaGetLastError(), err,
-                        "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d max_seq_len=%d splits=%d)",
-                        (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, (int)max_seq_len,
-                        (int)plan.n_splits);
-    if (rc < 0 || plan.n_splits == 1)
+                        "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d splits=%d x %d tokens)",
+                        (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, (int)plan->n_splits,
+                        (int)plan->split_tokens);
+    if (rc < 0 || plan->n_splits == 1)
         return rc;
     attn_merge_kernel<<<dim3((unsigned)n_heads, (unsigned)n_seqs), kHeadDim, 0, st>>>(a);
     return fp8_cuda_check(cudaGetLastError(), err,
                           "attn_decode merge(n_seqs=%d n_heads=%d splits=%d)", (int)n_seqs,
-                          (int)n_heads, (int)plan.n_splits);
+                          (int)n_heads, (int)plan->n_splits);
 }

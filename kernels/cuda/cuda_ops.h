@@ -114,26 +114,30 @@ struct fp8_cuda_kv_cache {
  * Softmax exact in fp32. When n_seqs * n_kv_heads is too small to fill the device the
  * sequence is split in pieces whose partial results a second kernel merges; the split
  * depends only on (n_seqs, n_heads, kv geometry, max_seq_len, device), so a captured graph
- * stays valid for any seq_len[s] <= max_seq_len. */
+ * stays valid whatever seq_len[s] holds at replay (past max_seq_len the last piece just
+ * grows). seq_len[s] = 0 gives zeros. */
 struct fp8_cuda_attn_plan {
-    int32_t n_splits;      /* pieces per (sequence, head); 1 = no merge kernel */
-    int32_t split_tokens;  /* tokens per piece */
-    size_t workspace_bytes;
+    int32_t n_splits;        /* pieces per (sequence, head); 1 = no merge kernel */
+    int32_t split_tokens;    /* tokens per piece (the last one takes any rest) */
+    int32_t lanes_per_token; /* 8 or 16 lanes read one token's 128-byte K/V rows */
+    size_t workspace_bytes;  /* fp32 partial results of the pieces */
 };
 
 int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
                               const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
                               struct fp8_err *err);
 
+/* plan: from fp8_cuda_attn_decode_plan for the same (n_seqs, n_heads, kv); a benchmark may
+ * change its splits or lanes (the workspace must then fit the changed plan). */
 int fp8_cuda_attn_decode(uint16_t *out,               /* (n_seqs, n_heads, head_dim) bf16 */
                          const uint16_t *q,           /* (n_seqs, n_heads, head_dim) bf16 */
                          const struct fp8_cuda_kv_cache *kv,
                          const int32_t *block_table,  /* (n_seqs, max_blocks_per_seq) */
-                         const int32_t *seq_len,      /* (n_seqs), each 1..max_seq_len */
+                         const int32_t *seq_len,      /* (n_seqs) */
                          int32_t n_seqs, int32_t n_heads, int32_t max_blocks_per_seq,
-                         int32_t max_seq_len, float sm_scale,
-                         void *workspace, size_t workspace_bytes, /* plan's size */
-                         void *stream, struct fp8_err *err);
+                         float sm_scale, const struct fp8_cuda_attn_plan *plan,
+                         void *workspace, size_t workspace_bytes, void *stream,
+                         struct fp8_err *err);
 
 /* ---- norms, RoPE and the KV-cache write ----------------------------------------------- */
 

@@ -21,6 +21,9 @@
 struct attn_case {
     int n_seqs, n_heads, n_kv, block_size, max_seq_len;
     int want_split; /* 1: the plan must split, 0: it must not, -1: either */
+    int lanes;      /* lanes per token forced into the plan; 0: the plan's own */
+    int plan_len;   /* max_seq_len the plan is made for; 0: the case's (longer sequences
+                       must still be attended in full) */
 };
 
 static void run_case(uint32_t id, const struct attn_case *c)
@@ -121,8 +124,11 @@ static void run_case(uint32_t id, const struct attn_case *c)
     void *dlen = gpu_upload(len, c->n_seqs * 4);
     struct fp8_cuda_attn_plan plan;
     struct fp8_err err = {{0}};
-    if (fp8_cuda_attn_decode_plan(&plan, c->n_seqs, c->n_heads, &kv, c->max_seq_len, &err) < 0)
+    if (fp8_cuda_attn_decode_plan(&plan, c->n_seqs, c->n_heads, &kv,
+                                  c->plan_len ? c->plan_len : c->max_seq_len, &err) < 0)
         fail_msg("%s", err.msg);
+    if (c->lanes)
+        plan.lanes_per_token = c->lanes;
     if (c->want_split >= 0 && (plan.n_splits > 1) != c->want_split)
         fail_msg("case %u: plan has %d splits, the case wants %s", id, plan.n_splits,
                  c->want_split ? "a split" : "none");
@@ -131,15 +137,16 @@ static void run_case(uint32_t id, const struct attn_case *c)
         gpu_poison(ws, plan.workspace_bytes);
     gpu_poison(dout, nq * 2);
     if (fp8_cuda_attn_decode(dout, dq, &kv, dbt, dlen, c->n_seqs, c->n_heads, max_blocks,
-                             c->max_seq_len, (float)sm_scale, ws, plan.workspace_bytes, NULL,
-                             &err) < 0)
+                             (float)sm_scale, &plan, ws, plan.workspace_bytes, NULL, &err) < 0)
         fail_msg("%s", err.msg);
     gpu_download(out, dout, nq * 2);
 
     char what[160];
     snprintf(what, sizeof(what),
-             "attn n_seqs=%d n_heads=%d n_kv=%d block_size=%d max_seq_len=%d splits=%d",
-             c->n_seqs, c->n_heads, c->n_kv, bs, c->max_seq_len, plan.n_splits);
+             "attn n_seqs=%d n_heads=%d n_kv=%d block_size=%d max_seq_len=%d splits=%d "
+             "lanes=%d",
+             c->n_seqs, c->n_heads, c->n_kv, bs, c->max_seq_len, plan.n_splits,
+             plan.lanes_per_token);
     gpu_check_bf16(what, out, ref, atol, nq, 1e-2, 4e-3);
 
     fp8_cuda_free(kv.k);
@@ -169,10 +176,14 @@ static void test_attn_split(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 32, 8, 16, 1000, 1}, /* Qwen3-8B heads, batch 1: flash-decoding */
-        {2, 16, 8, 32, 777, 1},  /* G = 2 */
-        {3, 8, 8, 7, 300, 1},    /* G = 1, odd block size */
-        {2, 16, 2, 16, 513, 1},  /* G = 8 */
+        {1, 32, 8, 16, 1000, 1, 0, 0}, /* Qwen3-8B heads, batch 1: flash-decoding */
+        {1, 32, 8, 16, 1000, 1, 8, 0}, /* the same with 8 lanes per token */
+        {2, 16, 8, 32, 777, 1, 0, 0},  /* G = 2 */
+        {2, 16, 8, 32, 777, 1, 16, 0}, /* G = 2, 16 lanes */
+        {3, 8, 8, 7, 300, 1, 0, 0},    /* G = 1, odd block size */
+        {2, 16, 2, 16, 513, 1, 0, 0},  /* G = 8 */
+        {2, 16, 2, 16, 513, 1, 8, 0},  /* G = 8, 8 lanes */
+        {3, 32, 8, 16, 900, 1, 0, 300}, /* sequences past the plan's max_seq_len */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(500 + (uint32_t)i, &cases[i]);
@@ -182,9 +193,12 @@ static void test_attn_single_pass(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {17, 32, 8, 16, 64, 0}, /* short contexts: one piece per sequence */
-        {2, 4, 1, 16, 40, 0},   /* G = 4, a single kv head */
-        {5, 16, 2, 32, 50, -1},
+        {17, 32, 8, 16, 64, 0, 0, 0}, /* short contexts: one piece per sequence */
+        {17, 32, 8, 16, 64, 0, 8, 0},
+        {2, 4, 1, 16, 40, 0, 0, 0},   /* G = 4, a single kv head */
+        {5, 16, 2, 32, 50, -1, 0, 0},
+        {4, 8, 8, 16, 200, -1, 16, 0}, /* G = 1, 16 lanes */
+        {70, 32, 8, 16, 100, 0, 0, 0}, /* more sequences x kv heads than the device fills */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(600 + (uint32_t)i, &cases[i]);
@@ -212,10 +226,15 @@ static void test_attn_rejects_unsupported(void **state)
     void *d = gpu_alloc(1 << 16);
     kv.k = kv.v = d;
     kv.k_scale = kv.v_scale = d;
-    assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 4096, 0.1f, d, 16, NULL,
+    assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 16, NULL,
                                           &err),
                      -EINVAL);
     assert_non_null(strstr(err.msg, "workspace"));
+    plan.lanes_per_token = 4;
+    assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 1 << 16,
+                                          NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "lanes_per_token=4"));
     fp8_cuda_free(d);
 }
 
