@@ -122,7 +122,7 @@ struct gemv_ctx {
 static void gemv_launch(void *p, int i, void *stream)
 {
     struct gemv_ctx *g = p;
-    CHECK(fp8_cuda_gemv_e4m3(g->y, g->x, g->w[i % g->n_copies], g->scale, g->rows, g->in, g->out,
+    CHECK(fp8_cuda_gemv_e4m3(g->y, 0, g->x, g->w[i % g->n_copies], g->scale, g->rows, g->in, g->out,
                              g->cfg, stream, &err));
 }
 
@@ -211,11 +211,10 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
             printf("%-8s %6d %6d %5d %3d %10.2f %9.1f %6.1f%%  ", shapes[s].name, g.in, g.out,
                    g.rows, pick.m_tiles, ms * 1e3, gemv_gbs(&g, ms),
                    100.0 * gemv_gbs(&g, ms) / (g_copy_gbs));
-            for (int mt = 1; mt <= 4; mt *= 2) {
-                int nt = g.rows <= 8 ? 1 : g.rows <= 16 ? 2 : g.rows <= 32 ? 4 : 8;
-                if (mt == pick.m_tiles || mt * nt > 8)
+            for (int mt = 1; mt <= 2; mt++) {
+                if (mt == pick.m_tiles || (mt == 2 && g.rows > 32))
                     continue;
-                struct fp8_cuda_gemv_cfg c = {mt};
+                struct fp8_cuda_gemv_cfg c = {mt, pick.overlap};
                 g.cfg = &c;
                 printf(" mt%d %.2f", mt, time_median(gemv_launch, &g, stream, g_reps / 2) * 1e3);
             }
@@ -260,7 +259,7 @@ static void bench_step(void *stream, int quick)
     total += lm_b;
     free(ones);
     const int rmax = 16;
-    uint16_t *x = dalloc(2ull * rmax * Q_INTER), *y = dalloc(2ull * rmax * Q_VOCAB);
+    uint16_t *x = dalloc(2ull * rmax * Q_INTER), *y = dalloc(4ull * rmax * Q_VOCAB);
     CHECK(fp8_cuda_memset(x, 0x3c, 2ull * rmax * Q_INTER, stream, &err)); /* bf16 ~0.0115 */
 
     printf("Qwen3-8B decode-step weight stream: %d layers x (qkv, o, gate_up, down) + lm_head "
@@ -268,15 +267,21 @@ static void bench_step(void *stream, int quick)
     const double roof_tps = g_copy_gbs * 1e9 / total;
     static const int batches_all[] = {1, 2, 4, 8, 16}, batches_quick[] = {1, 16};
     const int *batches = quick ? batches_quick : batches_all;
-    for (int bi = 0; bi < (quick ? 2 : 5); bi++) {
-        const int b = batches[bi];
+    for (int run = 0; run < (quick ? 2 : 5) * 2; run++) {
+        const int b = batches[run / 2], overlap = !(run & 1);
         void *exec = NULL;
+        struct fp8_cuda_gemv_cfg cfg[5];
+        for (int k = 0; k < 5; k++) {
+            CHECK(fp8_cuda_gemv_e4m3_cfg_pick(&cfg[k], b, ls[k].in, ls[k].out, &err));
+            cfg[k].overlap &= overlap;
+        }
         CHECK(fp8_cuda_graph_capture_begin(stream, &err));
         for (int l = 0; l < Q_LAYERS; l++)
             for (int k = 0; k < 4; k++)
-                CHECK(fp8_cuda_gemv_e4m3(y, x, L[l].w[k], L[l].s[k], b, ls[k].in, ls[k].out,
-                                         NULL, stream, &err));
-        CHECK(fp8_cuda_gemv_e4m3(y, x, lm, lm_s, b, Q_DIM, Q_VOCAB, NULL, stream, &err));
+                CHECK(fp8_cuda_gemv_e4m3(y, 0, x, L[l].w[k], L[l].s[k], b, ls[k].in, ls[k].out,
+                                         &cfg[k], stream, &err));
+        /* logits in fp32, as the model takes them */
+        CHECK(fp8_cuda_gemv_e4m3(y, 1, x, lm, lm_s, b, Q_DIM, Q_VOCAB, &cfg[4], stream, &err));
         CHECK(fp8_cuda_graph_capture_end(stream, &exec, &err));
         void *e0, *e1;
         CHECK(fp8_cuda_event_create(&e0, &err));
@@ -292,9 +297,9 @@ static void bench_step(void *stream, int quick)
         }
         qsort(ms, 21, sizeof(float), cmp_float);
         const float med = ms[10];
-        printf("  batch %2d: step %.3f ms (min %.3f), %.1f GB/s = %.1f%% of copy -> %.0f tok/s "
-               "(roofline at measured bandwidth %.0f tok/s; design's 413: %.1f%%)\n",
-               b, med, ms[0], total / (med * 1e-3) / 1e9,
+        printf("  batch %2d %-10s: step %.3f ms (min %.3f), %.1f GB/s = %.1f%% of copy -> "
+               "%.0f tok/s (roofline at measured bandwidth %.0f tok/s; design's 413: %.1f%%)\n",
+               b, cfg[0].overlap ? "overlap" : "no overlap", med, ms[0], total / (med * 1e-3) / 1e9,
                100.0 * total / (med * 1e-3) / 1e9 / (g_copy_gbs), b / (med * 1e-3),
                b * roof_tps, 100.0 * (b / (med * 1e-3)) / (413.0 * b));
         fp8_cuda_event_destroy(e0);
@@ -444,13 +449,13 @@ static void small_launch(void *p, int i, void *stream)
     struct small_ctx *s = p;
     (void)i;
     if (s->op == 0)
-        CHECK(fp8_cuda_rmsnorm(s->y, s->x, s->res, s->w, s->rows, Q_DIM, 1e-6f, stream, &err));
+        CHECK(fp8_cuda_rmsnorm(s->y, s->x, s->res, s->w, s->rows, Q_DIM, 1e-6f, 0, stream, &err));
     else if (s->op == 1)
-        CHECK(fp8_cuda_qk_norm_rope_kv_write(s->q, s->qkv, s->w, s->w, s->rope, 64, s->pos,
-                                             s->slot, &s->kv, s->rows, Q_HEADS, 1e-6f, stream,
+        CHECK(fp8_cuda_qk_norm_rope_kv_write(s->q, s->qkv, s->w, s->w, 1e-6f, 0, s->rope, 1.0f,
+                                             s->pos, s->slot, &s->kv, s->rows, Q_HEADS, stream,
                                              &err));
     else
-        CHECK(fp8_cuda_silu_mul(s->y, s->x, s->rows, Q_INTER, stream, &err));
+        CHECK(fp8_cuda_glu(s->y, s->x, s->rows, Q_INTER, FP8_CUDA_GLU_SILU, stream, &err));
 }
 
 static void bench_small(void *stream)
@@ -481,7 +486,7 @@ static void bench_small(void *stream)
                                       dalloc(16 * Q_KV * 16), dalloc(16 * Q_KV * 16), 4, 16,
                                       Q_KV, Q_HD};
     static const char *names[] = {"rmsnorm+residual (dim 4096)", "qk_norm_rope_kv_write",
-                                  "silu_mul (inter 12288)"};
+                                  "glu silu (inter 12288)"};
     printf("small fused ops (latency, median of %d):\n", g_reps);
     for (int op = 0; op < 3; op++) {
         for (int r = 1; r <= 16; r *= 16) {

@@ -72,20 +72,24 @@ int fp8_cuda_fill_e4m3_random(uint8_t *d_dst, size_t n, uint64_t seed, void *str
 
 #define FP8_CUDA_GEMV_MAX_ROWS 64
 
-/* Launch shape of the GEMV: output channels per block are 16 * m_tiles (1, 2 or 4).
- * m_tiles * ceil_pow2(ceil(rows / 8)) must be <= 8. */
+/* Launch shape of the GEMV: output channels per block are 16 * m_tiles (1 or 2; 1 above
+ * 32 rows). overlap (sm_90+): launched as a programmatic dependent of the previous kernel
+ * in the stream, so it prefetches weights while that kernel finishes and reads x only
+ * after it completed (any producer is safe; only PDL-launched kernels start early). */
 struct fp8_cuda_gemv_cfg {
     int32_t m_tiles;
+    int32_t overlap;
 };
 
 /* The configuration fp8_cuda_gemv_e4m3 picks for this shape on this device. */
 int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int32_t in,
                                 int32_t out, struct fp8_err *err);
 
-/* y[r, o] = bf16(scale[o] * sum_i x[r, i] * w[o, i]) with fp32 accumulation.
- * rows 1..FP8_CUDA_GEMV_MAX_ROWS; in must be a multiple of 16 (16-byte weight rows);
- * any out >= 1. cfg NULL: the picked configuration. */
-int fp8_cuda_gemv_e4m3(uint16_t *y,            /* (rows, out) bf16 */
+/* y[r, o] = scale[o] * sum_i x[r, i] * w[o, i] with fp32 accumulation, stored as bf16,
+ * or as fp32 when y_f32 (logits). rows 1..FP8_CUDA_GEMV_MAX_ROWS; in must be a multiple
+ * of 16 (16-byte weight rows); any out >= 1. cfg NULL: the picked configuration. */
+int fp8_cuda_gemv_e4m3(void *y,                /* (rows, out) bf16, or fp32 if y_f32 */
+                       int32_t y_f32,
                        const uint16_t *x,      /* (rows, in) bf16 */
                        const uint8_t *w,       /* (out, in) e4m3 */
                        const float *scale,     /* (out) */
@@ -94,9 +98,11 @@ int fp8_cuda_gemv_e4m3(uint16_t *y,            /* (rows, out) bf16 */
                        struct fp8_err *err);
 
 /* ---- paged FP8 KV cache ------------------------------------------------------------------
- * A pool of n_blocks blocks of block_size token slots; slot s is block s / block_size,
- * offset s % block_size. K and V of a (slot, kv head) are head_dim e4m3 bytes with one
- * fp32 scale each: value = e4m3 * scale, scale = amax / 448 over that head's vector. */
+ * One layer of kernels.h's cache (its arrays are (n_layers, ...) of these): a pool of
+ * n_blocks blocks of block_size token slots; slot s is block s / block_size, offset
+ * s % block_size. K and V of a (slot, kv head) are head_dim e4m3 bytes with one fp32
+ * scale each: value = e4m3 * scale, scale = amax / 448 over that head's vector (1 when
+ * amax is 0), e4m3 = f32_to_e4m3(x / scale). */
 struct fp8_cuda_kv_cache {
     uint8_t *k;       /* (n_blocks, block_size, n_kv_heads, head_dim) e4m3 */
     uint8_t *v;       /* (n_blocks, block_size, n_kv_heads, head_dim) e4m3 */
@@ -141,42 +147,50 @@ int fp8_cuda_attn_decode(uint16_t *out,               /* (n_seqs, n_heads, head_
 
 /* ---- norms, RoPE and the KV-cache write ----------------------------------------------- */
 
-/* Without residual: y = bf16(x * rsqrt(mean(x^2) + eps) * weight).
- * With residual (non-NULL): residual = bf16(x + residual), then y = the norm of the
- * updated residual. y may alias x. */
+/* Without residual: y = bf16(x / sqrt(mean(x^2) + eps) * w'), w' = weight, or
+ * 1 + weight when plus_one (Gemma3). With residual (non-NULL): residual = bf16(x +
+ * residual), then y = the norm of the updated residual. y may alias x. */
 int fp8_cuda_rmsnorm(uint16_t *y,            /* (rows, dim) bf16 */
                      const uint16_t *x,      /* (rows, dim) bf16 */
                      uint16_t *residual,     /* (rows, dim) bf16, or NULL */
                      const float *weight,    /* (dim) */
-                     int32_t rows, int32_t dim, float eps, void *stream,
+                     int32_t rows, int32_t dim, float eps, int32_t plus_one, void *stream,
                      struct fp8_err *err);
 
-/* For each token t of the step, from the fused projection qkv[t] = [q heads | k heads |
- * v heads]:
- *   q_out[t, h] = rope(rmsnorm(q[t, h]) * q_norm_w)   (bf16)
- *   k = rope(rmsnorm(k[t, g]) * k_norm_w), v = v[t, g] -> e4m3 with scale amax/448 in
- *   the cache at slots[t] (slot < 0: padding, nothing written).
- * RoPE is rotate-half (NeoX/HF style): rope[p] holds cos(p * f_i) for i < head_dim/2 then
- * sin(p * f_i); dims i and i + head_dim/2 rotate together. All in fp32; q rounded once.
- * Positions outside [0, max_pos) and slots outside the pool are skipped (the caller
- * validates them; the kernel only refuses to touch memory out of bounds). */
+/* kernels.h's qk_norm_rope_kv_write: for each token t of the step, from the fused
+ * projection qkv[t] = [q heads | k heads | v heads]:
+ *   q_out[t, h] = rope(rmsnorm(q[t, h], q_norm_w))   (bf16)
+ *   k = rope(rmsnorm(k[t, g], k_norm_w)) and v = v[t, g] go to the cache at slots[t]
+ *   (slot < 0: a padding token, nothing written; slots past the pool are skipped too,
+ *   the caller validates them, the kernel only refuses to write out of bounds).
+ * rmsnorm as fp8_cuda_rmsnorm (plus_one likewise); RoPE rotate-half (NeoX): dims i and
+ * i + head_dim/2 turn by the fp32 angle position * inv_freq[i], cos and sin times
+ * attn_factor. All in fp32 from the bf16 input; q rounded once. */
 int fp8_cuda_qk_norm_rope_kv_write(uint16_t *q_out,        /* (n_tokens, n_heads, head_dim) */
                                    const uint16_t *qkv,    /* (n_tokens, (n_heads + 2 n_kv) head_dim) */
                                    const float *q_norm_w,  /* (head_dim) */
                                    const float *k_norm_w,  /* (head_dim) */
-                                   const float *rope,      /* (max_pos, head_dim) */
-                                   int32_t max_pos,
+                                   float eps, int32_t plus_one,
+                                   const float *inv_freq,  /* (head_dim / 2) */
+                                   float attn_factor,
                                    const int32_t *positions, /* (n_tokens) */
                                    const int32_t *slots,     /* (n_tokens) */
                                    const struct fp8_cuda_kv_cache *kv,
-                                   int32_t n_tokens, int32_t n_heads, float eps,
-                                   void *stream, struct fp8_err *err);
+                                   int32_t n_tokens, int32_t n_heads, void *stream,
+                                   struct fp8_err *err);
 
-/* SwiGLU after the fused gate+up projection: y[r, i] = bf16(silu(gu[r, i]) * gu[r, inter + i])
- * with silu(g) = g / (1 + exp(-g)), in fp32. */
-int fp8_cuda_silu_mul(uint16_t *y,         /* (rows, inter) bf16 */
-                      const uint16_t *gu,  /* (rows, 2 * inter) bf16: gate then up */
-                      int32_t rows, int32_t inter, void *stream, struct fp8_err *err);
+/* kernels.h's glu after the fused gate+up projection, in fp32:
+ * y[r, i] = bf16(act(gu[r, i]) * gu[r, inter + i]), act = silu(g) = g / (1 + exp(-g)) or
+ * PyTorch's tanh-approximated gelu. Same order as enum fp8_glu_act. */
+enum fp8_cuda_glu_act {
+    FP8_CUDA_GLU_SILU,
+    FP8_CUDA_GLU_GELU_TANH,
+};
+
+int fp8_cuda_glu(uint16_t *y,         /* (rows, inter) bf16 */
+                 const uint16_t *gu,  /* (rows, 2 * inter) bf16: gate then up */
+                 int32_t rows, int32_t inter, enum fp8_cuda_glu_act act, void *stream,
+                 struct fp8_err *err);
 
 #ifdef __cplusplus
 }

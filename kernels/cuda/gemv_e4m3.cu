@@ -13,7 +13,13 @@
  *   each thread's 16 contiguous weight bytes land directly in its own fragments (a dot
  *   product does not care about the order of its terms).
  * A block's 8 warps split the in-dims; their partial sums meet in shared memory, in a
- * fixed order (deterministic), and the per-channel scale is applied once at the end. */
+ * fixed order (deterministic), and the per-channel scale is applied once at the end.
+ *
+ * On sm_90 the kernel is launched as a programmatic dependent of the previous kernel in
+ * the stream: weights do not depend on it, so each block asks L2 for the start of its
+ * weight rows while the previous kernel drains, and waits (griddepcontrol.wait) only
+ * before it reads x. That hides the launch gap and the ramp-up of every GEMV in a decode
+ * step, which at 5-50 us per GEMV is a large share of the time. */
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace {
@@ -103,13 +109,28 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
 
 template <int MT, int NT>
 __global__ void __launch_bounds__(kWarps * 32, 2)
-gemv_e4m3_kernel(uint16_t *__restrict__ y, const uint16_t *__restrict__ x,
+gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
                  const uint8_t *__restrict__ w, const float *__restrict__ scale, int rows,
-                 int K, int N)
+                 int K, int N, bool out_f32)
 {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* bytes of each weight row a block asks L2 for before waiting on its producer */
+    constexpr int kPrefetchBytes = 4096;
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    if (threadIdx.x < 16 * MT) {
+        const int ch = blockIdx.x * 16 * MT + threadIdx.x;
+        const uint32_t bytes = K < kPrefetchBytes ? (uint32_t)K : (uint32_t)kPrefetchBytes;
+        if (ch < N)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
+                         :
+                         : "l"(w + (size_t)ch * K), "r"(bytes)
+                         : "memory");
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     /* chunks per iteration: 128 weight bytes in flight per thread, fewer where the wide
      * activation tiles (rows > 16) need the registers */
-    constexpr int U = MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : MT >= 4 ? 1 : 4 / MT;
+    constexpr int U = MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : 4 / MT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const int ch0 = blockIdx.x * 16 * MT;
@@ -193,8 +214,12 @@ gemv_e4m3_kernel(uint16_t *__restrict__ y, const uint16_t *__restrict__ x,
         const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
         const int ch = ch0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
         const int n = 8 * j + 2 * (l & 3) + (r & 1);
-        if (ch < N && n < rows)
-            y[(size_t)n * N + ch] = fp8_f32_to_bf16_bits(s * scale[ch]);
+        if (ch < N && n < rows) {
+            if (out_f32)
+                static_cast<float *>(y)[(size_t)n * N + ch] = s * scale[ch];
+            else
+                static_cast<uint16_t *>(y)[(size_t)n * N + ch] = fp8_f32_to_bf16_bits(s * scale[ch]);
+        }
     }
 }
 
@@ -204,11 +229,20 @@ int n_tiles_for(int rows)
 }
 
 template <int MT, int NT>
-void launch(uint16_t *y, const uint16_t *x, const uint8_t *w, const float *scale, int rows,
-            int K, int N, cudaStream_t stream)
+cudaError_t launch(void *y, const uint16_t *x, const uint8_t *w, const float *scale, int rows,
+                   int K, int N, bool out_f32, bool overlap, cudaStream_t stream)
 {
-    const unsigned blocks = (unsigned)((N + 16 * MT - 1) / (16 * MT));
-    gemv_e4m3_kernel<MT, NT><<<blocks, kWarps * 32, 0, stream>>>(y, x, w, scale, rows, K, N);
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = dim3((unsigned)((N + 16 * MT - 1) / (16 * MT)));
+    lc.blockDim = dim3(kWarps * 32);
+    lc.stream = stream;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = &attr;
+    lc.numAttrs = overlap ? 1 : 0;
+    return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT>, y, x, w, scale, rows, K, N,
+                              out_f32);
 }
 
 } // namespace
@@ -219,25 +253,29 @@ int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int
     if (rows < 1 || rows > FP8_CUDA_GEMV_MAX_ROWS || in < 1 || out < 1)
         return fp8_err_set(err, -EINVAL, "gemv_e4m3: no configuration for rows=%d in=%d out=%d",
                            (int)rows, (int)in, (int)out);
-    int32_t sms = 0;
-    int rc = fp8_cuda_sm_count(&sms, err);
+    int dev = 0, sms = 0, major = 0;
+    int rc = fp8_cuda_check(cudaGetDevice(&dev), err, "cudaGetDevice");
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+                            err, "cudaDeviceGetAttribute(multiprocessor count)");
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+                            err, "cudaDeviceGetAttribute(compute capability)");
     if (rc < 0)
         return rc;
+    /* Measured on H100 (bench/RESULTS.md): 32-channel tiles win where they still give about
+     * 1.4 blocks per SM and the activation tile is 8 or 32 rows; 16-row tiles (9..16 rows)
+     * and the 64-row tile read activations twice as often with 32 channels, so they stay at
+     * 16 channels. */
     const int nt = n_tiles_for(rows);
-    /* The widest tile (fewest activation re-reads) that still gives two blocks per SM. */
-    int mt = 1;
-    for (int cand = 4; cand > 1; cand /= 2) {
-        if (cand * nt <= 8 && (out + 16 * cand - 1) / (16 * cand) >= 2 * sms) {
-            mt = cand;
-            break;
-        }
-    }
-    cfg->m_tiles = mt;
+    const int64_t blocks2 = ((int64_t)out + 31) / 32;
+    cfg->m_tiles = (nt == 1 || nt == 4) && 10 * blocks2 >= 14 * (int64_t)sms ? 2 : 1;
+    cfg->overlap = major >= 9;
     return 0;
 }
 
-int fp8_cuda_gemv_e4m3(uint16_t *y, const uint16_t *x, const uint8_t *w, const float *scale,
-                       int32_t rows, int32_t in, int32_t out,
+int fp8_cuda_gemv_e4m3(void *y, int32_t y_f32, const uint16_t *x, const uint8_t *w,
+                       const float *scale, int32_t rows, int32_t in, int32_t out,
                        const struct fp8_cuda_gemv_cfg *cfg, void *stream, struct fp8_err *err)
 {
     if (!y || !x || !w || !scale)
@@ -264,23 +302,23 @@ int fp8_cuda_gemv_e4m3(uint16_t *y, const uint16_t *x, const uint8_t *w, const f
         cfg = &picked;
     }
     const int nt = n_tiles_for(rows), mt = cfg->m_tiles;
+    const bool ov = cfg->overlap != 0, f32 = y_f32 != 0;
     cudaStream_t s = (cudaStream_t)stream;
+    cudaError_t e;
     switch (mt * 16 + nt) {
-    case 16 + 1: launch<1, 1>(y, x, w, scale, rows, in, out, s); break;
-    case 16 + 2: launch<1, 2>(y, x, w, scale, rows, in, out, s); break;
-    case 16 + 4: launch<1, 4>(y, x, w, scale, rows, in, out, s); break;
-    case 16 + 8: launch<1, 8>(y, x, w, scale, rows, in, out, s); break;
-    case 32 + 1: launch<2, 1>(y, x, w, scale, rows, in, out, s); break;
-    case 32 + 2: launch<2, 2>(y, x, w, scale, rows, in, out, s); break;
-    case 32 + 4: launch<2, 4>(y, x, w, scale, rows, in, out, s); break;
-    case 64 + 1: launch<4, 1>(y, x, w, scale, rows, in, out, s); break;
-    case 64 + 2: launch<4, 2>(y, x, w, scale, rows, in, out, s); break;
+    case 16 + 1: e = launch<1, 1>(y, x, w, scale, rows, in, out, f32, ov, s); break;
+    case 16 + 2: e = launch<1, 2>(y, x, w, scale, rows, in, out, f32, ov, s); break;
+    case 16 + 4: e = launch<1, 4>(y, x, w, scale, rows, in, out, f32, ov, s); break;
+    case 16 + 8: e = launch<1, 8>(y, x, w, scale, rows, in, out, f32, ov, s); break;
+    case 32 + 1: e = launch<2, 1>(y, x, w, scale, rows, in, out, f32, ov, s); break;
+    case 32 + 2: e = launch<2, 2>(y, x, w, scale, rows, in, out, f32, ov, s); break;
+    case 32 + 4: e = launch<2, 4>(y, x, w, scale, rows, in, out, f32, ov, s); break;
     default:
         return fp8_err_set(err, -EINVAL,
                            "gemv_e4m3(rows=%d in=%d out=%d): m_tiles=%d unsupported "
-                           "(1, 2 or 4, with m_tiles * n_tiles <= 8; n_tiles=%d)",
-                           (int)rows, (int)in, (int)out, mt, nt);
+                           "(1 or 2, and 1 above 32 rows)",
+                           (int)rows, (int)in, (int)out, mt);
     }
-    return fp8_cuda_check(cudaGetLastError(), err, "gemv_e4m3(rows=%d in=%d out=%d m_tiles=%d)",
-                          (int)rows, (int)in, (int)out, mt);
+    return fp8_cuda_check(e, err, "gemv_e4m3(rows=%d in=%d out=%d m_tiles=%d overlap=%d)",
+                          (int)rows, (int)in, (int)out, mt, (int)ov);
 }

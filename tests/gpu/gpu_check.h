@@ -77,17 +77,18 @@ static inline void gpu_download(void *host, const void *d, size_t bytes)
         fail_msg("%s", err.msg);
 }
 
-/* bf16 output against a float64 reference: every element within
- * rel_elem * |ref| + atol[i] (atol NULL: 0), and ||out - ref|| / ||ref|| <= rel_norm.
- * NaN (an unwritten, poisoned element) never passes. */
-static inline void gpu_check_bf16(const char *what, const uint16_t *out, const double *ref,
-                                  const double *atol, size_t n, double rel_elem,
-                                  double rel_norm)
+/* Output against a float64 reference: every element within rel_elem * |ref| + atol[i]
+ * (atol NULL: 0), and ||out - ref|| / ||ref|| <= rel_norm. NaN (an unwritten, poisoned
+ * element) never passes. The output is bf16 bits, or fp32 when is_f32. */
+static inline void gpu_check_out(const char *what, const void *out, int is_f32,
+                                 const double *ref, const double *atol, size_t n,
+                                 double rel_elem, double rel_norm)
 {
     double num = 0.0, den = 0.0, worst = 0.0;
     size_t worst_i = 0;
     for (size_t i = 0; i < n; i++) {
-        const double o = bf16_to_f32(out[i]);
+        const double o = is_f32 ? (double)((const float *)out)[i]
+                                : (double)bf16_to_f32(((const uint16_t *)out)[i]);
         const double d = fabs(o - ref[i]);
         const double bound = rel_elem * fabs(ref[i]) + (atol ? atol[i] : 0.0);
         if (!(d <= bound))
@@ -104,6 +105,13 @@ static inline void gpu_check_bf16(const char *what, const uint16_t *out, const d
     if (!(rel <= rel_norm))
         fail_msg("%s: ||out - ref|| / ||ref|| = %.3g > %.3g (worst element %zu)", what, rel,
                  rel_norm, worst_i);
+}
+
+static inline void gpu_check_bf16(const char *what, const uint16_t *out, const double *ref,
+                                  const double *atol, size_t n, double rel_elem,
+                                  double rel_norm)
+{
+    gpu_check_out(what, out, 0, ref, atol, n, rel_elem, rel_norm);
 }
 
 /* main() of each GPU test: 1 with a device, 0 without one (nothing to check), -1 when

@@ -1,12 +1,16 @@
-/* fp8_cuda_rmsnorm, fp8_cuda_silu_mul and fp8_cuda_qk_norm_rope_kv_write against float64 CPU versions over
+/* fp8_cuda_rmsnorm, fp8_cuda_glu and fp8_cuda_qk_norm_rope_kv_write against float64 CPU versions over
  * the same bf16 inputs, fresh random inputs per case, odd dims and 1, 3, 17 rows/tokens.
  *
- * Bounds: bf16 outputs: per element |out - ref| <= 1e-2 |ref| + 1e-6, norm ratio <= 4e-3.
+ * Bounds: bf16 outputs: per element |out - ref| <= 1e-2 |ref| + 1e-6 (1e-5 after RoPE),
+ * norm ratio <= 4e-3.
  * The residual sum is one fp32 add rounded to bf16: bit-exact. V goes to the cache without
  * arithmetic, so its scale (amax / 448) and e4m3 bytes are bit-exact (common/numeric.h);
  * K passes through a norm in fp32, so each K value may land one e4m3 step away:
  * |k_cache * k_scale - k_ref| <= 2^-3 |k_ref| + 2^-9 scale, and scales within 1e-5. Slots
- * of padding tokens (slot -1) and slots nobody writes keep their poison. */
+ * of padding tokens (slot -1) and slots nobody writes keep their poison; an all-zero head
+ * is stored with scale 1 and zero bytes (kernels.h). The references follow kernels.h and
+ * kernels/ref: norm x / sqrt(mean(x^2) + eps) * w (or 1 + w), RoPE angle = fp32 position
+ * times inv_freq[i] with cos and sin scaled by attn_factor. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +23,7 @@
 
 #define HD 128
 
-static void rmsnorm_case(uint32_t id, int rows, int dim, int with_residual)
+static void rmsnorm_case(uint32_t id, int rows, int dim, int with_residual, int plus_one)
 {
     uint64_t st = gpu_case_seed(id);
     const size_t n = (size_t)rows * dim;
@@ -51,17 +55,19 @@ static void rmsnorm_case(uint32_t id, int rows, int dim, int with_residual)
         }
         double inv = 1.0 / sqrt(ss / dim + eps);
         for (int i = 0; i < dim; i++)
-            ref[(size_t)r * dim + i] *= inv * w[i];
+            ref[(size_t)r * dim + i] *= inv * (plus_one ? 1.0 + w[i] : w[i]);
     }
     void *dx = gpu_upload(x, n * 2), *dres = gpu_upload(res, n * 2), *dw = gpu_upload(w, dim * 4);
     void *dy = gpu_alloc(n * 2);
     gpu_poison(dy, n * 2);
     struct fp8_err err = {{0}};
-    if (fp8_cuda_rmsnorm(dy, dx, with_residual ? dres : NULL, dw, rows, dim, eps, NULL, &err) < 0)
+    if (fp8_cuda_rmsnorm(dy, dx, with_residual ? dres : NULL, dw, rows, dim, eps, plus_one, NULL,
+                         &err) < 0)
         fail_msg("%s", err.msg);
     gpu_download(y, dy, n * 2);
     char what[96];
-    snprintf(what, sizeof(what), "rmsnorm rows=%d dim=%d residual=%d", rows, dim, with_residual);
+    snprintf(what, sizeof(what), "rmsnorm rows=%d dim=%d residual=%d plus_one=%d", rows, dim,
+             with_residual, plus_one);
     gpu_check_bf16(what, y, ref, atol, n, 1e-2, 4e-3);
     if (with_residual) {
         gpu_download(res, dres, n * 2);
@@ -89,7 +95,7 @@ static void test_rmsnorm(void **state)
     static const int shapes[][2] = {{1, 4096}, {3, 1000}, {17, 4096}, {16, 17}, {2, 5120}};
     for (int i = 0; i < 5; i++)
         for (int r = 0; r < 2; r++)
-            rmsnorm_case(700 + 2 * i + r, shapes[i][0], shapes[i][1], r);
+            rmsnorm_case(700 + 2 * i + r, shapes[i][0], shapes[i][1], r, i == 3);
 }
 
 /* Also checks y aliasing x: the model normalises the residual stream in place. */
@@ -116,7 +122,7 @@ static void test_rmsnorm_in_place(void **state)
     }
     void *dx = gpu_upload(x, n * 2), *dw = gpu_upload(w, dim * 4);
     struct fp8_err err = {{0}};
-    if (fp8_cuda_rmsnorm(dx, dx, NULL, dw, rows, dim, 1e-5f, NULL, &err) < 0)
+    if (fp8_cuda_rmsnorm(dx, dx, NULL, dw, rows, dim, 1e-5f, 0, NULL, &err) < 0)
         fail_msg("%s", err.msg);
     gpu_download(y, dx, n * 2);
     gpu_check_bf16("rmsnorm in place", y, ref, NULL, n, 1e-2, 4e-3);
@@ -130,25 +136,29 @@ static void test_rmsnorm_in_place(void **state)
 
 struct qk_case {
     int n_tokens, n_heads, n_kv, block_size, n_blocks;
+    float attn_factor;
+    int plus_one;
 };
 
 static void qk_case_run(uint32_t id, const struct qk_case *c)
 {
     uint64_t st = gpu_case_seed(id);
-    const int heads = c->n_heads + 2 * c->n_kv, max_pos = 4096;
+    const int heads = c->n_heads + 2 * c->n_kv, max_pos = 40960;
     const float eps = 1e-6f;
     const size_t nqkv = (size_t)c->n_tokens * heads * HD, nq = (size_t)c->n_tokens * c->n_heads * HD;
     const size_t slots_total = (size_t)c->n_blocks * c->block_size;
     const size_t cache = slots_total * c->n_kv * HD, nsc = slots_total * c->n_kv;
     uint16_t *qkv = malloc(nqkv * 2), *qo = malloc(nq * 2);
-    float *qw = malloc(HD * 4), *kw = malloc(HD * 4), *rope = malloc((size_t)max_pos * HD * 4);
+    float *qw = malloc(HD * 4), *kw = malloc(HD * 4), *inv_freq = malloc(HD / 2 * 4);
     int32_t *pos = malloc(c->n_tokens * 4), *slot = malloc(c->n_tokens * 4);
     uint8_t *kc = malloc(cache), *vc = malloc(cache);
     float *ksc = malloc(nsc * 4), *vsc = malloc(nsc * 4);
-    double *qref = malloc(nq * sizeof(double));
+    double *qref = malloc(nq * sizeof(double)), *qatol = malloc(nq * sizeof(double));
     double *kref = malloc((size_t)c->n_tokens * c->n_kv * HD * sizeof(double));
-    assert_non_null(qkv && qo && qw && kw && rope && pos && slot && kc && vc && ksc && vsc &&
-                    qref && kref);
+    assert_non_null(qkv && qo && qw && kw && inv_freq && pos && slot && kc && vc && ksc && vsc &&
+                    qref && qatol && kref);
+    for (size_t i = 0; i < nq; i++) /* cosf/sinf and sqrtf of another library: ~1 ulp */
+        qatol[i] = 1e-5;
 
     for (size_t i = 0; i < nqkv; i++)
         qkv[i] = gpu_rand_bf16(&st, -3.0f, 3.0f);
@@ -156,13 +166,8 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
         qw[i] = gpu_urand(&st, 0.5f, 1.5f);
         kw[i] = gpu_urand(&st, 0.5f, 1.5f);
     }
-    for (int p = 0; p < max_pos; p++) {
-        for (int i = 0; i < HD / 2; i++) {
-            double f = pow(1e6, -2.0 * i / HD);
-            rope[(size_t)p * HD + i] = (float)cos(p * f);
-            rope[(size_t)p * HD + HD / 2 + i] = (float)sin(p * f);
-        }
-    }
+    for (int i = 0; i < HD / 2; i++) /* Qwen3: theta 1e6 */
+        inv_freq[i] = (float)pow(1e6, -2.0 * i / HD);
     /* distinct slots, the last token of several a padding token (slot -1) */
     for (int t = 0; t < c->n_tokens; t++) {
         pos[t] = (int32_t)(splitmix64_next(&st) % max_pos);
@@ -176,6 +181,11 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
     }
     if (c->n_tokens > 2)
         slot[c->n_tokens - 1] = -1;
+    /* an all-zero k and v head: scale 1, zero bytes */
+    for (int i = 0; i < HD; i++) {
+        qkv[((size_t)0 * heads + c->n_heads + c->n_kv - 1) * HD + i] = 0;
+        qkv[((size_t)0 * heads + c->n_heads + 2 * c->n_kv - 1) * HD + i] = 0;
+    }
 
     for (int t = 0; t < c->n_tokens; t++) {
         for (int h = 0; h < c->n_heads + c->n_kv; h++) {
@@ -185,11 +195,13 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
             for (int i = 0; i < HD; i++)
                 ss += (double)bf16_to_f32(src[i]) * bf16_to_f32(src[i]);
             for (int i = 0; i < HD; i++)
-                v[i] = bf16_to_f32(src[i]) / sqrt(ss / HD + eps) * nw[i];
-            const float *cs = rope + (size_t)pos[t] * HD;
+                v[i] = bf16_to_f32(src[i]) / sqrt(ss / HD + eps) *
+                       (c->plus_one ? 1.0 + nw[i] : nw[i]);
             for (int i = 0; i < HD / 2; i++) {
-                r[i] = v[i] * cs[i] - v[i + HD / 2] * cs[HD / 2 + i];
-                r[i + HD / 2] = v[i + HD / 2] * cs[i] + v[i] * cs[HD / 2 + i];
+                const double a = (double)((float)pos[t] * inv_freq[i]); /* the fp32 angle */
+                const double cs = cos(a) * c->attn_factor, sn = sin(a) * c->attn_factor;
+                r[i] = v[i] * cs - v[i + HD / 2] * sn;
+                r[i + HD / 2] = v[i + HD / 2] * cs + v[i] * sn;
             }
             double *dst = h < c->n_heads ? qref + ((size_t)t * c->n_heads + h) * HD
                                          : kref + ((size_t)t * c->n_kv + h - c->n_heads) * HD;
@@ -209,12 +221,13 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
     gpu_poison(kv.v_scale, nsc * 4);
     void *dqkv = gpu_upload(qkv, nqkv * 2), *dqo = gpu_alloc(nq * 2);
     void *dqw = gpu_upload(qw, HD * 4), *dkw = gpu_upload(kw, HD * 4);
-    void *drope = gpu_upload(rope, (size_t)max_pos * HD * 4);
+    void *dfreq = gpu_upload(inv_freq, HD / 2 * 4);
     void *dpos = gpu_upload(pos, c->n_tokens * 4), *dslot = gpu_upload(slot, c->n_tokens * 4);
     gpu_poison(dqo, nq * 2);
     struct fp8_err err = {{0}};
-    if (fp8_cuda_qk_norm_rope_kv_write(dqo, dqkv, dqw, dkw, drope, max_pos, dpos, dslot, &kv,
-                                       c->n_tokens, c->n_heads, eps, NULL, &err) < 0)
+    if (fp8_cuda_qk_norm_rope_kv_write(dqo, dqkv, dqw, dkw, eps, c->plus_one, dfreq,
+                                       c->attn_factor, dpos, dslot, &kv, c->n_tokens, c->n_heads,
+                                       NULL, &err) < 0)
         fail_msg("%s", err.msg);
     gpu_download(qo, dqo, nq * 2);
     gpu_download(kc, kv.k, cache);
@@ -225,7 +238,7 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
     char what[128];
     snprintf(what, sizeof(what), "qk_norm_rope n_tokens=%d n_heads=%d n_kv=%d", c->n_tokens,
              c->n_heads, c->n_kv);
-    gpu_check_bf16(what, qo, qref, NULL, nq, 1e-2, 4e-3);
+    gpu_check_bf16(what, qo, qref, qatol, nq, 1e-2, 4e-3);
 
     size_t written = 0;
     for (int t = 0; t < c->n_tokens; t++) {
@@ -237,7 +250,7 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
             float vamax = 0.0f;
             for (int i = 0; i < HD; i++)
                 vamax = fmaxf(vamax, fabsf(bf16_to_f32(vsrc[i])));
-            const float vscale = vamax / 448.0f;
+            const float vscale = vamax > 0.0f ? vamax / 448.0f : 1.0f;
             if (memcmp(&vsc[h], &vscale, 4) != 0)
                 fail_msg("%s: v scale of token %d kv head %d is %.9g, expected %.9g", what, t, g,
                          vsc[h], vscale);
@@ -251,7 +264,7 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
             double kamax = 0.0;
             for (int i = 0; i < HD; i++)
                 kamax = fmax(kamax, fabs(kr[i]));
-            const double kscale = kamax / 448.0;
+            const double kscale = kamax > 0.0 ? kamax / 448.0 : 1.0;
             if (!(fabs(ksc[h] - kscale) <= 1e-5 * kscale))
                 fail_msg("%s: k scale of token %d kv head %d is %.9g, expected %.9g", what, t, g,
                          ksc[h], kscale);
@@ -279,14 +292,14 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
     fp8_cuda_free(dqo);
     fp8_cuda_free(dqw);
     fp8_cuda_free(dkw);
-    fp8_cuda_free(drope);
+    fp8_cuda_free(dfreq);
     fp8_cuda_free(dpos);
     fp8_cuda_free(dslot);
     free(qkv);
     free(qo);
     free(qw);
     free(kw);
-    free(rope);
+    free(inv_freq);
     free(pos);
     free(slot);
     free(kc);
@@ -294,6 +307,7 @@ static void qk_case_run(uint32_t id, const struct qk_case *c)
     free(ksc);
     free(vsc);
     free(qref);
+    free(qatol);
     free(kref);
 }
 
@@ -301,20 +315,21 @@ static void test_qk_norm_rope_kv_write(void **state)
 {
     (void)state;
     static const struct qk_case cases[] = {
-        {1, 32, 8, 16, 4},  /* Qwen3-8B heads, one decode token */
-        {3, 4, 2, 16, 2},   /* with a padding token */
-        {17, 16, 8, 7, 9},  /* odd block size */
-        {5, 8, 1, 32, 3},
+        {1, 32, 8, 16, 4, 1.0f, 0},  /* Qwen3-8B heads, one decode token */
+        {3, 4, 2, 16, 2, 1.0f, 0},   /* with a padding token */
+        {17, 16, 8, 7, 9, 1.0f, 0},  /* odd block size */
+        {5, 8, 1, 32, 3, 1.25f, 1},  /* attn_factor, 1 + w norm weights */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         qk_case_run(800 + (uint32_t)i, &cases[i]);
 }
 
-static void test_silu_mul(void **state)
+static void test_glu(void **state)
 {
     (void)state;
-    static const int shapes[][2] = {{1, 12288}, {3, 1000}, {17, 77}};
-    for (int c = 0; c < 3; c++) {
+    static const int shapes[][2] = {{1, 12288}, {3, 1000}, {17, 77}, {2, 5000}};
+    for (int c = 0; c < 4; c++) {
+        const enum fp8_cuda_glu_act act = c == 3 ? FP8_CUDA_GLU_GELU_TANH : FP8_CUDA_GLU_SILU;
         uint64_t st = gpu_case_seed(900 + c);
         const int rows = shapes[c][0], inter = shapes[c][1];
         const size_t n = (size_t)rows * inter;
@@ -327,18 +342,22 @@ static void test_silu_mul(void **state)
             for (int i = 0; i < inter; i++) {
                 double g = bf16_to_f32(gu[(size_t)r * 2 * inter + i]);
                 double u = bf16_to_f32(gu[(size_t)r * 2 * inter + inter + i]);
-                ref[(size_t)r * inter + i] = g / (1.0 + exp(-g)) * u;
+                const double k = sqrt(2.0 / M_PI);
+                const double f = act == FP8_CUDA_GLU_SILU
+                                     ? g / (1.0 + exp(-g))
+                                     : 0.5 * g * (1.0 + tanh(k * (g + 0.044715 * g * g * g)));
+                ref[(size_t)r * inter + i] = f * u;
                 atol[(size_t)r * inter + i] = 1e-6;
             }
         }
         void *dgu = gpu_upload(gu, 2 * n * 2), *dy = gpu_alloc(n * 2);
         gpu_poison(dy, n * 2);
         struct fp8_err err = {{0}};
-        if (fp8_cuda_silu_mul(dy, dgu, rows, inter, NULL, &err) < 0)
+        if (fp8_cuda_glu(dy, dgu, rows, inter, act, NULL, &err) < 0)
             fail_msg("%s", err.msg);
         gpu_download(y, dy, n * 2);
         char what[64];
-        snprintf(what, sizeof(what), "silu_mul rows=%d inter=%d", rows, inter);
+        snprintf(what, sizeof(what), "glu rows=%d inter=%d act=%d", rows, inter, (int)act);
         gpu_check_bf16(what, y, ref, atol, n, 1e-2, 4e-3);
         fp8_cuda_free(dgu);
         fp8_cuda_free(dy);
@@ -356,12 +375,14 @@ static void test_norm_rejects_unsupported(void **state)
     struct fp8_err err = {{0}};
     struct fp8_cuda_kv_cache kv = {.k = d, .v = d, .k_scale = d, .v_scale = d, .n_blocks = 1,
                                    .block_size = 16, .n_kv_heads = 1, .head_dim = 256};
-    assert_int_equal(fp8_cuda_qk_norm_rope_kv_write(d, d, d, d, d, 16, d, d, &kv, 1, 4, 1e-6f,
-                                                    NULL, &err),
+    assert_int_equal(fp8_cuda_qk_norm_rope_kv_write(d, d, d, d, 1e-6f, 0, d, 1.0f, d, d, &kv, 1,
+                                                    4, NULL, &err),
                      -EINVAL);
     assert_non_null(strstr(err.msg, "head_dim=256"));
-    assert_int_equal(fp8_cuda_rmsnorm(d, d, NULL, d, 0, 64, 1e-6f, NULL, &err), -EINVAL);
+    assert_int_equal(fp8_cuda_rmsnorm(d, d, NULL, d, 0, 64, 1e-6f, 0, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "rows=0"));
+    assert_int_equal(fp8_cuda_glu(d, d, 1, 8, (enum fp8_cuda_glu_act)7, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "act=7"));
     fp8_cuda_free(d);
 }
 
@@ -374,7 +395,7 @@ int main(void)
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rmsnorm_in_place),
         cmocka_unit_test(test_qk_norm_rope_kv_write),
-        cmocka_unit_test(test_silu_mul),
+        cmocka_unit_test(test_glu),
         cmocka_unit_test(test_norm_rejects_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
