@@ -214,7 +214,7 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
             for (int mt = 1; mt <= 2; mt++) {
                 if (mt == pick.m_tiles || (mt == 2 && g.rows > 32))
                     continue;
-                struct fp8_cuda_gemv_cfg c = {mt, pick.overlap};
+                struct fp8_cuda_gemv_cfg c = {mt, pick.overlap, pick.prefetch};
                 g.cfg = &c;
                 printf(" mt%d %.2f", mt, time_median(gemv_launch, &g, stream, g_reps / 2) * 1e3);
             }
@@ -265,15 +265,22 @@ static void bench_step(void *stream, int quick)
     printf("Qwen3-8B decode-step weight stream: %d layers x (qkv, o, gate_up, down) + lm_head "
            "= %.3f GB of e4m3, one CUDA graph per batch size\n", Q_LAYERS, total / 1e9);
     const double roof_tps = g_copy_gbs * 1e9 / total;
-    static const int batches_all[] = {1, 2, 4, 8, 16}, batches_quick[] = {1, 16};
-    const int *batches = quick ? batches_quick : batches_all;
-    for (int run = 0; run < (quick ? 2 : 5) * 2; run++) {
-        const int b = batches[run / 2], overlap = !(run & 1);
+    /* (batch, variant): variant 0 is the picked configuration; at batch 1 and 16 also
+     * 1: no programmatic overlap, 2 and 3: overlap with an L2 prefetch of 1 and 4 KiB */
+    static const int runs_all[][2] = {{1, 0}, {1, 1}, {1, 2}, {1, 3}, {2, 0}, {4, 0}, {8, 0},
+                                      {16, 0}, {16, 1}, {16, 2}, {16, 3}};
+    static const int runs_quick[][2] = {{1, 0}, {16, 0}};
+    for (int run = 0; run < (quick ? 2 : 11); run++) {
+        const int b = quick ? runs_quick[run][0] : runs_all[run][0];
+        const int variant = quick ? runs_quick[run][1] : runs_all[run][1];
         void *exec = NULL;
         struct fp8_cuda_gemv_cfg cfg[5];
         for (int k = 0; k < 5; k++) {
             CHECK(fp8_cuda_gemv_e4m3_cfg_pick(&cfg[k], b, ls[k].in, ls[k].out, &err));
-            cfg[k].overlap &= overlap;
+            if (variant == 1)
+                cfg[k].overlap = 0;
+            if (variant >= 2)
+                cfg[k].prefetch = variant == 2 ? 1024 : 4096;
         }
         CHECK(fp8_cuda_graph_capture_begin(stream, &err));
         for (int l = 0; l < Q_LAYERS; l++)
@@ -297,9 +304,12 @@ static void bench_step(void *stream, int quick)
         }
         qsort(ms, 21, sizeof(float), cmp_float);
         const float med = ms[10];
-        printf("  batch %2d %-10s: step %.3f ms (min %.3f), %.1f GB/s = %.1f%% of copy -> "
+        char name[32];
+        snprintf(name, sizeof(name), "%s pf %d", cfg[0].overlap ? "overlap" : "serial",
+                 cfg[0].prefetch);
+        printf("  batch %2d %-14s: step %.3f ms (min %.3f), %.1f GB/s = %.1f%% of copy -> "
                "%.0f tok/s (roofline at measured bandwidth %.0f tok/s; design's 413: %.1f%%)\n",
-               b, cfg[0].overlap ? "overlap" : "no overlap", med, ms[0], total / (med * 1e-3) / 1e9,
+               b, name, med, ms[0], total / (med * 1e-3) / 1e9,
                100.0 * total / (med * 1e-3) / 1e9 / (g_copy_gbs), b / (med * 1e-3),
                b * roof_tps, 100.0 * (b / (med * 1e-3)) / (413.0 * b));
         fp8_cuda_event_destroy(e0);

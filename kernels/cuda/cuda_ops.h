@@ -74,11 +74,14 @@ int fp8_cuda_fill_e4m3_random(uint8_t *d_dst, size_t n, uint64_t seed, void *str
 
 /* Launch shape of the GEMV: output channels per block are 16 * m_tiles (1 or 2; 1 above
  * 32 rows). overlap (sm_90+): launched as a programmatic dependent of the previous kernel
- * in the stream, so it prefetches weights while that kernel finishes and reads x only
- * after it completed (any producer is safe; only PDL-launched kernels start early). */
+ * in the stream, so it loads its first weights while that kernel finishes and reads x
+ * only after it completed (any producer is safe; only PDL-launched kernels start early).
+ * prefetch: with overlap, bytes at the start of each weight row a block also asks L2 for
+ * before waiting (a multiple of 16; 0: none). */
 struct fp8_cuda_gemv_cfg {
     int32_t m_tiles;
     int32_t overlap;
+    int32_t prefetch;
 };
 
 /* The configuration fp8_cuda_gemv_e4m3 picks for this shape on this device. */

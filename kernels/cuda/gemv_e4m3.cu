@@ -16,8 +16,8 @@
  * fixed order (deterministic), and the per-channel scale is applied once at the end.
  *
  * On sm_90 the kernel is launched as a programmatic dependent of the previous kernel in
- * the stream: weights do not depend on it, so each block asks L2 for the start of its
- * weight rows while the previous kernel drains, and waits (griddepcontrol.wait) only
+ * the stream: weights do not depend on it, so each thread issues its first iteration's
+ * weight loads while the previous kernel drains, and waits (griddepcontrol.wait) only
  * before it reads x. That hides the launch gap and the ramp-up of every GEMV in a decode
  * step, which at 5-50 us per GEMV is a large share of the time. */
 #include "kernels/cuda/cuda_common.cuh"
@@ -107,27 +107,29 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
     }
 }
 
+/* One full iteration: U chunks of 64 in-dims starting at chunk c (c + (U-1) * kWarps must
+ * be < nfull). */
+template <int MT, int NT, int U>
+__device__ __forceinline__ void gemv_load_iter(uint4 (&wv)[U][MT][2],
+                                               const uint8_t *const (&wrow)[MT][2],
+                                               const bool (&wok)[MT][2], int c)
+{
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                wv[u][i][h] = wok[i][h] ? load_stream16(wrow[i][h] + (size_t)(c + u * kWarps) * 64)
+                                        : make_uint4(0, 0, 0, 0);
+}
+
 template <int MT, int NT>
 __global__ void __launch_bounds__(kWarps * 32, 2)
 gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
                  const uint8_t *__restrict__ w, const float *__restrict__ scale, int rows,
-                 int K, int N, bool out_f32)
+                 int K, int N, bool out_f32, int prefetch)
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    /* bytes of each weight row a block asks L2 for before waiting on its producer */
-    constexpr int kPrefetchBytes = 4096;
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    if (threadIdx.x < 16 * MT) {
-        const int ch = blockIdx.x * 16 * MT + threadIdx.x;
-        const uint32_t bytes = K < kPrefetchBytes ? (uint32_t)K : (uint32_t)kPrefetchBytes;
-        if (ch < N)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
-                         :
-                         : "l"(w + (size_t)ch * K), "r"(bytes)
-                         : "memory");
-    }
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
     /* chunks per iteration: 128 weight bytes in flight per thread, fewer where the wide
      * activation tiles (rows > 16) need the registers */
     constexpr int U = MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : 4 / MT;
@@ -146,6 +148,30 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
             wrow[i][h] = w + (size_t)(wok[i][h] ? ch : 0) * K + 16 * t;
         }
     }
+    const int nfull = K >> 6;
+    int c = warp;
+
+    /* Weights do not depend on the previous kernel: the first iteration's loads (and an
+     * optional L2 prefetch of the rows' start) go out before waiting for it. Without a
+     * programmatic launch the wait returns at once. */
+    uint4 wv0[U][MT][2];
+    const bool early = c + (U - 1) * kWarps < nfull;
+    if (early)
+        gemv_load_iter<MT, NT, U>(wv0, wrow, wok, c);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    if (prefetch > 0 && threadIdx.x < 16 * MT && ch0 + (int)threadIdx.x < N) {
+        const uint32_t bytes = (uint32_t)(K < prefetch ? K : prefetch);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
+                     :
+                     : "l"(w + (size_t)(ch0 + threadIdx.x) * K), "r"(bytes)
+                     : "memory");
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#else
+    (void)prefetch;
+#endif
+
     const uint16_t *xrow[NT];
     bool xok[NT];
 #pragma unroll
@@ -164,19 +190,15 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
             for (int r = 0; r < 4; r++)
                 acc[i][j][r] = 0.0f;
 
-    const int nfull = K >> 6;
-    int c = warp;
-    for (; c + (U - 1) * kWarps < nfull; c += U * kWarps) {
-        uint4 wv[U][MT][2];
+    if (early) {
 #pragma unroll
         for (int u = 0; u < U; u++)
-#pragma unroll
-            for (int i = 0; i < MT; i++)
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-                    wv[u][i][h] = wok[i][h]
-                                      ? load_stream16(wrow[i][h] + (size_t)(c + u * kWarps) * 64)
-                                      : make_uint4(0, 0, 0, 0);
+            gemv_chunk<MT, NT>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+        c += U * kWarps;
+    }
+    for (; c + (U - 1) * kWarps < nfull; c += U * kWarps) {
+        uint4 wv[U][MT][2];
+        gemv_load_iter<MT, NT, U>(wv, wrow, wok, c);
 #pragma unroll
         for (int u = 0; u < U; u++)
             gemv_chunk<MT, NT>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
@@ -230,7 +252,7 @@ int n_tiles_for(int rows)
 
 template <int MT, int NT>
 cudaError_t launch(void *y, const uint16_t *x, const uint8_t *w, const float *scale, int rows,
-                   int K, int N, bool out_f32, bool overlap, cudaStream_t stream)
+                   int K, int N, bool out_f32, bool overlap, int prefetch, cudaStream_t stream)
 {
     cudaLaunchConfig_t lc = {};
     lc.gridDim = dim3((unsigned)((N + 16 * MT - 1) / (16 * MT)));
@@ -242,7 +264,7 @@ cudaError_t launch(void *y, const uint16_t *x, const uint8_t *w, const float *sc
     lc.attrs = &attr;
     lc.numAttrs = overlap ? 1 : 0;
     return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT>, y, x, w, scale, rows, K, N,
-                              out_f32);
+                              out_f32, prefetch);
 }
 
 } // namespace
@@ -271,6 +293,7 @@ int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int
     const int64_t blocks2 = ((int64_t)out + 31) / 32;
     cfg->m_tiles = (nt == 1 || nt == 4) && 10 * blocks2 >= 14 * (int64_t)sms ? 2 : 1;
     cfg->overlap = major >= 9;
+    cfg->prefetch = 0;
     return 0;
 }
 
@@ -303,16 +326,22 @@ int fp8_cuda_gemv_e4m3(void *y, int32_t y_f32, const uint16_t *x, const uint8_t 
     }
     const int nt = n_tiles_for(rows), mt = cfg->m_tiles;
     const bool ov = cfg->overlap != 0, f32 = y_f32 != 0;
+    if (cfg->prefetch < 0 || cfg->prefetch % 16 != 0 || cfg->prefetch > (1 << 20))
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d): prefetch=%d must be a multiple of "
+                           "16 in 0..1 MiB",
+                           (int)rows, (int)in, (int)out, (int)cfg->prefetch);
+    const int pf = ov ? cfg->prefetch : 0;
     cudaStream_t s = (cudaStream_t)stream;
     cudaError_t e;
     switch (mt * 16 + nt) {
-    case 16 + 1: e = launch<1, 1>(y, x, w, scale, rows, in, out, f32, ov, s); break;
-    case 16 + 2: e = launch<1, 2>(y, x, w, scale, rows, in, out, f32, ov, s); break;
-    case 16 + 4: e = launch<1, 4>(y, x, w, scale, rows, in, out, f32, ov, s); break;
-    case 16 + 8: e = launch<1, 8>(y, x, w, scale, rows, in, out, f32, ov, s); break;
-    case 32 + 1: e = launch<2, 1>(y, x, w, scale, rows, in, out, f32, ov, s); break;
-    case 32 + 2: e = launch<2, 2>(y, x, w, scale, rows, in, out, f32, ov, s); break;
-    case 32 + 4: e = launch<2, 4>(y, x, w, scale, rows, in, out, f32, ov, s); break;
+    case 16 + 1: e = launch<1, 1>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
+    case 16 + 2: e = launch<1, 2>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
+    case 16 + 4: e = launch<1, 4>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
+    case 16 + 8: e = launch<1, 8>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
+    case 32 + 1: e = launch<2, 1>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
+    case 32 + 2: e = launch<2, 2>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
+    case 32 + 4: e = launch<2, 4>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
     default:
         return fp8_err_set(err, -EINVAL,
                            "gemv_e4m3(rows=%d in=%d out=%d): m_tiles=%d unsupported "

@@ -62,7 +62,8 @@ static void run_case(uint32_t id, const struct gemv_case *c)
     void *dx = gpu_upload(x, nx * 2), *dw = gpu_upload(w, nw);
     void *ds = gpu_upload(scale, (size_t)c->out * 4), *dy = gpu_alloc(ny * ysz);
     gpu_poison(dy, ny * ysz);
-    struct fp8_cuda_gemv_cfg cfg = {c->m_tiles, c->overlap};
+    /* forced configurations with overlap also ask L2 for the rows' first KiB */
+    struct fp8_cuda_gemv_cfg cfg = {c->m_tiles, c->overlap, c->overlap ? 1024 : 0};
     struct fp8_err err = {{0}};
     int rc = fp8_cuda_gemv_e4m3(dy, c->out_f32, dx, dw, ds, c->rows, c->in, c->out,
                                 c->m_tiles ? &cfg : NULL, NULL, &err);
@@ -171,7 +172,7 @@ static void test_gemv_chain_overlap_and_graph(void **state)
     void *stream = NULL, *exec = NULL;
     if (fp8_cuda_stream_create(&stream, &err) < 0)
         fail_msg("%s", err.msg);
-    const struct fp8_cuda_gemv_cfg cfg = {1, 1};
+    const struct fp8_cuda_gemv_cfg cfg = {1, 1, 2048};
     for (int pass = 0; pass < 2; pass++) {
         gpu_poison(dy1, (size_t)rows * d1 * 2);
         gpu_poison(dy2, (size_t)rows * d2 * 2);
@@ -227,7 +228,7 @@ static void test_gemv_rejects_unsupported(void **state)
     (void)state;
     void *d = gpu_alloc(1 << 16);
     struct fp8_err err = {{0}};
-    struct fp8_cuda_gemv_cfg bad = {4, 0};
+    struct fp8_cuda_gemv_cfg bad = {4, 0, 0}, bad_pf = {1, 1, 24};
     assert_int_equal(fp8_cuda_gemv_e4m3(d, 0, d, d, d, 1, 24, 8, NULL, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "multiple of 16"));
     assert_non_null(strstr(err.msg, "in=24"));
@@ -235,6 +236,8 @@ static void test_gemv_rejects_unsupported(void **state)
     assert_non_null(strstr(err.msg, "rows=65"));
     assert_int_equal(fp8_cuda_gemv_e4m3(d, 0, d, d, d, 40, 64, 8, &bad, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "m_tiles=4"));
+    assert_int_equal(fp8_cuda_gemv_e4m3(d, 0, d, d, d, 1, 64, 8, &bad_pf, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "prefetch=24"));
     assert_int_equal(fp8_cuda_gemv_e4m3(d, 0, NULL, d, d, 1, 64, 8, NULL, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "NULL"));
     fp8_cuda_free(d);
