@@ -358,8 +358,9 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
     const int n_cfg = quick ? 2 : 6;
     printf("attn_decode (Qwen3-8B: %d heads, %d kv heads, head_dim %d, block 16, FP8 KV): "
            "median of %d\n", Q_HEADS, Q_KV, Q_HD, g_reps);
-    printf("%5s %6s %7s %5s %10s %9s %7s %12s   %s\n", "seqs", "ctx", "splits", "lanes", "us",
-           "GB/s", "%copy", "x36 layers", "(variants: splits/lanes us)");
+    printf("%5s %6s %7s %4s %10s %9s %7s %12s   %s\n", "seqs", "ctx", "splits", "kern", "us",
+           "GB/s", "%copy", "x36 layers",
+           "(variants: splits/kernel us; kernel 0 mma, 1 lanes8, 2 lanes16)");
     for (int c = 0; c < n_cfg; c++) {
         struct attn_ctx a;
         memset(&a, 0, sizeof(a));
@@ -407,12 +408,12 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
         const double bytes = (double)a.n_seqs * a.ctx * Q_KV * (2 * Q_HD + 8);
         const double gbs = bytes / (ms * 1e-3) / 1e9;
         printf("%5d %6d %7d %5d %10.2f %9.1f %6.1f%% %9.3f ms  ", a.n_seqs, a.ctx,
-               picked.n_splits, picked.lanes_per_token, ms * 1e3, gbs,
+               picked.n_splits, picked.variant, ms * 1e3, gbs,
                100.0 * gbs / g_copy_gbs, 36 * ms);
-        for (int v = 0; v < 4; v++) {
+        for (int v = -1; v < 4; v++) {
             a.plan = picked;
-            if (v == 0)
-                a.plan.lanes_per_token = picked.lanes_per_token == 8 ? 16 : 8;
+            if (v == -1 || v == 0) /* the other kernels */
+                a.plan.variant = v == -1 ? FP8_CUDA_ATTN_LANES8 : FP8_CUDA_ATTN_LANES16;
             if (v == 1 || v == 2) { /* twice / half the pieces */
                 int64_t t = v == 1 ? (picked.split_tokens + 1) / 2 : 2 * (int64_t)picked.split_tokens;
                 t = (t + 15) / 16 * 16;
@@ -427,7 +428,7 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
             }
             if (v > 0 && a.plan.n_splits == picked.n_splits)
                 continue;
-            printf(" %d/%d %.2f", a.plan.n_splits, a.plan.lanes_per_token,
+            printf(" %d/%d %.2f", a.plan.n_splits, a.plan.variant,
                    time_median(attn_launch, &a, stream, g_reps / 2) * 1e3);
         }
         printf("\n");

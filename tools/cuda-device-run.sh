@@ -13,7 +13,7 @@ log=$OUT/run.log
 } >"$log" 2>&1
 for t in test-cuda-gemv test-cuda-attn test-cuda-norm; do
   echo "== $t" >>"$log"
-  timeout 120 "$D/$t" >>"$log" 2>&1
+  timeout 60 "$D/$t" >>"$log" 2>&1
   echo "$t rc=$?" | tee -a "$log"
 done
 echo "== bench" >>"$log"
@@ -23,9 +23,13 @@ else
   timeout 240 "$D/cuda_bench" >"$OUT/bench.log" 2>&1
 fi
 echo "bench rc=$?" | tee -a "$log"
+if [ -x "$D/cuda_bench_old" ]; then # the previous build, for a same-machine baseline
+  timeout 200 "$D/cuda_bench_old" >"$OUT/bench-old.log" 2>&1
+  echo "bench-old rc=$?" | tee -a "$log"
+fi
 if [ "$mode" != nosan ] && [ "$mode" != quick ]; then
   for t in test-cuda-gemv test-cuda-attn test-cuda-norm; do
-    timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$D/$t" >"$OUT/san-$t.log" 2>&1
+    timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$D/$t" >"$OUT/san-$t.log" 2>&1
     echo "sanitizer $t rc=$?" | tee -a "$log"
   done
   cuobjdump --dump-resource-usage "$D/cuda_bench" >"$OUT/resource.txt" 2>&1

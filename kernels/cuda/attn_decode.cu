@@ -55,6 +55,46 @@ struct attn_args {
     float qk_scale_log2; /* sm_scale * log2(e) */
 };
 
+/* The block's warps have left (m, l, acc) per head in shared memory: merge them and
+ * write the output (one piece) or this piece's partial result. */
+template <int G>
+__device__ __forceinline__ void attn_block_finish(const attn_args &a,
+                                                  const float (&sm_m)[kThreads / 32][G],
+                                                  const float (&sm_l)[kThreads / 32][G],
+                                                  const float (&sm_acc)[kThreads / 32][G][kHeadDim],
+                                                  int s, int kvh, int split)
+{
+    const int d = threadIdx.x; /* kThreads == kHeadDim: one output dim per thread */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; w++)
+            mx = fmaxf(mx, sm_m[w][g]);
+        float lsum = 0.0f, o = 0.0f;
+        if (mx != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < kThreads / 32; w++) {
+                const float sc = exp2f(sm_m[w][g] - mx);
+                lsum += sm_l[w][g] * sc;
+                o += sm_acc[w][g][d] * sc;
+            }
+        }
+        const float res = lsum > 0.0f ? o / lsum : 0.0f;
+        const int h = kvh * G + g;
+        if (a.n_splits == 1) {
+            a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] = fp8_f32_to_bf16_bits(res);
+        } else {
+            const size_t pi = ((size_t)s * a.n_heads + h) * a.n_splits + split;
+            a.part_o[pi * kHeadDim + d] = res;
+            if (d == 0) {
+                a.part_ml[2 * pi] = mx;
+                a.part_ml[2 * pi + 1] = lsum;
+            }
+        }
+    }
+}
+
 template <int G, int TPT>
 __global__ void __launch_bounds__(kThreads)
 attn_decode_kernel(const attn_args a)
@@ -189,35 +229,221 @@ attn_decode_kernel(const attn_args a)
     }
     __syncthreads();
 
-    const int d = threadIdx.x; /* kThreads == kHeadDim: one output dim per thread */
+    attn_block_finish<G>(a, sm_m, sm_l, sm_acc, s, kvh, split);
+}
+
+/* ---- tensor-core variant ----------------------------------------------------------------
+ * A warp takes 16 tokens at a time. S = Q K^T runs as mma.m16n8k16 (bf16 in, fp32 out)
+ * with the G query heads as the 16 rows (G <= 8 used), the tokens as columns and head_dim
+ * as the reduction; K's e4m3 bytes widen exactly to bf16 in registers (as in the GEMV) and
+ * its dims are permuted identically in Q, so each lane loads 16 contiguous K bytes. The
+ * accumulator layout of S is the A-operand layout of O += P V, so the probabilities (times
+ * the per-token V scale, rounded to bf16) feed the second mma without leaving registers;
+ * V's bytes are gathered per dim with byte permutes. Softmax stays exact fp32 online. */
+
+__device__ __forceinline__ uint32_t bf16x2_mul_2p120(uint32_t v)
+{
+    uint32_t d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(v), "r"(0x7b807b80u), "r"(0x80008000u));
+    return d;
+}
+
+/* Four e4m3 bytes b0..b3 of q -> bf16x2 (b0, b2) in lo and (b1, b3) in hi, exact. */
+__device__ __forceinline__ void e4m3x4_to_bf16x2(uint32_t q, uint32_t &lo, uint32_t &hi)
+{
+    lo = bf16x2_mul_2p120(((q << 8) & 0x80008000u) | ((q << 4) & 0x07f007f0u));
+    hi = bf16x2_mul_2p120((q & 0x80008000u) | ((q >> 4) & 0x07f007f0u));
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a2,
+                                               uint32_t b0, uint32_t b1)
+{
+    /* rows g + 8 of A (a1, a3) are zero: at most 8 query heads per kv head */
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
+{
+    return (uint32_t)fp8_f32_to_bf16_bits(lo) | (uint32_t)fp8_f32_to_bf16_bits(hi) << 16;
+}
+
+/* Slot of token tok of the sequence, or -1 outside [.., t1) or the block table / pool. */
+__device__ __forceinline__ long long token_slot(const attn_args &a, const int32_t *bt, int tok,
+                                                int t1)
+{
+    if (tok >= t1)
+        return -1;
+    const int bi = tok / a.block_size;
+    if (bi >= a.max_blocks)
+        return -1;
+    const int blk = bt[bi];
+    if (blk < 0 || blk >= a.n_blocks)
+        return -1;
+    return (long long)blk * a.block_size + tok % a.block_size;
+}
+
+template <int G>
+__global__ void __launch_bounds__(kThreads)
+attn_decode_mma_kernel(const attn_args a)
+{
+    const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int len = a.seq_len[s];
+    const int t0 = split * a.split_tokens;
+    const int t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
+    if (t0 >= t1 && a.n_splits > 1)
+        return;
+
+    /* Q of head g (row g of A), dims permuted as the K bytes: chunk kc, k-step jj */
+    uint32_t qa[2][4][2];
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kThreads / 32; w++)
-            mx = fmaxf(mx, sm_m[w][g]);
-        float lsum = 0.0f, o = 0.0f;
-        if (mx != -INFINITY) {
-#pragma unroll
-            for (int w = 0; w < kThreads / 32; w++) {
-                const float sc = exp2f(sm_m[w][g] - mx);
-                lsum += sm_l[w][g] * sc;
-                o += sm_acc[w][g][d] * sc;
-            }
+    for (int kc = 0; kc < 2; kc++) {
+        uint4 w0 = make_uint4(0, 0, 0, 0), w1 = make_uint4(0, 0, 0, 0);
+        if (g < G) {
+            const uint4 *qp = reinterpret_cast<const uint4 *>(
+                a.q + ((size_t)s * a.n_heads + kvh * G + g) * kHeadDim + kc * 64 + 16 * t);
+            w0 = qp[0];
+            w1 = qp[1];
         }
-        const float res = lsum > 0.0f ? o / lsum : 0.0f;
-        const int h = kvh * G + g;
-        if (a.n_splits == 1) {
-            a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] = fp8_f32_to_bf16_bits(res);
-        } else {
-            const size_t pi = ((size_t)s * a.n_heads + h) * a.n_splits + split;
-            a.part_o[pi * kHeadDim + d] = res;
-            if (d == 0) {
-                a.part_ml[2 * pi] = mx;
-                a.part_ml[2 * pi + 1] = lsum;
-            }
+        const uint32_t w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            qa[kc][jj][0] = __byte_perm(w[2 * jj], w[2 * jj + 1], 0x5410);
+            qa[kc][jj][1] = __byte_perm(w[2 * jj], w[2 * jj + 1], 0x7632);
         }
     }
+
+    float m = -INFINITY, l = 0.0f;
+    float o[4][4][4]; /* (32-dim group q, byte j, C fragment) */
+#pragma unroll
+    for (int q = 0; q < 4; q++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                o[q][j][e] = 0.0f;
+
+    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
+    /* the loop bound is uniform over the warp: every lane reaches every shuffle and mma */
+    for (int base = t0 + 16 * warp; base < t1; base += 16 * (kThreads / 32)) {
+        /* K rows: tokens base + 8 nt + g; columns (scales, V, P): base + {2t, 2t+1, 2t+8, 2t+9} */
+        uint4 kv[2][2];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const long long sl = token_slot(a, bt, base + 8 * nt + g, t1);
+            const uint8_t *kp = a.k + ((size_t)sl * a.n_kv + kvh) * kHeadDim + 16 * t;
+#pragma unroll
+            for (int kc = 0; kc < 2; kc++)
+                kv[nt][kc] = sl >= 0 ? *reinterpret_cast<const uint4 *>(kp + kc * 64)
+                                     : make_uint4(0, 0, 0, 0);
+        }
+        uint32_t vw[4][4];
+        float ks[4], vs[4];
+        bool ok[4];
+#pragma unroll
+        for (int ci = 0; ci < 4; ci++) {
+            const int tok = base + 2 * t + (ci & 1) + 8 * (ci >> 1);
+            const long long sl = token_slot(a, bt, tok, t1);
+            ok[ci] = sl >= 0;
+            const size_t h = (size_t)(ok[ci] ? sl : 0) * a.n_kv + kvh;
+            const uint8_t *vp = a.v + h * kHeadDim + 4 * g;
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                vw[ci][q] = ok[ci] ? *reinterpret_cast<const uint32_t *>(vp + 32 * q) : 0u;
+            ks[ci] = ok[ci] ? a.k_scale[h] : 0.0f;
+            vs[ci] = ok[ci] ? a.v_scale[h] : 0.0f;
+        }
+
+        float sc[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                sc[nt][e] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < 2; kc++) {
+                const uint32_t kw[4] = {kv[nt][kc].x, kv[nt][kc].y, kv[nt][kc].z, kv[nt][kc].w};
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) {
+                    uint32_t lo, hi;
+                    e4m3x4_to_bf16x2(kw[jj], lo, hi);
+                    mma_bf16_16816(sc[nt], qa[kc][jj][0], qa[kc][jj][1], lo, hi);
+                }
+            }
+        }
+        /* head g, column tokens ci = (2t, 2t+1, 2t+8, 2t+9): C elements (nt, e) = (ci >> 1, ci & 1) */
+        float p[4];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int ci = 0; ci < 4; ci++) {
+            p[ci] = ok[ci] ? sc[ci >> 1][ci & 1] * ks[ci] * a.qk_scale_log2 : -INFINITY;
+            mx = fmaxf(mx, p[ci]);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        /* no valid token so far (a tile of bad block-table entries): nothing to add, and
+         * no -inf - -inf; branch-free so the whole warp stays on the mma path */
+        const float m_new = fmaxf(m, mx);
+        const bool none = m_new == -INFINITY;
+        const float corr = none ? 1.0f : exp2f(m - m_new);
+        m = m_new;
+        float psum = 0.0f;
+#pragma unroll
+        for (int ci = 0; ci < 4; ci++) {
+            p[ci] = none ? 0.0f : exp2f(p[ci] - m);
+            psum += p[ci];
+        }
+        l = l * corr + psum;
+        if (corr != 1.0f) {
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        o[q][j][e] *= corr;
+        }
+        const uint32_t pa0 = pack_bf16x2(p[0] * vs[0], p[1] * vs[1]);
+        const uint32_t pa2 = pack_bf16x2(p[2] * vs[2], p[3] * vs[3]);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            uint32_t b0[4], b1[4]; /* per byte j: V[tokens][dim 32q + 4g + j] */
+            e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x5410), b0[0], b0[1]);
+            e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x7632), b0[2], b0[3]);
+            e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x5410), b1[0], b1[1]);
+            e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x7632), b1[2], b1[3]);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                mma_bf16_16816(o[q][j], pa0, pa2, b0[j], b1[j]);
+        }
+    }
+    __syncwarp();
+
+    /* l is split over the 4 lanes of a head; m is already uniform across them */
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    __shared__ float sm_m[kThreads / 32][G], sm_l[kThreads / 32][G];
+    __shared__ float sm_acc[kThreads / 32][G][kHeadDim];
+    if (g < G) {
+        /* C fragment of mma (q, j): c0 = dim 32q + 8t + j, c1 = dim 32q + 8t + 4 + j */
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                sm_acc[warp][g][32 * q + 8 * t + j] = o[q][j][0];
+                sm_acc[warp][g][32 * q + 8 * t + 4 + j] = o[q][j][1];
+            }
+        if (t == 0) {
+            sm_m[warp][g] = m;
+            sm_l[warp][g] = l;
+        }
+    }
+    __syncthreads();
+    attn_block_finish<G>(a, sm_m, sm_l, sm_acc, s, kvh, split);
 }
 
 __global__ void __launch_bounds__(kHeadDim) attn_merge_kernel(const attn_args a)
@@ -243,10 +469,12 @@ __global__ void __launch_bounds__(kHeadDim) attn_merge_kernel(const attn_args a)
 }
 
 template <int G>
-void launch(const attn_args &a, int n_seqs, int lanes_per_token, cudaStream_t stream)
+void launch(const attn_args &a, int n_seqs, int variant, cudaStream_t stream)
 {
     dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
-    if (lanes_per_token == 8)
+    if (variant == FP8_CUDA_ATTN_MMA)
+        attn_decode_mma_kernel<G><<<grid, kThreads, 0, stream>>>(a);
+    else if (variant == FP8_CUDA_ATTN_LANES8)
         attn_decode_kernel<G, 8><<<grid, kThreads, 0, stream>>>(a);
     else
         attn_decode_kernel<G, 16><<<grid, kThreads, 0, stream>>>(a);
@@ -286,7 +514,6 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
     if (max_seq_len < 1)
         return fp8_err_set(err, -EINVAL, "attn_decode: max_seq_len must be >= 1 (got %d)",
                            (int)max_seq_len);
-    const int g = n_heads / kv->n_kv_heads;
     int32_t sms = 0;
     rc = fp8_cuda_sm_count(&sms, err);
     if (rc < 0)
@@ -306,8 +533,7 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
         p.split_tokens = (int32_t)tokens;
         p.n_splits = (int32_t)((max_seq_len + tokens - 1) / tokens);
     }
-    /* 16 lanes per token halve the per-lane q and accumulator registers of wide groups */
-    p.lanes_per_token = g >= 4 ? 16 : 8;
+    p.variant = FP8_CUDA_ATTN_MMA;
     p.workspace_bytes = workspace_for(n_seqs, n_heads, p.n_splits);
     *plan = p;
     return 0;
@@ -330,12 +556,13 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
                            (int)n_seqs, (int)n_heads, (int)kv->n_blocks, (int)kv->block_size,
                            (int)max_blocks_per_seq);
     if (plan->n_splits < 1 || plan->split_tokens < 1 ||
-        (plan->lanes_per_token != 8 && plan->lanes_per_token != 16))
+        (plan->variant != FP8_CUDA_ATTN_LANES8 && plan->variant != FP8_CUDA_ATTN_LANES16 &&
+         plan->variant != FP8_CUDA_ATTN_MMA))
         return fp8_err_set(err, -EINVAL,
                            "attn_decode(n_seqs=%d n_heads=%d): bad plan (splits=%d tokens=%d "
-                           "lanes_per_token=%d; lanes 8 or 16)",
+                           "variant=%d)",
                            (int)n_seqs, (int)n_heads, (int)plan->n_splits,
-                           (int)plan->split_tokens, (int)plan->lanes_per_token);
+                           (int)plan->split_tokens, (int)plan->variant);
     const size_t need = workspace_for(n_seqs, n_heads, plan->n_splits);
     if (need > 0 && (!workspace || workspace_bytes < need))
         return fp8_err_set(err, -EINVAL,
@@ -364,10 +591,10 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     a.qk_scale_log2 = sm_scale * 1.4426950408889634f;
     cudaStream_t st = (cudaStream_t)stream;
     switch (n_heads / kv->n_kv_heads) {
-    case 1: launch<1>(a, n_seqs, plan->lanes_per_token, st); break;
-    case 2: launch<2>(a, n_seqs, plan->lanes_per_token, st); break;
-    case 4: launch<4>(a, n_seqs, plan->lanes_per_token, st); break;
-    default: launch<8>(a, n_seqs, plan->lanes_per_token, st); break;
+    case 1: launch<1>(a, n_seqs, plan->variant, st); break;
+    case 2: launch<2>(a, n_seqs, plan->variant, st); break;
+    case 4: launch<4>(a, n_seqs, plan->variant, st); break;
+    default: launch<8>(a, n_seqs, plan->variant, st); break;
     }
     rc = fp8_cuda_check(cudaGetLastError(), err,
                         "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d splits=%d x %d tokens)",

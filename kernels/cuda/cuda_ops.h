@@ -125,11 +125,17 @@ struct fp8_cuda_kv_cache {
  * depends only on (n_seqs, n_heads, kv geometry, max_seq_len, device), so a captured graph
  * stays valid whatever seq_len[s] holds at replay (past max_seq_len the last piece just
  * grows). seq_len[s] = 0 gives zeros. */
+enum fp8_cuda_attn_variant {
+    FP8_CUDA_ATTN_MMA,     /* tensor cores: a warp takes 16 tokens, S and P V as mma */
+    FP8_CUDA_ATTN_LANES8,  /* CUDA cores: 8 lanes read one token's K/V row */
+    FP8_CUDA_ATTN_LANES16, /* CUDA cores: 16 lanes per token */
+};
+
 struct fp8_cuda_attn_plan {
-    int32_t n_splits;        /* pieces per (sequence, head); 1 = no merge kernel */
-    int32_t split_tokens;    /* tokens per piece (the last one takes any rest) */
-    int32_t lanes_per_token; /* 8 or 16 lanes read one token's 128-byte K/V rows */
-    size_t workspace_bytes;  /* fp32 partial results of the pieces */
+    int32_t n_splits;     /* pieces per (sequence, head); 1 = no merge kernel */
+    int32_t split_tokens; /* tokens per piece (the last one takes any rest) */
+    int32_t variant;      /* enum fp8_cuda_attn_variant */
+    size_t workspace_bytes; /* fp32 partial results of the pieces */
 };
 
 int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,

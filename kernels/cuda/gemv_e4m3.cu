@@ -190,18 +190,32 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
             for (int r = 0; r < 4; r++)
                 acc[i][j][r] = 0.0f;
 
+    /* Double-buffered: the next iteration's weights are requested before this one's
+     * multiply, so the weight stream never waits for the activation loads and the mma. */
     if (early) {
+        uint4 wv1[U][MT][2];
+        for (;;) {
+            const int c1 = c + U * kWarps;
+            const bool more1 = c1 + (U - 1) * kWarps < nfull;
+            if (more1)
+                gemv_load_iter<MT, NT, U>(wv1, wrow, wok, c1);
 #pragma unroll
-        for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
-        c += U * kWarps;
-    }
-    for (; c + (U - 1) * kWarps < nfull; c += U * kWarps) {
-        uint4 wv[U][MT][2];
-        gemv_load_iter<MT, NT, U>(wv, wrow, wok, c);
+            for (int u = 0; u < U; u++)
+                gemv_chunk<MT, NT>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+            c = c1;
+            if (!more1)
+                break;
+            const int c0 = c + U * kWarps;
+            const bool more0 = c0 + (U - 1) * kWarps < nfull;
+            if (more0)
+                gemv_load_iter<MT, NT, U>(wv0, wrow, wok, c0);
 #pragma unroll
-        for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+            for (int u = 0; u < U; u++)
+                gemv_chunk<MT, NT>(acc, wv1[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+            c = c0;
+            if (!more0)
+                break;
+        }
     }
     for (; c <= nfull; c += kWarps) {
         /* the last chunk may be partial (K % 64 of 16, 32 or 48): whole 16-byte pieces only */
@@ -275,23 +289,18 @@ int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int
     if (rows < 1 || rows > FP8_CUDA_GEMV_MAX_ROWS || in < 1 || out < 1)
         return fp8_err_set(err, -EINVAL, "gemv_e4m3: no configuration for rows=%d in=%d out=%d",
                            (int)rows, (int)in, (int)out);
-    int dev = 0, sms = 0, major = 0;
+    int dev = 0, major = 0;
     int rc = fp8_cuda_check(cudaGetDevice(&dev), err, "cudaGetDevice");
-    if (rc == 0)
-        rc = fp8_cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
-                            err, "cudaDeviceGetAttribute(multiprocessor count)");
     if (rc == 0)
         rc = fp8_cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
                             err, "cudaDeviceGetAttribute(compute capability)");
     if (rc < 0)
         return rc;
-    /* Measured on H100 (bench/RESULTS.md): 32-channel tiles win where they still give about
-     * 1.4 blocks per SM and the activation tile is 8 or 32 rows; 16-row tiles (9..16 rows)
-     * and the 64-row tile read activations twice as often with 32 channels, so they stay at
-     * 16 channels. */
+    /* Measured on H100 (bench/RESULTS.md): 16 channels per block win for 1..16 rows (more,
+     * smaller blocks balance the SMs and start faster); 32 channels win for 17..32 rows,
+     * where each activation tile is then re-read half as often. Above 32 rows only 16. */
     const int nt = n_tiles_for(rows);
-    const int64_t blocks2 = ((int64_t)out + 31) / 32;
-    cfg->m_tiles = (nt == 1 || nt == 4) && 10 * blocks2 >= 14 * (int64_t)sms ? 2 : 1;
+    cfg->m_tiles = nt == 4 ? 2 : 1;
     cfg->overlap = major >= 9;
     cfg->prefetch = 0;
     return 0;

@@ -1,11 +1,12 @@
 /* fp8_cuda_attn_decode against a float64 CPU attention over the same dequantized FP8 KV
  * cache (K = e4m3 * k_scale, V = e4m3 * v_scale per token and kv head), read through
  * shuffled block tables, on fresh random inputs per case: GQA groups of 1, 2, 4 and 8,
- * block sizes 16, 32 and 7, sequences of 1 token up to max_seq_len, single-kernel and split
- * (flash-decoding) plans.
+ * block sizes 16, 32, 7 and 5, sequences of 1 token up to max_seq_len, single-kernel and
+ * split (flash-decoding) plans, the tensor-core kernel and the CUDA-core ones.
  *
- * Bounds: bf16 output of a softmax-weighted mean of V, exp2 approximate in fp32: per
- * element |out - ref| <= 1e-2 |ref| + 2e-3 max|V|, ||out - ref|| / ||ref|| <= 4e-3. */
+ * Bounds: bf16 output of a softmax-weighted mean of V, exp2 approximate in fp32, and on
+ * the tensor cores each weight p * v_scale rounded to bf16 (relative 2^-9): per element
+ * |out - ref| <= 1e-2 |ref| + 2e-3 max|V|, ||out - ref|| / ||ref|| <= 4e-3. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,11 +18,13 @@
 #include "tests/gpu/gpu_check.h"
 
 #define HD 128
+#define L8 (1 + FP8_CUDA_ATTN_LANES8)
+#define L16 (1 + FP8_CUDA_ATTN_LANES16)
 
 struct attn_case {
     int n_seqs, n_heads, n_kv, block_size, max_seq_len;
     int want_split; /* 1: the plan must split, 0: it must not, -1: either */
-    int lanes;      /* lanes per token forced into the plan; 0: the plan's own */
+    int variant;    /* 1 + enum fp8_cuda_attn_variant forced into the plan; 0: the plan's */
     int plan_len;   /* max_seq_len the plan is made for; 0: the case's (longer sequences
                        must still be attended in full) */
 };
@@ -127,8 +130,8 @@ static void run_case(uint32_t id, const struct attn_case *c)
     if (fp8_cuda_attn_decode_plan(&plan, c->n_seqs, c->n_heads, &kv,
                                   c->plan_len ? c->plan_len : c->max_seq_len, &err) < 0)
         fail_msg("%s", err.msg);
-    if (c->lanes)
-        plan.lanes_per_token = c->lanes;
+    if (c->variant)
+        plan.variant = c->variant - 1;
     if (c->want_split >= 0 && (plan.n_splits > 1) != c->want_split)
         fail_msg("case %u: plan has %d splits, the case wants %s", id, plan.n_splits,
                  c->want_split ? "a split" : "none");
@@ -144,9 +147,8 @@ static void run_case(uint32_t id, const struct attn_case *c)
     char what[160];
     snprintf(what, sizeof(what),
              "attn n_seqs=%d n_heads=%d n_kv=%d block_size=%d max_seq_len=%d splits=%d "
-             "lanes=%d",
-             c->n_seqs, c->n_heads, c->n_kv, bs, c->max_seq_len, plan.n_splits,
-             plan.lanes_per_token);
+             "variant=%d",
+             c->n_seqs, c->n_heads, c->n_kv, bs, c->max_seq_len, plan.n_splits, plan.variant);
     gpu_check_bf16(what, out, ref, atol, nq, 1e-2, 4e-3);
 
     fp8_cuda_free(kv.k);
@@ -177,12 +179,14 @@ static void test_attn_split(void **state)
     (void)state;
     static const struct attn_case cases[] = {
         {1, 32, 8, 16, 1000, 1, 0, 0}, /* Qwen3-8B heads, batch 1: flash-decoding */
-        {1, 32, 8, 16, 1000, 1, 8, 0}, /* the same with 8 lanes per token */
+        {1, 32, 8, 16, 1000, 1, L8, 0}, /* the same on the CUDA-core kernels */
+        {1, 32, 8, 16, 1000, 1, L16, 0},
         {2, 16, 8, 32, 777, 1, 0, 0},  /* G = 2 */
-        {2, 16, 8, 32, 777, 1, 16, 0}, /* G = 2, 16 lanes */
+        {2, 16, 8, 32, 777, 1, L16, 0},
         {3, 8, 8, 7, 300, 1, 0, 0},    /* G = 1, odd block size */
+        {3, 8, 8, 7, 300, 1, L8, 0},
         {2, 16, 2, 16, 513, 1, 0, 0},  /* G = 8 */
-        {2, 16, 2, 16, 513, 1, 8, 0},  /* G = 8, 8 lanes */
+        {2, 16, 2, 16, 513, 1, L8, 0},
         {3, 32, 8, 16, 900, 1, 0, 300}, /* sequences past the plan's max_seq_len */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -194,10 +198,11 @@ static void test_attn_single_pass(void **state)
     (void)state;
     static const struct attn_case cases[] = {
         {17, 32, 8, 16, 64, 0, 0, 0}, /* short contexts: one piece per sequence */
-        {17, 32, 8, 16, 64, 0, 8, 0},
+        {17, 32, 8, 16, 64, 0, L8, 0},
         {2, 4, 1, 16, 40, 0, 0, 0},   /* G = 4, a single kv head */
         {5, 16, 2, 32, 50, -1, 0, 0},
-        {4, 8, 8, 16, 200, -1, 16, 0}, /* G = 1, 16 lanes */
+        {4, 8, 8, 16, 200, -1, L16, 0},
+        {4, 8, 8, 5, 19, -1, 0, 0},    /* block size 5, less than one 16-token tile */
         {70, 32, 8, 16, 100, 0, 0, 0}, /* more sequences x kv heads than the device fills */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -230,11 +235,11 @@ static void test_attn_rejects_unsupported(void **state)
                                           &err),
                      -EINVAL);
     assert_non_null(strstr(err.msg, "workspace"));
-    plan.lanes_per_token = 4;
+    plan.variant = 7;
     assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 1 << 16,
                                           NULL, &err),
                      -EINVAL);
-    assert_non_null(strstr(err.msg, "lanes_per_token=4"));
+    assert_non_null(strstr(err.msg, "variant=7"));
     fp8_cuda_free(d);
 }
 
