@@ -518,8 +518,14 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
     rc = fp8_cuda_sm_count(&sms, err);
     if (rc < 0)
         return rc;
+    /* About two blocks per SM, and two pieces while (sequences x kv heads) is under six
+     * blocks per SM, where one piece per sequence leaves a ragged last wave: on H100 this
+     * picks the fastest of the measured split counts for batch 1/16/64 and 1k-16k tokens
+     * (bench/RESULTS.md). */
     const int64_t base = (int64_t)n_seqs * kv->n_kv_heads;
-    int64_t splits = (4 * (int64_t)sms + base - 1) / base;
+    int64_t splits = (2 * (int64_t)sms + base - 1) / base;
+    if (splits == 1 && base < 6 * (int64_t)sms)
+        splits = 2;
     const int64_t max_pieces = (max_seq_len + kMinSplitTokens - 1) / kMinSplitTokens;
     if (splits > max_pieces)
         splits = max_pieces;

@@ -190,32 +190,20 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
             for (int r = 0; r < 4; r++)
                 acc[i][j][r] = 0.0f;
 
-    /* Double-buffered: the next iteration's weights are requested before this one's
-     * multiply, so the weight stream never waits for the activation loads and the mma. */
     if (early) {
-        uint4 wv1[U][MT][2];
-        for (;;) {
-            const int c1 = c + U * kWarps;
-            const bool more1 = c1 + (U - 1) * kWarps < nfull;
-            if (more1)
-                gemv_load_iter<MT, NT, U>(wv1, wrow, wok, c1);
 #pragma unroll
-            for (int u = 0; u < U; u++)
-                gemv_chunk<MT, NT>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
-            c = c1;
-            if (!more1)
-                break;
-            const int c0 = c + U * kWarps;
-            const bool more0 = c0 + (U - 1) * kWarps < nfull;
-            if (more0)
-                gemv_load_iter<MT, NT, U>(wv0, wrow, wok, c0);
+        for (int u = 0; u < U; u++)
+            gemv_chunk<MT, NT>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+        c += U * kWarps;
+    }
+    /* Single-buffered on purpose: a double-buffered loop (next iteration's loads before
+     * this one's mma) measured 5-30% slower on H100 (bench/RESULTS.md, 2026-11-25). */
+    for (; c + (U - 1) * kWarps < nfull; c += U * kWarps) {
+        uint4 wv[U][MT][2];
+        gemv_load_iter<MT, NT, U>(wv, wrow, wok, c);
 #pragma unroll
-            for (int u = 0; u < U; u++)
-                gemv_chunk<MT, NT>(acc, wv1[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
-            c = c0;
-            if (!more0)
-                break;
-        }
+        for (int u = 0; u < U; u++)
+            gemv_chunk<MT, NT>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
     }
     for (; c <= nfull; c += kWarps) {
         /* the last chunk may be partial (K % 64 of 16, 32 or 48): whole 16-byte pieces only */

@@ -203,7 +203,7 @@ static void test_attn_single_pass(void **state)
         {5, 16, 2, 32, 50, -1, 0, 0},
         {4, 8, 8, 16, 200, -1, L16, 0},
         {4, 8, 8, 5, 19, -1, 0, 0},    /* block size 5, less than one 16-token tile */
-        {70, 32, 8, 16, 100, 0, 0, 0}, /* more sequences x kv heads than the device fills */
+        {100, 32, 8, 16, 100, 0, 0, 0}, /* sequences x kv heads fill the device: no split */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(600 + (uint32_t)i, &cases[i]);
