@@ -241,30 +241,6 @@ attn_decode_kernel(const attn_args a)
  * the per-token V scale, rounded to bf16) feed the second mma without leaving registers;
  * V's bytes are gathered per dim with byte permutes. Softmax stays exact fp32 online. */
 
-__device__ __forceinline__ uint32_t bf16x2_mul_2p120(uint32_t v)
-{
-    uint32_t d;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(v), "r"(0x7b807b80u), "r"(0x80008000u));
-    return d;
-}
-
-/* Four e4m3 bytes b0..b3 of q -> bf16x2 (b0, b2) in lo and (b1, b3) in hi, exact. */
-__device__ __forceinline__ void e4m3x4_to_bf16x2(uint32_t q, uint32_t &lo, uint32_t &hi)
-{
-    lo = bf16x2_mul_2p120(((q << 8) & 0x80008000u) | ((q << 4) & 0x07f007f0u));
-    hi = bf16x2_mul_2p120((q & 0x80008000u) | ((q >> 4) & 0x07f007f0u));
-}
-
-__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a2,
-                                               uint32_t b0, uint32_t b1)
-{
-    /* rows g + 8 of A (a1, a3) are zero: at most 8 query heads per kv head */
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
 {
     return (uint32_t)fp8_f32_to_bf16_bits(lo) | (uint32_t)fp8_f32_to_bf16_bits(hi) << 16;
@@ -370,8 +346,9 @@ attn_decode_mma_kernel(const attn_args a)
 #pragma unroll
                 for (int jj = 0; jj < 4; jj++) {
                     uint32_t lo, hi;
-                    e4m3x4_to_bf16x2(kw[jj], lo, hi);
-                    mma_bf16_16816(sc[nt], qa[kc][jj][0], qa[kc][jj][1], lo, hi);
+                    fp8_e4m3x4_to_bf16x2(kw[jj], lo, hi);
+                    /* rows g + 8 of A are zero: at most 8 query heads */
+                    fp8_mma_bf16_16816(sc[nt], qa[kc][jj][0], 0u, qa[kc][jj][1], 0u, lo, hi);
                 }
             }
         }
@@ -412,13 +389,13 @@ attn_decode_mma_kernel(const attn_args a)
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             uint32_t b0[4], b1[4]; /* per byte j: V[tokens][dim 32q + 4g + j] */
-            e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x5410), b0[0], b0[1]);
-            e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x7632), b0[2], b0[3]);
-            e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x5410), b1[0], b1[1]);
-            e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x7632), b1[2], b1[3]);
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x5410), b0[0], b0[1]);
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x7632), b0[2], b0[3]);
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x5410), b1[0], b1[1]);
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x7632), b1[2], b1[3]);
 #pragma unroll
             for (int j = 0; j < 4; j++)
-                mma_bf16_16816(o[q][j], pa0, pa2, b0[j], b1[j]);
+                fp8_mma_bf16_16816(o[q][j], pa0, 0u, pa2, 0u, b0[j], b1[j]);
         }
     }
     __syncwarp();

@@ -40,32 +40,6 @@ __device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i)
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-/* bf16x2 bit pattern times 2^120 (exact: a power of two, results within bf16 range). */
-__device__ __forceinline__ uint32_t bf16x2_mul_2p120(uint32_t v)
-{
-    uint32_t d;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(v), "r"(0x7b807b80u), "r"(0x80008000u));
-    return d;
-}
-
-/* Four e4m3 bytes b0..b3 of q -> bf16x2 (b0, b2) in lo and (b1, b3) in hi. */
-__device__ __forceinline__ void e4m3x4_to_bf16x2(uint32_t q, uint32_t &lo, uint32_t &hi)
-{
-    uint32_t a = ((q << 8) & 0x80008000u) | ((q << 4) & 0x07f007f0u);
-    uint32_t b = (q & 0x80008000u) | ((q >> 4) & 0x07f007f0u);
-    lo = bf16x2_mul_2p120(a);
-    hi = bf16x2_mul_2p120(b);
-}
-
-__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4],
-                                               uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* One 64-in-dim chunk: this thread holds bytes [16t, 16t+16) of the chunk for weight rows
  * g and g+8 of each m-tile (wv) and loads the matching 16 activations of row g of each
  * n-tile. Word jj of the weight bytes feeds mma jj. */
@@ -91,8 +65,8 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
         uint32_t a[MT][4];
 #pragma unroll
         for (int i = 0; i < MT; i++) {
-            e4m3x4_to_bf16x2(u4_word(wv[i][0], jj), a[i][0], a[i][2]);
-            e4m3x4_to_bf16x2(u4_word(wv[i][1], jj), a[i][1], a[i][3]);
+            fp8_e4m3x4_to_bf16x2(u4_word(wv[i][0], jj), a[i][0], a[i][2]);
+            fp8_e4m3x4_to_bf16x2(u4_word(wv[i][1], jj), a[i][1], a[i][3]);
         }
 #pragma unroll
         for (int j = 0; j < NT; j++) {
@@ -102,7 +76,7 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
             uint32_t b1 = __byte_perm(x0, x1, 0x7632); /* in-dims 1, 3 */
 #pragma unroll
             for (int i = 0; i < MT; i++)
-                mma_bf16_16816(acc[i][j], a[i], b0, b1);
+                fp8_mma_bf16_16816(acc[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
         }
     }
 }
