@@ -233,6 +233,139 @@ struct layer_w {
     float *s[4];
 };
 
+/* Median (and minimum) of 21 replays of a graph, after 3 warm-up replays. */
+static float graph_median_ms(void *exec, void *stream, float *min_ms)
+{
+    void *e0, *e1;
+    CHECK(fp8_cuda_event_create(&e0, &err));
+    CHECK(fp8_cuda_event_create(&e1, &err));
+    float ms[21];
+    for (int i = 0; i < 3; i++)
+        CHECK(fp8_cuda_graph_launch(exec, stream, &err));
+    for (int i = 0; i < 21; i++) {
+        CHECK(fp8_cuda_event_record(e0, stream, &err));
+        CHECK(fp8_cuda_graph_launch(exec, stream, &err));
+        CHECK(fp8_cuda_event_record(e1, stream, &err));
+        CHECK(fp8_cuda_event_elapsed_ms(&ms[i], e0, e1, &err));
+    }
+    qsort(ms, 21, sizeof(float), cmp_float);
+    fp8_cuda_event_destroy(e0);
+    fp8_cuda_event_destroy(e1);
+    *min_ms = ms[0];
+    return ms[10];
+}
+
+static void *dalloc_fill_f32(size_t n, float v)
+{
+    float *h = malloc(sizeof(float) * n);
+    if (!h) {
+        fprintf(stderr, "cuda_bench: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++)
+        h[i] = v;
+    void *d = dalloc(sizeof(float) * n);
+    CHECK(fp8_cuda_memcpy_h2d(d, h, sizeof(float) * n, &err));
+    free(h);
+    return d;
+}
+
+/* Every kernel of a Qwen3-8B decode step, one graph: per layer add+rmsnorm, qkv GEMV,
+ * q/k-norm + RoPE + FP8 KV write, decode attention over ctx cached tokens per sequence,
+ * o GEMV, add+rmsnorm, gate+up GEMV, SwiGLU, down GEMV; then the final norm and the fp32
+ * lm_head. Only embedding and sampling are missing. */
+static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t wbytes,
+                            void *stream, int quick)
+{
+    static const int cfgs[][2] = {{1, 1024}, {1, 4096}, {16, 1024}, {16, 4096}};
+    const int hd = Q_HD, qkv_n = (Q_HEADS + 2 * Q_KV) * Q_HD, bs = 16;
+    printf("Qwen3-8B full decode step (all kernels but embedding and sampling), one graph:\n");
+    for (int c = 0; c < (quick ? 2 : 4); c++) {
+        const int b = cfgs[quick ? 2 * c + 1 : c][0], ctx = cfgs[quick ? 2 * c + 1 : c][1];
+        const int max_blocks = (ctx + bs - 1) / bs, n_blocks = b * max_blocks;
+        const size_t kvb = (size_t)n_blocks * bs * Q_KV * hd, nsc = (size_t)n_blocks * bs * Q_KV;
+        struct fp8_cuda_kv_cache kv[Q_LAYERS];
+        for (int l = 0; l < Q_LAYERS; l++) {
+            kv[l] = (struct fp8_cuda_kv_cache){dalloc(kvb), dalloc(kvb), dalloc_fill_f32(nsc, 1.0f / 448),
+                                               dalloc_fill_f32(nsc, 1.0f / 448), n_blocks, bs,
+                                               Q_KV, hd};
+            CHECK(fp8_cuda_fill_e4m3_random(kv[l].k, kvb, 100 + l, stream, &err));
+            CHECK(fp8_cuda_fill_e4m3_random(kv[l].v, kvb, 200 + l, stream, &err));
+        }
+        int32_t *h_bt = malloc(sizeof(int32_t) * n_blocks), h_len[16], h_pos[16], h_slot[16];
+        for (int i = 0; i < n_blocks; i++)
+            h_bt[i] = i;
+        for (int s = 0; s < b; s++) {
+            h_len[s] = ctx;
+            h_pos[s] = ctx - 1;
+            h_slot[s] = (s * max_blocks + (ctx - 1) / bs) * bs + (ctx - 1) % bs;
+        }
+        int32_t *bt = dalloc(sizeof(int32_t) * n_blocks), *len = dalloc(64), *pos = dalloc(64),
+                *slot = dalloc(64);
+        CHECK(fp8_cuda_memcpy_h2d(bt, h_bt, sizeof(int32_t) * n_blocks, &err));
+        CHECK(fp8_cuda_memcpy_h2d(len, h_len, sizeof(int32_t) * b, &err));
+        CHECK(fp8_cuda_memcpy_h2d(pos, h_pos, sizeof(int32_t) * b, &err));
+        CHECK(fp8_cuda_memcpy_h2d(slot, h_slot, sizeof(int32_t) * b, &err));
+        free(h_bt);
+        float *norm_w = dalloc_fill_f32(Q_DIM, 1.0f), *qk_w = dalloc_fill_f32(hd, 1.0f);
+        float *inv_freq = dalloc_fill_f32(hd / 2, 1e-3f);
+        uint16_t *h = dalloc(2ull * b * Q_DIM), *xn = dalloc(2ull * b * Q_DIM);
+        uint16_t *qkv = dalloc(2ull * b * qkv_n), *q = dalloc(2ull * b * Q_HEADS * hd);
+        uint16_t *ao = dalloc(2ull * b * Q_HEADS * hd), *po = dalloc(2ull * b * Q_DIM);
+        uint16_t *gu = dalloc(4ull * b * Q_INTER), *act = dalloc(2ull * b * Q_INTER);
+        float *logits = dalloc(4ull * b * Q_VOCAB);
+        CHECK(fp8_cuda_memset(h, 0x3c, 2ull * b * Q_DIM, stream, &err));
+        CHECK(fp8_cuda_memset(po, 0x3c, 2ull * b * Q_DIM, stream, &err));
+        struct fp8_cuda_attn_plan plan;
+        CHECK(fp8_cuda_attn_decode_plan(&plan, b, Q_HEADS, &kv[0], ctx, &err));
+        void *ws = plan.workspace_bytes ? dalloc(plan.workspace_bytes) : NULL;
+        const float eps = 1e-6f, sm = 0.08838834764831845f;
+
+        void *exec = NULL;
+        CHECK(fp8_cuda_graph_capture_begin(stream, &err));
+        for (int l = 0; l < Q_LAYERS; l++) {
+            CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
+            CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n, NULL,
+                                     stream, &err));
+            CHECK(fp8_cuda_qk_norm_rope_kv_write(q, qkv, qk_w, qk_w, eps, 0, inv_freq, 1.0f, pos,
+                                                 slot, &kv[l], b, Q_HEADS, stream, &err));
+            CHECK(fp8_cuda_attn_decode(ao, q, &kv[l], bt, len, b, Q_HEADS, max_blocks, sm, &plan,
+                                       ws, plan.workspace_bytes, stream, &err));
+            CHECK(fp8_cuda_gemv_e4m3(po, 0, ao, L[l].w[1], L[l].s[1], b, Q_HEADS * hd, Q_DIM,
+                                     NULL, stream, &err));
+            CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
+            CHECK(fp8_cuda_gemv_e4m3(gu, 0, xn, L[l].w[2], L[l].s[2], b, Q_DIM, 2 * Q_INTER, NULL,
+                                     stream, &err));
+            CHECK(fp8_cuda_glu(act, gu, b, Q_INTER, FP8_CUDA_GLU_SILU, stream, &err));
+            CHECK(fp8_cuda_gemv_e4m3(po, 0, act, L[l].w[3], L[l].s[3], b, Q_INTER, Q_DIM, NULL,
+                                     stream, &err));
+        }
+        CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
+        CHECK(fp8_cuda_gemv_e4m3(logits, 1, xn, lm, lm_s, b, Q_DIM, Q_VOCAB, NULL, stream, &err));
+        CHECK(fp8_cuda_graph_capture_end(stream, &exec, &err));
+        float min_ms;
+        const float med = graph_median_ms(exec, stream, &min_ms);
+        const double kv_bytes = 36.0 * b * ctx * Q_KV * (2 * hd + 8);
+        const double floor_ms = (wbytes + kv_bytes) / (g_copy_gbs * 1e9) * 1e3;
+        printf("  batch %2d ctx %5d: step %.3f ms (min %.3f) -> %.0f tok/s; weights + KV "
+               "%.2f GB, floor at the copy bandwidth %.3f ms (%.1f%% of it)\n",
+               b, ctx, med, min_ms, b / (med * 1e-3), (wbytes + kv_bytes) / 1e9, floor_ms,
+               100.0 * floor_ms / med);
+        fp8_cuda_graph_destroy(exec);
+        for (int l = 0; l < Q_LAYERS; l++) {
+            fp8_cuda_free(kv[l].k);
+            fp8_cuda_free(kv[l].v);
+            fp8_cuda_free(kv[l].k_scale);
+            fp8_cuda_free(kv[l].v_scale);
+        }
+        void *bufs[] = {bt, len, pos, slot, norm_w, qk_w, inv_freq, h, xn, qkv, q, ao, po, gu,
+                        act, logits, ws};
+        for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+            fp8_cuda_free(bufs[i]);
+    }
+    printf("\n");
+}
+
 static void bench_step(void *stream, int quick)
 {
     const struct shape *ls = shapes; /* qkv, o, gate_up, down; then lm_head */
@@ -290,33 +423,20 @@ static void bench_step(void *stream, int quick)
         /* logits in fp32, as the model takes them */
         CHECK(fp8_cuda_gemv_e4m3(y, 1, x, lm, lm_s, b, Q_DIM, Q_VOCAB, &cfg[4], stream, &err));
         CHECK(fp8_cuda_graph_capture_end(stream, &exec, &err));
-        void *e0, *e1;
-        CHECK(fp8_cuda_event_create(&e0, &err));
-        CHECK(fp8_cuda_event_create(&e1, &err));
-        float ms[21];
-        for (int i = 0; i < 3; i++)
-            CHECK(fp8_cuda_graph_launch(exec, stream, &err));
-        for (int i = 0; i < 21; i++) {
-            CHECK(fp8_cuda_event_record(e0, stream, &err));
-            CHECK(fp8_cuda_graph_launch(exec, stream, &err));
-            CHECK(fp8_cuda_event_record(e1, stream, &err));
-            CHECK(fp8_cuda_event_elapsed_ms(&ms[i], e0, e1, &err));
-        }
-        qsort(ms, 21, sizeof(float), cmp_float);
-        const float med = ms[10];
+        float min_ms;
+        const float med = graph_median_ms(exec, stream, &min_ms);
         char name[32];
         snprintf(name, sizeof(name), "%s pf %d", cfg[0].overlap ? "overlap" : "serial",
                  cfg[0].prefetch);
         printf("  batch %2d %-14s: step %.3f ms (min %.3f), %.1f GB/s = %.1f%% of copy -> "
                "%.0f tok/s (roofline at measured bandwidth %.0f tok/s; design's 413: %.1f%%)\n",
-               b, name, med, ms[0], total / (med * 1e-3) / 1e9,
+               b, name, med, min_ms, total / (med * 1e-3) / 1e9,
                100.0 * total / (med * 1e-3) / 1e9 / (g_copy_gbs), b / (med * 1e-3),
                b * roof_tps, 100.0 * (b / (med * 1e-3)) / (413.0 * b));
-        fp8_cuda_event_destroy(e0);
-        fp8_cuda_event_destroy(e1);
         fp8_cuda_graph_destroy(exec);
     }
     printf("\n");
+    bench_full_step(L, lm, lm_s, total, stream, quick);
     for (int l = 0; l < Q_LAYERS; l++)
         for (int k = 0; k < 4; k++) {
             fp8_cuda_free(L[l].w[k]);
