@@ -868,8 +868,15 @@ static void on_hello(struct fp8d_server *s, const uint8_t *rid, size_t rid_len, 
     socklen_t crl = sizeof(cr);
     if (fd >= 0 && s->local && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
         x->pid = cr.pid;
-    snprintf(x->name, sizeof(x->name), "%.*s pid %d", (int)(req->u.hello.client.len > 40 ? 40 : req->u.hello.client.len),
-             req->u.hello.client.s ? req->u.hello.client.s : "", (int)x->pid);
+    /* the client's name goes into log lines: printable ASCII only */
+    char cname[41];
+    uint32_t cn = req->u.hello.client.len < 40 ? req->u.hello.client.len : 40;
+    for (uint32_t i = 0; i < cn; i++) {
+        char ch = req->u.hello.client.s[i];
+        cname[i] = ch >= 0x20 && ch < 0x7f && ch != '(' && ch != ')' ? ch : '?';
+    }
+    cname[cn] = '\0';
+    snprintf(x->name, sizeof(x->name), "%s pid %d", cname, (int)x->pid);
 
     struct fp8_msg m;
     fp8_msg_init(&m, FP8_MSG_OP_WELCOME, req->id);

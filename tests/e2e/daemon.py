@@ -220,6 +220,12 @@ def main():
         lib.fp8d_close(c)
         phase("slow reader")
 
+        # SIGHUP reopens the log file (logrotate moved it)
+        os.rename(log, log + ".1")
+        daemon.send_signal(signal.SIGHUP)
+        check(wait_file(log, r"log reopened", 10) is not None, "SIGHUP: log not reopened")
+        phase("SIGHUP")
+
         # SIGTERM mid-stream
         p = subprocess.Popen(long_gen, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if check(read_until_output(p, 30), "shutdown: no output"):
@@ -229,8 +235,8 @@ def main():
                   "shutdown: client rc %d, stderr %s" % (p.returncode, err))
             check(daemon.wait(timeout=30) == 0, "daemon exit status %s" % daemon.returncode)
             check(notify.wait("STOPPING=1", 5), "no STOPPING=1")
-            with open(log) as f:
-                names = set(re.findall(r"/fp8d-[0-9a-f]{32}", f.read()))
+            with open(log + ".1") as f1, open(log) as f2:
+                names = set(re.findall(r"/fp8d-[0-9a-f]{32}", f1.read() + f2.read()))
             check(len(names) >= N_CLIENTS // 2, "segments named in the log: %d" % len(names))
             left = [n for n in names if os.path.exists("/dev/shm" + n)]
             check(not left, "segments left in /dev/shm: %s" % left)
