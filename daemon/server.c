@@ -134,6 +134,7 @@ struct fp8d_server {
     atomic_int stop_req, hup_req;
     bool local;                 /* ipc:// endpoint: shared memory allowed */
     char sock_path[256];        /* to unlink on exit (not for socket activation) */
+    char endpoint[FP8_ENDPOINT_MAX]; /* as bound (a tcp wildcard port resolved) */
     int64_t start_ms;
 
     /* IPC thread */
@@ -1281,7 +1282,7 @@ int fp8d_server_run(struct fp8d_server *s, struct fp8_err *err)
     char status[256], last_status[256] = "";
     status_line(s, status, sizeof(status));
     fp8d_notify_ready(status);
-    fp8d_log(FP8D_LOG_INFO, "ready: %s on %s", s->be->model.name.s, s->o.endpoint);
+    fp8d_log(FP8D_LOG_INFO, "ready: %s on %s", s->be->model.name.s, s->endpoint);
     int64_t last_sweep = now_ms(), last_status_ms = 0;
     bool engine_done = false;
     while (!engine_done) {
@@ -1351,6 +1352,11 @@ int fp8d_server_run(struct fp8d_server *s, struct fp8_err *err)
     s->n_sessions = 0;
     fp8d_log(FP8D_LOG_INFO, "stopped");
     return rc < 0 ? rc : 0;
+}
+
+const char *fp8d_server_endpoint(const struct fp8d_server *s)
+{
+    return s->endpoint;
 }
 
 void fp8d_server_stop(struct fp8d_server *s)
@@ -1449,6 +1455,9 @@ int fp8d_server_create(struct fp8d_server **out, const struct fp8d_server_opts *
         s->sock_path[0] = '\0';
         goto fail;
     }
+    size_t eplen = sizeof(s->endpoint);
+    if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &eplen) < 0 || !s->endpoint[0])
+        snprintf(s->endpoint, sizeof(s->endpoint), "%s", o->endpoint);
     if (s->sock_path[0] && chmod(s->sock_path, o->system ? 0660 : 0600) < 0) {
         rc = fp8_err_set(err, -errno, "chmod %s: %s", s->sock_path, strerror(errno));
         goto fail;

@@ -42,6 +42,9 @@ int fp8d_server_create(struct fp8d_server **out, const struct fp8d_server_opts *
  * negative errno (err set) when serving failed. */
 int fp8d_server_run(struct fp8d_server *s, struct fp8_err *err);
 
+/* The endpoint it listens on, with the port ZeroMQ chose for tcp://HOST:*. */
+const char *fp8d_server_endpoint(const struct fp8d_server *s);
+
 /* Async-signal-safe: asks run to shut down (SIGTERM, SIGINT). */
 void fp8d_server_stop(struct fp8d_server *s);
 /* Async-signal-safe: asks run to reopen the log (SIGHUP). */

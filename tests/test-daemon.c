@@ -821,6 +821,40 @@ static void test_access(void **state)
     }
 }
 
+/* tcp:// (a wildcard port, resolved by the server): no shared memory, tokens as chunks. */
+static void test_tcp(void **state)
+{
+    (void)state;
+    struct fp8_err err = {{0}};
+    struct fp8d_server_opts o;
+    fp8d_server_opts_init(&o);
+    o.endpoint = "tcp://127.0.0.1:*";
+    struct fixture f = {.be = stub_backend()};
+    assert_int_equal(fp8d_server_create(&f.srv, &o, &f.be, &err), 0);
+    snprintf(f.endpoint, sizeof(f.endpoint), "%s", fp8d_server_endpoint(f.srv));
+    assert_non_null(strstr(f.endpoint, "tcp://127.0.0.1:"));
+    assert_null(strchr(f.endpoint, '*'));
+    assert_int_equal(pthread_create(&f.thread, NULL, serve, &f), 0);
+    fp8d_client *c;
+    fp8d_stream *st;
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &c), 0);
+    struct fp8d_sampling sp;
+    fp8d_sampling_init(&sp);
+    sp.max_tokens = 7;
+    assert_int_equal(fp8d_generate(c, "tcp", &sp, &st), 0);
+    char text[64];
+    int32_t ids[64];
+    int n;
+    assert_int_equal(read_all(st, text, sizeof(text), ids, &n), 0);
+    assert_string_equal(text, "tcptcpt");
+    fp8d_stream_free(st);
+    fp8d_close(c);
+    fp8d_server_stop(f.srv);
+    pthread_join(f.thread, NULL);
+    assert_int_equal(f.run_rc, 0);
+    fp8d_server_free(f.srv);
+}
+
 int main(void)
 {
     fp8d_log_open(false, NULL, getenv("FP8D_TEST_VERBOSE") ? FP8D_LOG_DEBUG : FP8D_LOG_ERR);
@@ -835,6 +869,7 @@ int main(void)
         cmocka_unit_test(test_systemd_notify),
         cmocka_unit_test(test_second_daemon_refused),
         cmocka_unit_test(test_access),
+        cmocka_unit_test(test_tcp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -272,10 +272,10 @@ def main():
             daemon.kill()
             daemon.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-    if fails:
-        print("daemon e2e: %d failures" % len(fails))
-        sys.exit(1)
-    print("daemon e2e: ok")
 
 
 main()
+if fails:
+    print("daemon e2e: %d failures" % len(fails))
+    sys.exit(1)
+print("daemon e2e: ok")
