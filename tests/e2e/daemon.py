@@ -8,8 +8,10 @@ Checks, each against something the daemon does not compute itself:
     with the same options (the in-process reference), so no token is lost or duplicated;
   - a client SIGKILLed mid-stream: the daemon logs the session closed within a second and
     keeps serving;
-  - a stalled reader (SIGSTOP): the stream is cancelled after --stream-timeout with a
-    message naming backpressure, other clients unaffected;
+  - a reader that stops reading (libfp8d through ctypes): the stream is cancelled after
+    --stream-timeout with a message naming backpressure, other clients unaffected;
+  - fp8d_cancel mid-stream ends the stream with -ECANCELED;
+  - SIGHUP reopens the log file;
   - SIGTERM mid-stream: the client gets shutting_down, the daemon exits 0, and none of
     the segments it created is left in /dev/shm;
   - socket activation through systemd-socket-activate (skipped with a message if absent).
@@ -217,8 +219,18 @@ def main():
               "slow reader: rc %d (%s)" % (rc, lib.fp8d_last_error(c)))
         check(3 <= n < 20, "slow reader: %d tokens delivered (a 256-byte ring holds ~10)" % n)
         lib.fp8d_stream_free(st)
+
+        # cancel mid-stream: the tokens before the cancel, then -ECANCELED
+        check(lib.fp8d_generate_tokens(c, ids, 3, None, ctypes.byref(st)) == 0,
+              "cancel: generate")
+        check(lib.fp8d_stream_next(st, ctypes.byref(tok), 30000) == 1, "cancel: no first token")
+        check(lib.fp8d_cancel(st) == 0, "cancel: fp8d_cancel")
+        while (rc := lib.fp8d_stream_next(st, ctypes.byref(tok), 30000)) == 1:
+            pass
+        check(rc == -errno.ECANCELED, "cancel: stream ended with %d" % rc)
+        lib.fp8d_stream_free(st)
         lib.fp8d_close(c)
-        phase("slow reader")
+        phase("slow reader, cancel")
 
         # SIGHUP reopens the log file (logrotate moved it)
         os.rename(log, log + ".1")
