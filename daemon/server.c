@@ -1262,9 +1262,11 @@ static void ipc_monitor(struct fp8d_server *s)
 
 static void status_line(struct fp8d_server *s, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "serving %s: %u sessions, %u running, %u waiting, %llu tokens generated",
-             s->be->model.name.s, s->n_sessions, atomic_load(&s->load_running),
-             atomic_load(&s->load_waiting), (unsigned long long)atomic_load(&s->total_generated));
+    snprintf(buf, cap, "serving %s: %u sessions, %u running, %u waiting, KV %u/%u blocks, "
+             "%llu tokens generated", s->be->model.name.s, s->n_sessions,
+             atomic_load(&s->load_running), atomic_load(&s->load_waiting),
+             atomic_load(&s->kv_used), atomic_load(&s->kv_total),
+             (unsigned long long)atomic_load(&s->total_generated));
 }
 
 int fp8d_server_run(struct fp8d_server *s, struct fp8_err *err)
