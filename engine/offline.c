@@ -248,7 +248,7 @@ static void collect(struct fp8_sched *s, const struct fp8_offline_text *text, co
     while (fp8_sched_reap(s, &q)) {
         struct fp8_offline_req *r = q->params.user;
         r->result = q;
-        if (q->finish == FP8_FINISH_ERROR && fail)
+        if (q->finish == FP8_REQ_FINISH_ERROR && fail)
             memcpy(r->error, fail, sizeof(r->error));
         if (text && text->detokenize &&
             text->detokenize(text->ctx, q->tokens + q->n_prompt, q->n_tokens - q->n_prompt,
@@ -363,9 +363,9 @@ char *fp8_offline_result_json(const struct fp8_offline_req *r)
     json_object_set_new(o, "text", text ? text : json_null());
     if (r->text && !text)
         json_object_set_new(o, "text_error", json_string("completion is not valid UTF-8"));
-    const char *fin = q && !r->error[0] ? fp8_finish_name(q->finish) : "error";
+    const char *fin = q && !r->error[0] ? fp8_req_finish_name(q->finish) : "error";
     json_object_set_new(o, "finish_reason", json_string(fin));
-    if (r->error[0] || (q && q->finish == FP8_FINISH_ERROR))
+    if (r->error[0] || (q && q->finish == FP8_REQ_FINISH_ERROR))
         json_object_set_new(o, "error", json_string(r->error[0] ? r->error : "model failure"));
     struct fp8_req_usage u = q ? q->usage : (struct fp8_req_usage){0};
     json_object_set_new(o, "usage",

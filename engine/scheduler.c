@@ -5,14 +5,14 @@
 #include <string.h>
 #include <time.h>
 
-const char *fp8_finish_name(enum fp8_finish f)
+const char *fp8_req_finish_name(enum fp8_req_finish f)
 {
     switch (f) {
-    case FP8_FINISH_STOP: return "stop";
-    case FP8_FINISH_LENGTH: return "length";
-    case FP8_FINISH_CANCELLED: return "cancelled";
-    case FP8_FINISH_ERROR: return "error";
-    case FP8_FINISH_NONE: break;
+    case FP8_REQ_FINISH_STOP: return "stop";
+    case FP8_REQ_FINISH_LENGTH: return "length";
+    case FP8_REQ_FINISH_CANCELLED: return "cancelled";
+    case FP8_REQ_FINISH_ERROR: return "error";
+    case FP8_REQ_FINISH_NONE: break;
     }
     return "";
 }
@@ -183,7 +183,7 @@ static int grow(struct fp8_request ***q, int32_t *cap, int32_t need)
 }
 
 /* The done list never fails to take a request: its room is reserved at submit. */
-static void finish(struct fp8_sched *s, struct fp8_request *r, enum fp8_finish why, int64_t t)
+static void finish(struct fp8_sched *s, struct fp8_request *r, enum fp8_req_finish why, int64_t t)
 {
     fp8_kv_blocks_release(&s->kv, &r->kv);
     r->state = FP8_REQ_FINISHED;
@@ -264,7 +264,7 @@ int fp8_sched_cancel(struct fp8_sched *s, uint64_t id)
         if (s->waiting[i]->id == id) {
             struct fp8_request *r = s->waiting[i];
             queue_remove_at(s->waiting, &s->n_waiting, i);
-            finish(s, r, FP8_FINISH_CANCELLED, now_ns());
+            finish(s, r, FP8_REQ_FINISH_CANCELLED, now_ns());
             return 0;
         }
     }
@@ -272,7 +272,7 @@ int fp8_sched_cancel(struct fp8_sched *s, uint64_t id)
         if (s->running[i]->id == id) {
             struct fp8_request *r = s->running[i];
             queue_remove_at(s->running, &s->n_running, i);
-            finish(s, r, FP8_FINISH_CANCELLED, now_ns());
+            finish(s, r, FP8_REQ_FINISH_CANCELLED, now_ns());
             return 0;
         }
     }
@@ -454,7 +454,7 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
     for (int32_t k = 0; k < n_sched; k++) {
         struct fp8_request *r = s->sched[k];
         if (rc < 0) {
-            r->finish = FP8_FINISH_ERROR;
+            r->finish = FP8_REQ_FINISH_ERROR;
             continue;
         }
         bool decode = r->step_tokens == 1 && r->n_tokens > r->n_prompt &&
@@ -474,7 +474,7 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
         int32_t tok = 0;
         if (s->sampler.sample(s->sampler.ctx, r, lrow, s->model.vocab, &tok) < 0 || tok < 0 ||
             tok >= s->model.vocab) {
-            r->finish = FP8_FINISH_ERROR;
+            r->finish = FP8_REQ_FINISH_ERROR;
             continue;
         }
         r->tokens[r->n_tokens++] = tok;
@@ -485,9 +485,9 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
         }
         if (is_stop_token(s, r, tok) ||
             (s->hook.on_token && s->hook.on_token(s->hook.ctx, r, tok)))
-            r->finish = FP8_FINISH_STOP;
+            r->finish = FP8_REQ_FINISH_STOP;
         else if (r->n_tokens == r->cap)
-            r->finish = FP8_FINISH_LENGTH;
+            r->finish = FP8_REQ_FINISH_LENGTH;
     }
     s->stats.n_seq_steps += n_sched;
 
@@ -495,7 +495,7 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
     int32_t w = 0;
     for (int32_t i = 0; i < s->n_running; i++) {
         struct fp8_request *r = s->running[i];
-        if (r->finish != FP8_FINISH_NONE)
+        if (r->finish != FP8_REQ_FINISH_NONE)
             finish(s, r, r->finish, t1);
         else
             s->running[w++] = r;

@@ -17,16 +17,16 @@
 #define FP8_SCHED_MAX_STOP_IDS 16
 #define FP8_SCHED_MAX_EOS 8
 
-enum fp8_finish {
-    FP8_FINISH_NONE,      /* still running */
-    FP8_FINISH_STOP,      /* EOS, a stop id, or the stop hook */
-    FP8_FINISH_LENGTH,    /* max_tokens or max_model_len reached */
-    FP8_FINISH_CANCELLED, /* fp8_sched_cancel */
-    FP8_FINISH_ERROR,     /* the model failed on the step that carried it */
+enum fp8_req_finish {
+    FP8_REQ_FINISH_NONE,       /* still running */
+    FP8_REQ_FINISH_STOP,       /* EOS, a stop id, or the stop hook */
+    FP8_REQ_FINISH_LENGTH,     /* max_tokens or max_model_len reached */
+    FP8_REQ_FINISH_CANCELLED,  /* fp8_sched_cancel */
+    FP8_REQ_FINISH_ERROR,      /* the model failed on the step that carried it */
 };
 
-/* "stop", "length", "cancelled", "error"; "" for FP8_FINISH_NONE. */
-const char *fp8_finish_name(enum fp8_finish f);
+/* "stop", "length", "cancelled", "error"; "" for FP8_REQ_FINISH_NONE. */
+const char *fp8_req_finish_name(enum fp8_req_finish f);
 
 enum fp8_req_state {
     FP8_REQ_WAITING,  /* queued (new, or preempted and waiting to recompute) */
@@ -80,7 +80,7 @@ struct fp8_request {
     uint64_t id; /* the caller's; unique among live requests */
     struct fp8_req_params params;
     enum fp8_req_state state;
-    enum fp8_finish finish;
+    enum fp8_req_finish finish;
 
     int32_t *tokens;    /* (cap) the prompt, then the generated ids */
     int32_t n_prompt;
@@ -115,7 +115,7 @@ struct fp8_sampler_iface {
 };
 
 /* Optional: called after each token is appended (streaming, stop strings). Returning true
- * finishes the request with FP8_FINISH_STOP. */
+ * finishes the request with FP8_REQ_FINISH_STOP. */
 struct fp8_token_hook {
     void *ctx;
     bool (*on_token)(void *ctx, struct fp8_request *req, int32_t token);
@@ -187,14 +187,14 @@ int fp8_sched_submit(struct fp8_sched *s, uint64_t id, const int32_t *prompt, in
                      struct fp8_err *err);
 
 /* Cancels a waiting or running request: its blocks go back at once, it moves to the done
- * list with FP8_FINISH_CANCELLED. -ENOENT if no live request has that id. */
+ * list with FP8_REQ_FINISH_CANCELLED. -ENOENT if no live request has that id. */
 int fp8_sched_cancel(struct fp8_sched *s, uint64_t id);
 
 /* One engine step (see docs/scheduler.md): schedules decodes, prefill chunks and
  * admissions within the token budget, preempting the last running request when blocks run
  * out, runs the model once, samples, retires finished requests. Returns the number of
  * sequences in the batch (0 when there was nothing to run), or the model's negative errno:
- * then every request in that batch is finished with FP8_FINISH_ERROR and err says why. */
+ * then every request in that batch is finished with FP8_REQ_FINISH_ERROR and err says why. */
 int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err);
 
 /* Takes the oldest finished request off the done list; the caller frees it with

@@ -134,7 +134,7 @@ static inline int fake_sample(void *ctx, const struct fp8_request *req, const fl
 static inline int32_t fake_reference(const int32_t *prompt, int32_t n_prompt,
                                      const struct fp8_req_params *p, const int32_t *eos,
                                      int32_t n_eos, int32_t max_model_len, int32_t vocab,
-                                     int32_t *out, enum fp8_finish *finish)
+                                     int32_t *out, enum fp8_req_finish *finish)
 {
     uint64_t *kv = malloc((size_t)max_model_len * sizeof(*kv));
     int32_t *tok = malloc((size_t)max_model_len * sizeof(*tok));
@@ -160,11 +160,11 @@ static inline int32_t fake_reference(const int32_t *prompt, int32_t n_prompt,
         for (int32_t i = 0; i < p->n_stop_ids; i++)
             stop |= t == p->stop_ids[i];
         if (stop) {
-            *finish = FP8_FINISH_STOP;
+            *finish = FP8_REQ_FINISH_STOP;
             break;
         }
         if (n_out == p->max_tokens || n == max_model_len) {
-            *finish = FP8_FINISH_LENGTH;
+            *finish = FP8_REQ_FINISH_LENGTH;
             break;
         }
         kv[n - 1] = fake_kv_value(kv[n - 2], t, n - 1);

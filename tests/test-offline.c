@@ -220,7 +220,7 @@ static void test_run_file(void **state)
             struct fp8_req_params p = {.max_tokens = i ? 4 : 6, .ignore_eos = true,
                                        .sampling = {.temperature = i ? 1.0f : 0, .seed = 9}};
             int32_t want[64];
-            enum fp8_finish wf;
+            enum fp8_req_finish wf;
             int32_t n = fake_reference(prompt, 5, &p, g.p.eos_ids, 1, g.p.max_model_len, VOCAB,
                                        want, &wf);
             assert_string_equal(fin, "length");
@@ -266,7 +266,7 @@ static void test_stop_strings(void **state)
     rig_init(&g);
     int32_t prompt[4] = {10, 11, 12, 13}, want[64];
     struct fp8_req_params p = {.max_tokens = 20, .ignore_eos = true};
-    enum fp8_finish wf;
+    enum fp8_req_finish wf;
     int32_t n = fake_reference(prompt, 4, &p, g.p.eos_ids, 1, g.p.max_model_len, VOCAB, want,
                                &wf);
     assert_int_equal(n, 20);
@@ -287,7 +287,7 @@ static void test_stop_strings(void **state)
     struct fp8_err err = {{0}};
     assert_int_equal(fp8_offline_run(&g.s, reqs, 1, &toy, NULL, &err), 0);
     assert_non_null(reqs[0].result);
-    assert_int_equal(reqs[0].result->finish, FP8_FINISH_STOP);
+    assert_int_equal(reqs[0].result->finish, FP8_REQ_FINISH_STOP);
     assert_int_equal(reqs[0].result->usage.completion_tokens, at + 2);
     text[at] = '\0';
     assert_string_equal(reqs[0].text, text);

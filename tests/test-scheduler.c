@@ -84,12 +84,12 @@ static struct fp8_req_params greedy(int32_t max_tokens)
 static void expect_reference(const struct rig *g, const struct fp8_request *q)
 {
     int32_t want[512];
-    enum fp8_finish fin;
+    enum fp8_req_finish fin;
     int32_t n = fake_reference(q->tokens, q->n_prompt, &q->params, g->p.eos_ids,
                                g->p.n_eos_ids, g->p.max_model_len, VOCAB, want, &fin);
     assert_true(n > 0);
     int32_t got = q->n_tokens - q->n_prompt;
-    if (q->finish == FP8_FINISH_CANCELLED) {
+    if (q->finish == FP8_REQ_FINISH_CANCELLED) {
         assert_true(got <= n);
     } else {
         assert_int_equal(q->finish, fin);
@@ -155,10 +155,10 @@ static void random_workload(bool caching)
         assert_int_equal(q->usage.prompt_tokens, reqs[i].n_tokens);
         assert_memory_equal(q->tokens, reqs[i].tokens, (size_t)reqs[i].n_tokens * sizeof(int32_t));
         expect_reference(&g, q);
-        n_stop += q->finish == FP8_FINISH_STOP;
-        n_length += q->finish == FP8_FINISH_LENGTH;
-        n_cancelled += q->finish == FP8_FINISH_CANCELLED;
-        n_mid_cancel += q->finish == FP8_FINISH_CANCELLED && q->usage.completion_tokens > 0;
+        n_stop += q->finish == FP8_REQ_FINISH_STOP;
+        n_length += q->finish == FP8_REQ_FINISH_LENGTH;
+        n_cancelled += q->finish == FP8_REQ_FINISH_CANCELLED;
+        n_mid_cancel += q->finish == FP8_REQ_FINISH_CANCELLED && q->usage.completion_tokens > 0;
     }
     print_message("caching %d: %lld steps, %lld seq-steps, %lld preemptions, %lld cache hits, "
                   "%lld evictions; %d stop, %d length, %d cancelled\n", caching,
@@ -306,9 +306,9 @@ static void test_too_long_is_rejected(void **state)
     for (int i = 0; i < 31; i++)
         prompt[i] = 2 + i;
     struct fp8_request *q = run_one(&g, 2, prompt, 31, greedy(100));
-    assert_int_equal(q->finish, FP8_FINISH_LENGTH);
+    assert_int_equal(q->finish, FP8_REQ_FINISH_LENGTH);
     assert_int_equal(q->usage.completion_tokens, 1);
-    assert_string_equal(fp8_finish_name(q->finish), "length");
+    assert_string_equal(fp8_req_finish_name(q->finish), "length");
     fp8_request_free(q);
 
     assert_int_equal(fp8_sched_submit(&g.s, 3, prompt, 0, &p, NULL, &err), -EINVAL);
@@ -360,7 +360,7 @@ static void test_cancel_frees_blocks_at_once(void **state)
     assert_int_equal(fp8_sched_cancel(&g.s, 7), -ENOENT);
     struct fp8_request *q;
     assert_true(fp8_sched_reap(&g.s, &q));
-    assert_int_equal(q->finish, FP8_FINISH_CANCELLED);
+    assert_int_equal(q->finish, FP8_REQ_FINISH_CANCELLED);
     assert_int_equal(q->usage.completion_tokens, 2);
     expect_reference(&g, q); /* what it produced before the cancel is right */
     fp8_request_free(q);
@@ -488,7 +488,7 @@ static void test_model_failure_finishes_batch_with_error(void **state)
     assert_non_null(strstr(err.msg, "injected failure"));
     struct fp8_request *q;
     assert_true(fp8_sched_reap(&g.s, &q));
-    assert_string_equal(fp8_finish_name(q->finish), "error");
+    assert_string_equal(fp8_req_finish_name(q->finish), "error");
     fp8_request_free(q);
     assert_int_equal(g.s.kv.n_free, 16);
     assert_true(fp8_sched_idle(&g.s));
