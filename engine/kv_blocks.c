@@ -267,7 +267,6 @@ int32_t fp8_kv_blocks_match_prefix(struct fp8_kv_blocks *kv, struct fp8_kv_seq *
     }
     seq->n_blocks = seq->n_hashed = k;
     seq->chain = chain;
-    kv->n_hits += k;
     return k * kv->block_size;
 }
 

@@ -71,9 +71,7 @@ struct fp8_kv_blocks {
     int32_t *table;    /* (table_cap) block id or -1 */
     uint32_t table_mask; /* table_cap - 1, table_cap a power of two >= 2 * n_blocks */
 
-    /* Counters for tests and stats. */
-    int64_t n_hits;      /* blocks taken from the prefix cache */
-    int64_t n_evictions; /* cached blocks reclaimed for new content */
+    int64_t n_evictions; /* cached blocks reclaimed for new content (stats) */
 };
 
 /* Sizes the pool as floor(budget_bytes / bytes_per_block) blocks; fails with -ENOMEM and a

@@ -425,6 +425,7 @@ static int32_t schedule(struct fp8_sched *s, int64_t t0)
         queue_remove_at(s->waiting, &s->n_waiting, 0);
         queue_insert(s->running, &s->n_running, r);
         r->state = FP8_REQ_RUNNING;
+        s->stats.n_cached_tokens += matched;
         if (r->timings.first_step < 0) {
             r->timings.first_step = s->stats.n_steps;
             r->timings.first_ns = t0;

@@ -138,6 +138,7 @@ struct fp8_sched_stats {
     int64_t n_seq_steps;       /* sum over steps of sequences in the batch */
     int64_t n_prefill_tokens;  /* prompt/recompute tokens computed */
     int64_t n_decode_tokens;
+    int64_t n_cached_tokens;   /* prompt tokens served by the prefix cache at admissions */
     int64_t n_preemptions;
 };
 

@@ -160,17 +160,17 @@ static void random_workload(bool caching)
         n_cancelled += q->finish == FP8_REQ_FINISH_CANCELLED;
         n_mid_cancel += q->finish == FP8_REQ_FINISH_CANCELLED && q->usage.completion_tokens > 0;
     }
-    print_message("caching %d: %lld steps, %lld seq-steps, %lld preemptions, %lld cache hits, "
+    print_message("caching %d: %lld steps, %lld seq-steps, %lld preemptions, %lld cached tokens, "
                   "%lld evictions; %d stop, %d length, %d cancelled\n", caching,
                   (long long)g.s.stats.n_steps, (long long)g.s.stats.n_seq_steps,
-                  (long long)g.s.stats.n_preemptions, (long long)g.s.kv.n_hits,
+                  (long long)g.s.stats.n_preemptions, (long long)g.s.stats.n_cached_tokens,
                   (long long)g.s.kv.n_evictions, n_stop, n_length, n_cancelled);
     /* The workload exercises what it claims to. */
     assert_true(n_stop > 10 && n_length > 10);
     assert_true(n_cancelled > 0 && n_cancelled <= n_cancel && n_mid_cancel > 0);
     assert_true(g.s.stats.n_preemptions > 10);
     if (caching) {
-        assert_true(g.s.kv.n_hits > 0);
+        assert_true(g.s.stats.n_cached_tokens > 0);
         assert_true(g.s.kv.n_evictions > 0);
         assert_int_equal(fp8_kv_blocks_n_available(&g.s.kv), N_BLOCKS);
     } else {
@@ -233,7 +233,7 @@ static void test_prefix_cache_reuses_three_blocks(void **state)
     struct fp8_request *qb = run_one(&g, 2, b, 18, greedy(5));
     assert_int_equal(qb->usage.cached_tokens, 12);
     assert_int_equal(qb->usage.prefill_computed, 6); /* only the suffix */
-    assert_int_equal(g.s.kv.n_hits, 3);
+    assert_int_equal(g.s.stats.n_cached_tokens, 12);
     assert_int_equal(qb->kv.n_blocks, 0); /* released on finish */
 
     /* A prompt made only of cached blocks still computes its last block's tokens: the
