@@ -403,6 +403,7 @@ static int32_t schedule(struct fp8_sched *s, int64_t t0)
             break; /* r itself was the last one and went back to waiting */
         if (n > fit)
             n = fit;
+        /* Cannot fail: n <= fit tokens are within the blocks the pool can supply. */
         fp8_kv_blocks_reserve(&s->kv, &r->kv, r->n_computed + n);
         r->step_tokens = n;
         s->sched[n_sched++] = r;
