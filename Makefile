@@ -102,6 +102,9 @@ $(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
 
+# Examples include <fp8d.h> as installed programs do.
+$(BUILD)/obj/client/examples/%.o: CPPFLAGS += -Iclient
+
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
 	$(NVCC) $(ALL_NVCCFLAGS) -c $< -o $@
@@ -131,7 +134,7 @@ $(BUILD)/tests/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libfp8dcore.a
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libfp8d.a $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
 

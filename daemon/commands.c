@@ -5,5 +5,10 @@
 /* Each command's entry point lives in its own daemon/cmd_*.c. */
 
 const struct fp8d_command fp8d_commands[] = {
+    {"inspect", "validate and summarize a checkpoint directory", cmd_inspect},
+    {"mkmodel", "write a deterministic random checkpoint (HF layout)", cmd_mkmodel},
+    {"tokenize", "encode/decode text and render chat templates (tokenizer files only)", cmd_tokenize},
+    {"logits", "teacher-forced logits of a token sequence", cmd_logits},
+    {"run", "generate from one prompt, streamed to stdout", cmd_run},
     {NULL, NULL, NULL},
 };

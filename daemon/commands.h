@@ -12,4 +12,10 @@ struct fp8d_command {
 /* The table, ending with a NULL name (daemon/commands.c). */
 extern const struct fp8d_command fp8d_commands[];
 
+int cmd_inspect(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
 #endif

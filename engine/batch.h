@@ -26,6 +26,9 @@ struct fp8_batch {
     /* Logits are produced for the last token of each sequence whose flag is set (a
      * prefill chunk that does not end the prompt needs none), in sequence order. */
     const uint8_t *want_logits; /* (n_seqs) */
+    /* Optional (NULL: none): sequences whose every token gets logits, in token order, in
+     * place of the last one only (teacher-forced scoring: `fp8d logits`). */
+    const uint8_t *want_all_logits; /* (n_seqs) */
 };
 
 #endif

@@ -43,7 +43,9 @@ struct fp8_layer_desc {
 struct fp8_model_config {
     enum fp8_arch arch;
     char arch_name[64];      /* config.json "architectures"[0] */
-    char tensor_prefix[64];  /* "model." or "language_model.model." before layer names */
+    char tensor_prefix[64];  /* "model." or "language_model.model." before layer names (the
+                              * Hub layout; fp8_weights_open resolves the transformers-5
+                              * "model.language_model." layout from the tensor names) */
     char lm_head_name[96];   /* "lm_head.weight", or "" when tied to the embedding */
 
     int32_t vocab_size;
@@ -98,7 +100,16 @@ int fp8_model_config_parse(const char *config_json, const char *generation_json,
                            struct fp8_model_config *out, struct fp8_err *err);
 
 /* The exact shapes of a real model ("qwen3-0.6b", "qwen3-8b", "qwen3-30b-a3b",
- * "gemma3-1b", "gemma3-27b", ...) and tiny presets for tests. -ENOENT for unknown names. */
+ * "gemma3-1b", "gemma3-27b", ...) and tiny presets for tests ("qwen3-tiny",
+ * "qwen3-moe-tiny", "gemma3-tiny"). -ENOENT for unknown names. */
 int fp8_model_config_preset(const char *name, struct fp8_model_config *out, struct fp8_err *err);
+
+/* A preset's config.json and generation_config.json text in the Hub's own style (what
+ * fp8_model_config_preset parses). -ENOENT for unknown names. */
+int fp8_model_config_preset_json(const char *name, const char **config_json,
+                                 const char **generation_json);
+
+/* Every preset name, NULL-terminated. */
+extern const char *const fp8_model_config_preset_names[];
 
 #endif

@@ -42,6 +42,13 @@ void st_model_free(struct st_model *m); /* accepts NULL */
 int32_t st_model_n_tensors(const struct st_model *m);
 const struct st_tensor *st_model_tensor(const struct st_model *m, int32_t i);
 const struct st_tensor *st_model_find(const struct st_model *m, const char *name); /* NULL: absent */
+int32_t st_model_index(const struct st_model *m, const char *name); /* -1: absent; tensors are by name */
+
+int32_t st_model_n_files(const struct st_model *m);
+const char *st_model_file_path(const struct st_model *m, int32_t i); /* NULL past the end */
+
+/* "[a, b]" into buf (cut at size). */
+void st_shape_format(char *buf, size_t size, const int64_t *shape, int32_t n_dims);
 
 const char *st_dtype_name(enum st_dtype dtype);
 size_t st_dtype_size(enum st_dtype dtype);

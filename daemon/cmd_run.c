@@ -1,0 +1,193 @@
+/* fp8d run: one prompt, prefill then decode, output streamed to stdout as it is sampled:
+ * text for a text prompt (DIR/tokenizer.json; the model's chat template unless
+ * --no-chat), token ids for --tokens. (The scheduler will take this over; this loop is
+ * the plain single-sequence path.) */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/commands.h"
+#include "daemon/opts.h"
+#include "daemon/single.h"
+#include "engine/chat_template.h"
+#include "engine/tokenizer.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fp8d run (--model DIR | --synthetic PRESET) [options] [--chat|--no-chat] (\"prompt\" | --tokens 1,2,3)\n"
+               "streams the generated text (token ids for --tokens) to stdout\n%s",
+            fp8d_opts_help);
+}
+
+/* The prompt's token ids: rendered through the chat template as one user message (the
+ * template writes any BOS itself), or encoded as is with the tokenizer's special tokens. */
+static int encode_prompt(const char *dir, const struct fp8_tokenizer *tok, const char *prompt,
+                         bool chat, int32_t **ids, int32_t *n, struct fp8_err *err)
+{
+    char *text = NULL;
+    size_t len = strlen(prompt), n_ids = 0;
+    int rc = 0;
+    if (chat) {
+        struct fp8_model_config *cfg = malloc(sizeof(*cfg));
+        struct fp8_chat_template t;
+        struct fp8_chat_message msg = {.role = "user", .content = prompt};
+        if (!cfg)
+            return fp8_err_set(err, -ENOMEM, "out of memory");
+        if ((rc = fp8_model_config_load(dir, cfg, err)) < 0 ||
+            (rc = fp8_chat_template_init(&t, cfg->arch_name, err)) < 0 ||
+            (rc = fp8_chat_render(&t, &msg, 1, true, -1, &text, &len, err)) < 0) {
+            free(cfg);
+            return rc;
+        }
+        free(cfg);
+    }
+    rc = fp8_tokenizer_encode(tok, text ? text : prompt, len, !chat, ids, &n_ids, err);
+    free(text);
+    if (rc < 0)
+        return rc;
+    if (n_ids == 0 || n_ids > INT32_MAX) {
+        free(*ids);
+        return fp8_err_set(err, -EINVAL, "the prompt encodes to %zu tokens", n_ids);
+    }
+    *n = (int32_t)n_ids;
+    return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    struct fp8d_opts o;
+    struct fp8_err err = {{0}};
+    const char *tokens_arg = NULL, *prompt = NULL;
+    bool chat = true;
+    int32_t *seq = NULL, n_prompt = 0;
+    float *logits = NULL;
+    struct fp8d_single s = {0};
+    struct fp8_sampler sampler = {0};
+    struct fp8_tokenizer *tok = NULL;
+    struct fp8_detok detok = {0};
+    int status = 1;
+
+    fp8d_opts_init(&o);
+    for (int i = 1; i < argc;) {
+        int rc = fp8d_opts_parse(&o, argc, argv, &i, &err);
+        if (rc < 0) {
+            fprintf(stderr, "fp8d run: %s\n", err.msg);
+            return 2;
+        }
+        if (rc > 0)
+            continue;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--chat") || !strcmp(argv[i], "--no-chat")) {
+            chat = !strcmp(argv[i++], "--chat");
+            continue;
+        }
+        if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
+            tokens_arg = argv[i + 1];
+            i += 2;
+            continue;
+        }
+        if (argv[i][0] != '-' && !prompt) {
+            prompt = argv[i++];
+            continue;
+        }
+        fprintf(stderr, "fp8d run: unexpected argument '%s'\n", argv[i]);
+        usage(stderr);
+        return 2;
+    }
+    if ((!o.model_dir && !o.synthetic) || (!tokens_arg == !prompt)) {
+        fprintf(stderr, "fp8d run: --model (or --synthetic) and one of --tokens or a prompt are required "
+                        "(interactive mode is not there yet)\n");
+        usage(stderr);
+        return 2;
+    }
+    if (fp8_sampling_params_check(&o.sampling, &err) < 0 ||
+        (tokens_arg && fp8d_parse_token_list(tokens_arg, &seq, &n_prompt, &err) < 0)) {
+        fprintf(stderr, "fp8d run: %s\n", err.msg);
+        return 2;
+    }
+    if (prompt) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/tokenizer.json", o.model_dir);
+        if (fp8_tokenizer_load(&tok, path, &err) < 0 ||
+            encode_prompt(o.model_dir, tok, prompt, chat, &seq, &n_prompt, &err) < 0 ||
+            fp8_detok_init(&detok, tok, true, &err) < 0)
+            goto fail;
+    }
+    int32_t max_new = o.sampling.max_tokens, max_len = n_prompt + (max_new > 0 ? max_new : 0);
+    int32_t *grown = realloc(seq, (size_t)max_len * sizeof(int32_t));
+    if (!grown) {
+        fp8_err_set(&err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    seq = grown;
+    if (fp8d_single_open(&s, &o, max_len, &err) < 0)
+        goto fail;
+    const struct fp8_model_config *cfg = fp8_model_get_config(s.model);
+    if (!o.temperature_set)
+        o.sampling.temperature = cfg->default_temperature;
+    if (!o.top_p_set)
+        o.sampling.top_p = cfg->default_top_p;
+    if (!o.top_k_set)
+        o.sampling.top_k = cfg->default_top_k;
+    if (fp8_sampling_params_check(&o.sampling, &err) < 0)
+        goto fail;
+    logits = malloc((size_t)cfg->vocab_size * sizeof(float));
+    if (!logits) {
+        fp8_err_set(&err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (fp8_sampler_init(&sampler, cfg->vocab_size, &err) < 0)
+        goto fail;
+    /* Prefill the prompt, then one token a step: sample from the last logits, stream it,
+     * feed it back. */
+    int32_t n = n_prompt, fed = 0;
+    for (int32_t step = 0; step < max_new; step++) {
+        if (fp8d_single_run(&s, seq + fed, fed, n - fed, false, logits, &err) < 0)
+            goto fail;
+        fed = n;
+        int32_t t = fp8_sampler_sample(&sampler, logits, &o.sampling, seq, n, n_prompt,
+                                       (uint32_t)step);
+        seq[n++] = t;
+        if (tok) {
+            const char *piece;
+            size_t len;
+            if (t >= fp8_tokenizer_n_vocab(tok)) {
+                fp8_err_set(&err, -ERANGE, "sampled id %d has no text in the tokenizer (%d ids)",
+                            t, fp8_tokenizer_n_vocab(tok));
+                goto fail;
+            }
+            if (fp8_detok_push(&detok, t, &piece, &len, &err) < 0)
+                goto fail;
+            fwrite(piece, 1, len, stdout);
+        } else {
+            printf("%s%d", step ? " " : "", t);
+        }
+        fflush(stdout);
+        if (fp8_sampling_finish(&o.sampling, cfg->eos_token_ids, cfg->n_eos, t, step + 1) !=
+            FP8_FINISH_NONE)
+            break;
+    }
+    if (tok) {
+        const char *piece;
+        size_t len;
+        if (fp8_detok_finish(&detok, &piece, &len, &err) < 0)
+            goto fail;
+        fwrite(piece, 1, len, stdout);
+    }
+    printf("\n");
+    status = 0;
+fail:
+    if (status)
+        fprintf(stderr, "fp8d run: %s\n", err.msg);
+    fp8_detok_free(&detok);
+    fp8_tokenizer_free(tok);
+    fp8_sampler_free(&sampler);
+    fp8d_single_close(&s);
+    free(logits);
+    free(seq);
+    return status;
+}

@@ -1,0 +1,221 @@
+/* Loading and forward-pass pieces shared by the architectures: weight conversion from
+ * the checkpoint's dtype to the stored format, the attention block and the dense MLP. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/numeric.h"
+#include "engine/models/models.h"
+
+void model_tensor_name(const struct fp8_model *m, char name[MODEL_NAME_MAX], int32_t layer,
+                       const char *suffix)
+{
+    if (layer < 0)
+        snprintf(name, MODEL_NAME_MAX, "%s%s", m->cfg.tensor_prefix, suffix);
+    else
+        snprintf(name, MODEL_NAME_MAX, "%slayers.%d.%s", m->cfg.tensor_prefix, layer, suffix);
+}
+
+/* Row r of a checkpoint tensor (cols wide) as fp32; the mapping may be unaligned. */
+static void st_row_f32(const struct st_tensor *t, int64_t r, int64_t cols, float *dst)
+{
+    const uint8_t *p = (const uint8_t *)t->data + (size_t)(r * cols) * st_dtype_size(t->dtype);
+    for (int64_t i = 0; i < cols; i++) {
+        if (t->dtype == ST_DTYPE_F32) {
+            memcpy(&dst[i], p + 4 * i, 4);
+        } else {
+            uint16_t h = (uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
+            dst[i] = t->dtype == ST_DTYPE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+        }
+    }
+}
+
+static int find_source(struct fp8_weights *src, const char *name, int64_t rows, int64_t cols,
+                       const struct st_tensor **out, struct fp8_err *err)
+{
+    const struct st_tensor *t = NULL;
+    int rc = fp8_weights_get(src, name, &t, err);
+    if (rc < 0)
+        return rc;
+    if (t->dtype != ST_DTYPE_F32 && t->dtype != ST_DTYPE_F16 && t->dtype != ST_DTYPE_BF16)
+        return fp8_err_set(err, -ENOTSUP, "tensor '%s' is %s: only f32, f16 and bf16 "
+                           "checkpoints are supported (pre-quantized ones are not yet)", name,
+                           st_dtype_name(t->dtype));
+    bool ok = (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols) ||
+              (t->n_dims == 1 && rows == 1 && t->shape[0] == cols);
+    if (!ok)
+        return fp8_err_set(err, -EINVAL, "tensor '%s' has shape [%lld%s%lld], expected "
+                           "[%lld, %lld]", name, (long long)t->shape[0],
+                           t->n_dims > 1 ? ", " : "", t->n_dims > 1 ? (long long)t->shape[1] : 0LL,
+                           (long long)rows, (long long)cols);
+    *out = t;
+    return 0;
+}
+
+int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                      enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
+                      const char *const *names, const int64_t *part_rows, int32_t n_names,
+                      struct fp8_err *err)
+{
+    struct fp8_tensor shape = {.dtype = dtype, .n_dims = n_dims};
+    memcpy(shape.ne, ne, (size_t)n_dims * sizeof(int64_t));
+    int64_t rows = fp8_tensor_rows(&shape), cols = ne[n_dims - 1], o = 0;
+    size_t el = fp8_dtype_size(dtype);
+    float *row = malloc((size_t)cols * sizeof(float));
+    uint8_t *host = malloc((size_t)(rows * cols) * el);
+    float *scale = dtype == FP8_DTYPE_E4M3 ? malloc((size_t)rows * sizeof(float)) : NULL;
+    struct fp8_tensor dev = {0};
+    int rc = -ENOMEM;
+    if (!row || !host || (dtype == FP8_DTYPE_E4M3 && !scale)) {
+        fp8_err_set(err, rc, "out of memory loading '%s'", names[0]);
+        goto fail;
+    }
+    for (int32_t i = 0; i < n_names; i++) {
+        const struct st_tensor *file_t = NULL;
+        int64_t part = part_rows ? part_rows[i] : rows / n_names;
+        rc = find_source(src, names[i], part, cols, &file_t, err);
+        if (rc < 0)
+            goto fail;
+        if (o + part > rows) {
+            rc = fp8_err_set(err, -EINVAL, "'%s' overflows its %lld-row tensor", names[i],
+                             (long long)rows);
+            goto fail;
+        }
+        for (int64_t r = 0; r < part; r++, o++) {
+            st_row_f32(file_t, r, cols, row);
+            if (dtype == FP8_DTYPE_E4M3)
+                fp8_quantize_rows_e4m3(row, 1, cols, host + o * cols, scale + o);
+            else if (dtype == FP8_DTYPE_BF16)
+                for (int64_t c = 0; c < cols; c++) {
+                    uint16_t h = f32_to_bf16(row[c]);
+                    memcpy(host + (size_t)(o * cols + c) * 2, &h, 2);
+                }
+            else
+                memcpy(host + (size_t)(o * cols) * 4, row, (size_t)cols * 4);
+        }
+    }
+    if (o != rows) {
+        rc = fp8_err_set(err, -EINVAL, "'%s' and its parts fill %lld of %lld rows", names[0],
+                         (long long)o, (long long)rows);
+        goto fail;
+    }
+    rc = m->be->ops->tensor_alloc(m->be, &dev, dtype, n_dims, ne, err);
+    if (rc < 0)
+        goto fail;
+    rc = m->be->ops->tensor_set(m->be, &dev, host, scale, err);
+    if (rc < 0) {
+        m->be->ops->tensor_free(m->be, &dev);
+        goto fail;
+    }
+    *t = dev;
+fail:
+    free(row);
+    free(host);
+    free(scale);
+    return rc;
+}
+
+int model_load_vector(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                      int32_t layer, const char *suffix, int64_t n, struct fp8_err *err)
+{
+    char name[MODEL_NAME_MAX];
+    const char *names[1] = {name};
+    model_tensor_name(m, name, layer, suffix);
+    return model_load_weight(m, src, t, FP8_DTYPE_F32, 1, &n, names, NULL, 1, err);
+}
+
+static int load_linear(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                       int32_t l, const char *suffix, int64_t rows, int64_t cols,
+                       struct fp8_err *err)
+{
+    char name[MODEL_NAME_MAX];
+    const char *names[1] = {name};
+    int64_t ne[2] = {rows, cols};
+    model_tensor_name(m, name, l, suffix);
+    return model_load_weight(m, src, t, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
+}
+
+int model_load_attention(struct fp8_model *m, struct fp8_weights *src, int32_t l,
+                         struct fp8_err *err)
+{
+    const struct fp8_model_config *c = &m->cfg;
+    struct fp8_layer *ly = &m->layers[l];
+    int64_t d = c->hidden_size, q = (int64_t)c->n_heads * c->head_dim,
+            kv = (int64_t)c->n_kv_heads * c->head_dim;
+    char qn[MODEL_NAME_MAX], kn[MODEL_NAME_MAX], vn[MODEL_NAME_MAX];
+    const char *names[3] = {qn, kn, vn};
+    int64_t parts[3] = {q, kv, kv}, ne[2] = {q + 2 * kv, d};
+    model_tensor_name(m, qn, l, "self_attn.q_proj.weight");
+    model_tensor_name(m, kn, l, "self_attn.k_proj.weight");
+    model_tensor_name(m, vn, l, "self_attn.v_proj.weight");
+    int rc;
+    if ((rc = model_load_weight(m, src, &ly->wqkv, m->opts.weight_dtype, 2, ne, names, parts, 3,
+                                err)) < 0 ||
+        (rc = load_linear(m, src, &ly->wo, l, "self_attn.o_proj.weight", d, q, err)) < 0 ||
+        (rc = model_load_vector(m, src, &ly->q_norm, l, "self_attn.q_norm.weight", c->head_dim,
+                                err)) < 0 ||
+        (rc = model_load_vector(m, src, &ly->k_norm, l, "self_attn.k_norm.weight", c->head_dim,
+                                err)) < 0 ||
+        (rc = model_load_vector(m, src, &ly->attn_norm, l, "input_layernorm.weight", d, err)) < 0)
+        return rc;
+    return 0;
+}
+
+int model_load_dense_mlp(struct fp8_model *m, struct fp8_weights *src, int32_t l,
+                         struct fp8_err *err)
+{
+    const struct fp8_model_config *c = &m->cfg;
+    struct fp8_layer *w = &m->layers[l];
+    char gate[MODEL_NAME_MAX], up[MODEL_NAME_MAX];
+    const char *names[2] = {gate, up};
+    int64_t ne[2] = {2 * (int64_t)c->intermediate_size, c->hidden_size};
+    model_tensor_name(m, gate, l, "mlp.gate_proj.weight");
+    model_tensor_name(m, up, l, "mlp.up_proj.weight");
+    int rc = model_load_weight(m, src, &w->w_gate_up, m->opts.weight_dtype, 2, ne, names, NULL, 2,
+                               err);
+    if (rc < 0)
+        return rc;
+    return load_linear(m, src, &w->w_down, l, "mlp.down_proj.weight", c->hidden_size,
+                       c->intermediate_size, err);
+}
+
+struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n)
+{
+    return fp8_tensor_slice(t, 0, n);
+}
+
+void model_attention(struct fp8_model *m, int32_t l, int32_t n)
+{
+    const struct fp8_model_config *c = &m->cfg;
+    const struct fp8_backend_ops *op = m->be->ops;
+    struct fp8_layer *w = &m->layers[l];
+    bool sliding = c->layers[l].sliding;
+    struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n);
+    struct fp8_tensor qkv = model_rows(&m->qkv, n), q = model_rows(&m->q, n),
+                      att = model_rows(&m->att, n);
+
+    op->linear(m->be, &xb, &w->wqkv, &qkv);
+    op->qk_norm_rope_kv_write(m->be, &qkv, &w->q_norm, &w->k_norm, c->rms_norm_eps,
+                              m->norm_kind, sliding ? &m->inv_freq_local : &m->inv_freq, 1.0f,
+                              &m->kv, l, &q);
+    op->attention(m->be, &q, &m->kv, l, 1.0f / sqrtf(c->query_pre_attn_scalar),
+                  sliding ? c->sliding_window : 0, &att);
+    op->linear(m->be, &att, &w->wo, &xb2);
+}
+
+void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n)
+{
+    const struct fp8_backend_ops *op = m->be->ops;
+    struct fp8_layer *w = &m->layers[l];
+    struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n);
+    struct fp8_tensor hb = model_rows(&m->hb, n), hb2 = model_rows(&m->hb2, n);
+    int64_t gu[2] = {n, 2 * (int64_t)m->cfg.intermediate_size},
+            h[2] = {n, m->cfg.intermediate_size};
+    hb = fp8_tensor_reshape(&hb, 2, gu);
+    hb2 = fp8_tensor_reshape(&hb2, 2, h);
+    op->linear(m->be, &xb, &w->w_gate_up, &hb);
+    op->glu(m->be, &hb, m->act, &hb2);
+    op->linear(m->be, &hb2, &w->w_down, &xb2);
+}

@@ -1,0 +1,97 @@
+/* What the architecture files share: the loaded model's layout and the building blocks
+ * every forward pass is written with. Private to engine/. */
+#ifndef FP8_ENGINE_MODELS_MODELS_H
+#define FP8_ENGINE_MODELS_MODELS_H
+
+#include "engine/model.h"
+
+struct fp8_layer {
+    struct fp8_tensor attn_norm;       /* (D) input_layernorm */
+    struct fp8_tensor wqkv;            /* ((h + 2 kvh) * hd, D): q_proj, k_proj, v_proj rows */
+    struct fp8_tensor q_norm;          /* (hd) */
+    struct fp8_tensor k_norm;          /* (hd) */
+    struct fp8_tensor wo;              /* (D, h * hd) */
+    struct fp8_tensor attn_post_norm;  /* (D) Gemma3 post_attention_layernorm */
+    struct fp8_tensor mlp_norm;        /* (D) Qwen3 post_attention_layernorm, Gemma3 pre_feedforward */
+    struct fp8_tensor mlp_post_norm;   /* (D) Gemma3 post_feedforward_layernorm */
+    struct fp8_tensor w_gate_up;       /* (2I, D) dense MLP: gate rows, then up rows */
+    struct fp8_tensor w_down;          /* (D, I) */
+    struct fp8_tensor router;          /* (E, D) MoE gate, bf16 in every mode */
+    struct fp8_tensor experts_gate_up; /* (E, 2I', D) */
+    struct fp8_tensor experts_down;    /* (E, D, I') */
+};
+
+struct fp8_model {
+    struct fp8_model_config cfg;
+    struct fp8_model_opts opts;
+    struct fp8_backend *be;
+    enum fp8_norm norm_kind;
+    enum fp8_glu_act act;
+
+    struct fp8_tensor embed;          /* (V, D) bf16 */
+    struct fp8_tensor lm_head;        /* (V, D) weight dtype (a copy of embed when tied) */
+    struct fp8_tensor final_norm;     /* (D) */
+    struct fp8_tensor inv_freq;       /* (hd / 2) global layers */
+    struct fp8_tensor inv_freq_local; /* (hd / 2) sliding layers */
+    struct fp8_layer *layers;         /* (n_layers) */
+    struct fp8_kv_cache kv;
+
+    /* Activations for up to max_tokens rows. */
+    struct fp8_tensor x;       /* (T, D) the residual stream */
+    struct fp8_tensor xb;      /* (T, D) normed input of a block */
+    struct fp8_tensor xb2;     /* (T, D) output of a block */
+    struct fp8_tensor qkv;     /* (T, (h + 2 kvh) * hd) */
+    struct fp8_tensor q;       /* (T, h, hd) */
+    struct fp8_tensor att;     /* (T, h * hd) */
+    struct fp8_tensor hb;      /* (T, 2I) gate and up */
+    struct fp8_tensor hb2;     /* (T, I) */
+    struct fp8_tensor moe_logits;  /* (T, E) */
+    struct fp8_tensor moe_ids;     /* (T, k) i32 */
+    struct fp8_tensor moe_weights; /* (T, k) f32 */
+    struct fp8_tensor last;    /* (T, D) rows that get logits */
+    struct fp8_tensor logits;  /* (T, V) f32 */
+    int32_t *logit_rows;       /* (T) host */
+};
+
+/* ---- loading (engine/models/common.c) ---- */
+#define MODEL_NAME_MAX 192
+
+/* "<tensor_prefix>layers.<layer>.<suffix>", or "<tensor_prefix><suffix>" for layer < 0. */
+void model_tensor_name(const struct fp8_model *m, char name[MODEL_NAME_MAX], int32_t layer,
+                       const char *suffix);
+/* The tensors names[] stacked along their rows into t of dtype and shape ne: file tensor
+ * i must be (part_rows[i], ne[n_dims - 1]), or (rows(ne) / n_names, ...) each when
+ * part_rows is NULL. Converted row by row (E4M3 rows get their own scale), so the host
+ * holds only the stored bytes. */
+int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                      enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
+                      const char *const *names, const int64_t *part_rows, int32_t n_names,
+                      struct fp8_err *err);
+/* An f32 vector of n values: "<prefix>layers.<layer>.<suffix>" (layer < 0: no layer). */
+int model_load_vector(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                      int32_t layer, const char *suffix, int64_t n, struct fp8_err *err);
+/* q/k/v/o projections and q/k norms of layer l (Qwen3 and Gemma3 name them alike). */
+int model_load_attention(struct fp8_model *m, struct fp8_weights *src, int32_t l,
+                         struct fp8_err *err);
+/* gate_proj + up_proj fused into w_gate_up, and down_proj, of intermediate size inter. */
+int model_load_dense_mlp(struct fp8_model *m, struct fp8_weights *src, int32_t l,
+                         struct fp8_err *err);
+
+/* ---- forward building blocks (engine/models/common.c), over the first n rows ---- */
+/* xb (n, D) -> xb2 (n, D): fused qkv projection, q/k norm + RoPE + KV write, attention,
+ * o_proj. */
+void model_attention(struct fp8_model *m, int32_t l, int32_t n);
+/* xb (n, D) -> xb2 (n, D): gate_up, activation, down. */
+void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n);
+/* A view of the first n rows of an activation tensor. */
+struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n);
+
+/* ---- per architecture ---- */
+int qwen3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
+void qwen3_forward(struct fp8_model *m, int32_t n);
+int qwen3_moe_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
+void qwen3_moe_forward(struct fp8_model *m, int32_t n);
+int gemma3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
+void gemma3_forward(struct fp8_model *m, int32_t n);
+
+#endif

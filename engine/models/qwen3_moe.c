@@ -1,0 +1,115 @@
+/* Qwen3-MoE (Qwen3MoeForCausalLM): Qwen3 with a sparse MLP on the layers that
+ * decoder_sparse_step and mlp_only_layers select (config.layers[l].moe):
+ *
+ *   p = softmax(router(h));  top-k experts e_j with weights p_j (renormalized when
+ *   norm_topk_prob);  mlp(h) = sum_j p_j * down_e(silu(gate_e(h)) * up_e(h)) */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "engine/models/models.h"
+
+static int load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t l,
+                        struct fp8_err *err)
+{
+    const struct fp8_model_config *c = &m->cfg;
+    struct fp8_layer *w = &m->layers[l];
+    int32_t ne = c->n_experts;
+    char router[MODEL_NAME_MAX];
+    const char *rnames[1] = {router};
+    int64_t rshape[2] = {ne, c->hidden_size};
+    model_tensor_name(m, router, l, "mlp.gate.weight");
+    /* The router stays bf16 in every mode: it is tiny, and e4m3 would move ties between
+     * experts (docs/numerics.md). */
+    int rc = model_load_weight(m, src, &w->router, FP8_DTYPE_BF16, 2, rshape, rnames, NULL, 1,
+                               err);
+    if (rc < 0)
+        return rc;
+
+    char (*names)[MODEL_NAME_MAX] = calloc((size_t)ne * 2, MODEL_NAME_MAX);
+    const char **ptrs = calloc((size_t)ne * 2, sizeof(*ptrs));
+    if (!names || !ptrs) {
+        rc = fp8_err_set(err, -ENOMEM, "out of memory for the expert names of layer %d", l);
+        goto fail;
+    }
+    for (int32_t e = 0; e < ne; e++) {
+        char suffix[96];
+        snprintf(suffix, sizeof(suffix), "mlp.experts.%d.gate_proj.weight", e);
+        model_tensor_name(m, names[2 * e], l, suffix);
+        snprintf(suffix, sizeof(suffix), "mlp.experts.%d.up_proj.weight", e);
+        model_tensor_name(m, names[2 * e + 1], l, suffix);
+        ptrs[2 * e] = names[2 * e];
+        ptrs[2 * e + 1] = names[2 * e + 1];
+    }
+    int64_t gu[3] = {ne, 2 * (int64_t)c->moe_intermediate_size, c->hidden_size};
+    rc = model_load_weight(m, src, &w->experts_gate_up, m->opts.weight_dtype, 3, gu, ptrs, NULL,
+                           2 * ne, err);
+    if (rc < 0)
+        goto fail;
+    for (int32_t e = 0; e < ne; e++) {
+        char suffix[96];
+        snprintf(suffix, sizeof(suffix), "mlp.experts.%d.down_proj.weight", e);
+        model_tensor_name(m, names[e], l, suffix);
+        ptrs[e] = names[e];
+    }
+    int64_t down[3] = {ne, c->hidden_size, c->moe_intermediate_size};
+    rc = model_load_weight(m, src, &w->experts_down, m->opts.weight_dtype, 3, down, ptrs, NULL, ne,
+                           err);
+fail:
+    free(names);
+    free(ptrs);
+    return rc;
+}
+
+int qwen3_moe_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err)
+{
+    for (int32_t l = 0; l < m->cfg.n_layers; l++) {
+        int rc;
+        if ((rc = model_load_attention(m, src, l, err)) < 0 ||
+            (rc = model_load_vector(m, src, &m->layers[l].mlp_norm, l,
+                                    "post_attention_layernorm.weight", m->cfg.hidden_size,
+                                    err)) < 0)
+            return rc;
+        rc = m->cfg.layers[l].moe ? load_experts(m, src, l, err) : model_load_dense_mlp(m, src, l, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* xb (n, D) -> xb2 (n, D) through the layer's experts. */
+static void moe_mlp(struct fp8_model *m, int32_t l, int32_t n)
+{
+    const struct fp8_backend_ops *op = m->be->ops;
+    struct fp8_layer *w = &m->layers[l];
+    struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n);
+    struct fp8_tensor logits = model_rows(&m->moe_logits, n), ids = model_rows(&m->moe_ids, n),
+                      weights = model_rows(&m->moe_weights, n);
+    op->linear(m->be, &xb, &w->router, &logits);
+    op->moe_route(m->be, &logits, m->cfg.norm_topk_prob, &ids, &weights);
+    op->moe_experts(m->be, &xb, &ids, &weights, &w->experts_gate_up, &w->experts_down, m->act,
+                    &xb2);
+}
+
+void qwen3_moe_forward(struct fp8_model *m, int32_t n)
+{
+    const struct fp8_backend_ops *op = m->be->ops;
+    const struct fp8_model_config *c = &m->cfg;
+    struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
+                      xb2 = model_rows(&m->xb2, n);
+
+    op->embed(m->be, &m->embed, 1.0f, &x);
+    op->rms_norm(m->be, &x, &m->layers[0].attn_norm, c->rms_norm_eps, m->norm_kind, &xb);
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        struct fp8_layer *w = &m->layers[l];
+        model_attention(m, l, n);
+        op->add_rms_norm(m->be, &x, &xb2, &w->mlp_norm, c->rms_norm_eps, m->norm_kind, &xb);
+        if (c->layers[l].moe)
+            moe_mlp(m, l, n);
+        else
+            model_dense_mlp(m, l, n);
+        const struct fp8_tensor *next =
+            l + 1 < c->n_layers ? &m->layers[l + 1].attn_norm : &m->final_norm;
+        op->add_rms_norm(m->be, &x, &xb2, next, c->rms_norm_eps, m->norm_kind, &xb);
+    }
+}

@@ -1,0 +1,119 @@
+#include "kernels.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/numeric.h"
+#include "kernels/ref/ref.h"
+
+size_t fp8_dtype_size(enum fp8_dtype dtype)
+{
+    switch (dtype) {
+    case FP8_DTYPE_F32: return 4;
+    case FP8_DTYPE_BF16: return 2;
+    case FP8_DTYPE_E4M3: return 1;
+    case FP8_DTYPE_I32: return 4;
+    default: return 0;
+    }
+}
+
+const char *fp8_dtype_name(enum fp8_dtype dtype)
+{
+    switch (dtype) {
+    case FP8_DTYPE_F32: return "f32";
+    case FP8_DTYPE_BF16: return "bf16";
+    case FP8_DTYPE_E4M3: return "e4m3";
+    case FP8_DTYPE_I32: return "i32";
+    default: return "?";
+    }
+}
+
+int64_t fp8_tensor_numel(const struct fp8_tensor *t)
+{
+    int64_t n = 1;
+    for (int32_t i = 0; i < t->n_dims; i++)
+        n *= t->ne[i];
+    return n;
+}
+
+int64_t fp8_tensor_rows(const struct fp8_tensor *t)
+{
+    if (t->n_dims < 1 || t->ne[t->n_dims - 1] == 0)
+        return 0;
+    return fp8_tensor_numel(t) / t->ne[t->n_dims - 1];
+}
+
+size_t fp8_tensor_nbytes(const struct fp8_tensor *t)
+{
+    return (size_t)fp8_tensor_numel(t) * fp8_dtype_size(t->dtype);
+}
+
+struct fp8_tensor fp8_tensor_slice(const struct fp8_tensor *t, int64_t row0, int64_t n_rows)
+{
+    struct fp8_tensor s = *t;
+    int64_t inner = t->ne[0] ? fp8_tensor_numel(t) / t->ne[0] : 0; /* elements per outer row */
+    int64_t inner_rows = t->ne[0] ? fp8_tensor_rows(t) / t->ne[0] : 0;
+    s.ne[0] = n_rows;
+    if (t->data)
+        s.data = (char *)t->data + (size_t)(row0 * inner) * fp8_dtype_size(t->dtype);
+    if (t->scale)
+        s.scale = t->scale + row0 * inner_rows;
+    return s;
+}
+
+struct fp8_tensor fp8_tensor_reshape(const struct fp8_tensor *t, int32_t n_dims, const int64_t *ne)
+{
+    struct fp8_tensor s = *t;
+    s.n_dims = n_dims;
+    for (int32_t i = 0; i < FP8_TENSOR_MAX_DIMS; i++)
+        s.ne[i] = i < n_dims ? ne[i] : 0;
+    return s;
+}
+
+int64_t fp8_kv_block_bytes(const struct fp8_kv_cache_desc *d)
+{
+    size_t el = fp8_dtype_size(d->dtype);
+    if (d->dtype == FP8_DTYPE_I32 || !el || d->n_layers <= 0 || d->block_size <= 0 ||
+        d->n_kv_heads <= 0 || d->head_dim <= 0)
+        return 0;
+    int64_t per_head = (int64_t)d->head_dim * (int64_t)el;
+    if (d->dtype == FP8_DTYPE_E4M3)
+        per_head += (int64_t)sizeof(float);
+    return 2 * (int64_t)d->n_layers * d->block_size * d->n_kv_heads * per_head;
+}
+
+void fp8_quantize_rows_e4m3(const float *src, int64_t rows, int64_t cols, uint8_t *dst,
+                            float *scale)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = src + r * cols;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < cols; i++)
+            amax = fmaxf(amax, fabsf(x[i]));
+        float s = amax > 0.0f ? amax / FP8_E4M3_MAX : 1.0f;
+        for (int64_t i = 0; i < cols; i++)
+            dst[r * cols + i] = f32_to_e4m3(x[i] / s);
+        scale[r] = s;
+    }
+}
+
+int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_err *err)
+{
+    if (!name || !out)
+        return fp8_err_set(err, -EINVAL, "backend: no name given");
+    if (!strcmp(name, "ref"))
+        return fp8_backend_ref_create(out, err);
+    if (!strcmp(name, "cuda"))
+        return fp8_err_set(err, -ENOTSUP,
+                           "backend 'cuda' is not available: this fp8d was built without the "
+                           "CUDA backend (use --backend ref for the CPU reference)");
+    return fp8_err_set(err, -EINVAL, "unknown backend '%s' (supported: ref, cuda)", name);
+}
+
+void fp8_backend_free(struct fp8_backend *be)
+{
+    if (be)
+        be->ops->destroy(be);
+}

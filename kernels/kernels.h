@@ -1,0 +1,210 @@
+/* The op interface: what model code (engine/models/) calls to run a forward pass, and
+ * what every backend implements over its own memory. `ref` (kernels/ref/) is plain C11
+ * fp32 arithmetic; `cuda` (kernels/cuda/) is the product. Both compute over the same
+ * stored formats, defined here, so the ref backend is the oracle for every CUDA kernel.
+ *
+ * Conventions
+ * - Tensors are dense, row-major, outermost dimension first (as safetensors stores them).
+ *   A row is the innermost dimension; "rows" are all the outer dimensions flattened.
+ * - Activations have the backend's act_dtype (ref: F32; cuda: BF16). Logits are F32.
+ *   Accumulation is fp32 everywhere.
+ * - Weights are E4M3 with one fp32 scale per row (= per output channel of a linear
+ *   layer; per expert and output channel for (E, out, in) expert tensors) or BF16 (the
+ *   explicit --weights bf16 exactness mode). Dequantized value = e4m3_to_f32(q) * scale.
+ *   Quantization (fp8_quantize_rows_e4m3) happens once, on the host, at load.
+ * - Norm weights and RoPE inverse frequencies are F32 vectors.
+ * - Ops are launched in order and return nothing: a backend records the first failure
+ *   (op name, shapes, cause) and reports it from sync(), like a CUDA stream does. Model
+ *   code calls sync() once per step.
+ * - Ops that need the step's layout (token ids, positions, KV slots, block tables, logit
+ *   rows) read it from the last step_begin() call; backends copy it to their memory there
+ *   once per step, so that decode steps can be captured and replayed as CUDA graphs.
+ *
+ * KV cache (paged): n_blocks blocks of block_size token slots, per layer, separate K and
+ * V, byte layout (n_layers, n_blocks, block_size, n_kv_heads, head_dim). E4M3 caches
+ * carry one fp32 scale per (layer, slot, kv head) for K and for V, layout (n_layers,
+ * n_blocks, block_size, n_kv_heads): scale = amax / 448 over that head's head_dim values
+ * (1 when amax is 0), q = f32_to_e4m3(x / scale) (IEEE fp32 division). docs/numerics.md
+ * says why this granularity. */
+#ifndef FP8_KERNELS_KERNELS_H
+#define FP8_KERNELS_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engine/batch.h" /* the plain step layout; kernels use no engine code */
+
+enum fp8_dtype {
+    FP8_DTYPE_F32,
+    FP8_DTYPE_BF16,
+    FP8_DTYPE_E4M3, /* with per-row fp32 scales */
+    FP8_DTYPE_I32,
+    FP8_DTYPE_COUNT,
+};
+
+#define FP8_TENSOR_MAX_DIMS 4
+
+struct fp8_tensor {
+    enum fp8_dtype dtype;
+    int32_t n_dims;
+    int64_t ne[FP8_TENSOR_MAX_DIMS]; /* (n_dims) outermost first */
+    void *data;   /* backend memory, owned by the backend that allocated it */
+    float *scale; /* E4M3: (rows) fp32 scales in backend memory; NULL for other dtypes */
+};
+
+enum fp8_norm {
+    FP8_NORM_RMS,          /* x / rms(x) * w           (Qwen3) */
+    FP8_NORM_RMS_PLUS_ONE, /* x / rms(x) * (1 + w)     (Gemma3) */
+};
+
+enum fp8_glu_act {
+    FP8_GLU_SILU,      /* silu(gate) * up */
+    FP8_GLU_GELU_TANH, /* gelu_tanh(gate) * up  (PyTorch's approximate='tanh') */
+};
+
+struct fp8_kv_cache_desc {
+    enum fp8_dtype dtype; /* E4M3, BF16, or F32 (ref backend only) */
+    int32_t n_layers;
+    int32_t n_blocks;
+    int32_t block_size; /* token slots per block */
+    int32_t n_kv_heads;
+    int32_t head_dim;
+};
+
+struct fp8_kv_cache {
+    struct fp8_kv_cache_desc desc;
+    void *k; /* (n_layers, n_blocks, block_size, n_kv_heads, head_dim) in backend memory */
+    void *v;
+    float *k_scale; /* E4M3: (n_layers, n_blocks, block_size, n_kv_heads); NULL otherwise */
+    float *v_scale;
+};
+
+struct fp8_backend;
+
+/* Shapes below: n = tokens in the step (or a row view of them), h = query heads,
+ * kvh = KV heads, hd = head_dim, D = hidden size, I = MLP hidden size, E = experts,
+ * k = experts per token, V = vocab, L = logit rows of the step. */
+struct fp8_backend_ops {
+    /* ---- memory and stepping ---- */
+    /* Allocates t with this dtype and shape (and its scales when E4M3); contents undefined. */
+    int (*tensor_alloc)(struct fp8_backend *be, struct fp8_tensor *t, enum fp8_dtype dtype,
+                        int32_t n_dims, const int64_t *ne, struct fp8_err *err);
+    void (*tensor_free)(struct fp8_backend *be, struct fp8_tensor *t); /* NULL data is fine */
+    /* Whole-tensor copies from/to host memory; scale only for E4M3 (rows floats). */
+    int (*tensor_set)(struct fp8_backend *be, struct fp8_tensor *t, const void *data,
+                      const float *scale, struct fp8_err *err);
+    int (*tensor_get)(struct fp8_backend *be, const struct fp8_tensor *t, void *data,
+                      float *scale, struct fp8_err *err);
+
+    int (*kv_cache_alloc)(struct fp8_backend *be, struct fp8_kv_cache *c,
+                          const struct fp8_kv_cache_desc *desc, struct fp8_err *err);
+    void (*kv_cache_free)(struct fp8_backend *be, struct fp8_kv_cache *c);
+
+    /* Validates the step (ids < vocab is the model's job; here: slots inside the cache,
+     * blocks inside the pool, positions < seq_len) and copies it to backend memory.
+     * logit_rows: (n_logit_rows) token indices whose final hidden states gather_rows picks. */
+    int (*step_begin)(struct fp8_backend *be, const struct fp8_batch *b,
+                      const int32_t *logit_rows, int32_t n_logit_rows, struct fp8_err *err);
+    /* Waits for every op launched so far; returns the first recorded failure, then clears it. */
+    int (*sync)(struct fp8_backend *be, struct fp8_err *err);
+    void (*destroy)(struct fp8_backend *be);
+
+    /* ---- ops (launched in order; see the sticky-error convention above) ---- */
+    /* out (n, D) = table[token] * scale; table (V, D) BF16 or E4M3 (row scale). */
+    void (*embed)(struct fp8_backend *be, const struct fp8_tensor *table, float scale,
+                  struct fp8_tensor *out);
+    /* Over each row of x (rows, C): out = x / sqrt(mean(x^2) + eps) * w'; w (C) F32.
+     * Per-head q/k norm is this op over a (n * heads, hd) view. out may alias x. */
+    void (*rms_norm)(struct fp8_backend *be, const struct fp8_tensor *x,
+                     const struct fp8_tensor *w, float eps, enum fp8_norm kind,
+                     struct fp8_tensor *out);
+    /* residual += x, then out = rms_norm(residual): the pre-norm block boundary. */
+    void (*add_rms_norm)(struct fp8_backend *be, struct fp8_tensor *residual,
+                         const struct fp8_tensor *x, const struct fp8_tensor *w, float eps,
+                         enum fp8_norm kind, struct fp8_tensor *out);
+    /* out (n, out) = x (n, in) @ w^T; w (out, in) E4M3 or BF16; out act_dtype or F32. */
+    void (*linear)(struct fp8_backend *be, const struct fp8_tensor *x,
+                   const struct fp8_tensor *w, struct fp8_tensor *out);
+    /* Optional (model code does not call it; the ref backend has it for tests and as the
+     * definition qk_norm_rope_kv_write is written in): in place on x (n, heads, hd),
+     * rotate-half (NeoX) pairs (i, i + hd/2): angle = position * inv_freq[i]; cos and sin
+     * are multiplied by attn_factor. inv_freq (hd/2) F32 encodes the rope type (default,
+     * linear, llama3, yarn: see engine/model.c). */
+    void (*rope)(struct fp8_backend *be, struct fp8_tensor *x, const struct fp8_tensor *inv_freq,
+                 float attn_factor);
+    /* Optional, as rope: writes k, v (n, kvh, hd) of layer into the cache at the step's slots. */
+    void (*kv_write)(struct fp8_backend *be, struct fp8_kv_cache *c, int32_t layer,
+                     const struct fp8_tensor *k, const struct fp8_tensor *v);
+    /* The front of attention, from the fused projection qkv (n, (h + 2 kvh) * hd) =
+     * [q heads | k heads | v heads] (kvh, hd from the cache): q_out (n, h, hd) =
+     * rope(rms_norm(q head, q_norm)); k = rope(rms_norm(k head, k_norm)) and v go into the
+     * cache at the step's slots. Exactly rms_norm per head, then rope, then kv_write. */
+    void (*qk_norm_rope_kv_write)(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                                  const struct fp8_tensor *q_norm,
+                                  const struct fp8_tensor *k_norm, float eps, enum fp8_norm kind,
+                                  const struct fp8_tensor *inv_freq, float attn_factor,
+                                  struct fp8_kv_cache *c, int32_t layer,
+                                  struct fp8_tensor *q_out);
+    /* out (n, h * hd): for each token at position p of its sequence, softmax(q . k * scale)
+     * over the cached positions j with j <= p and, when window > 0, j > p - window; GQA
+     * head g reads KV head g / (h / kvh). Prefill chunks and decode tokens mix freely:
+     * every key it reads was written by kv_write in this or an earlier step. */
+    void (*attention)(struct fp8_backend *be, const struct fp8_tensor *q,
+                      const struct fp8_kv_cache *c, int32_t layer, float scale, int32_t window,
+                      struct fp8_tensor *out);
+    /* out (n, I) = act(gate_up[:, :I]) * gate_up[:, I:]; gate_up (n, 2I). */
+    void (*glu)(struct fp8_backend *be, const struct fp8_tensor *gate_up, enum fp8_glu_act act,
+                struct fp8_tensor *out);
+    /* Router: p = softmax(logits (n, E)) in fp32; ids (n, k) I32 = the k largest (lower
+     * index first on ties), weights (n, k) F32 = their p, divided by their sum when
+     * norm_topk_prob. */
+    void (*moe_route)(struct fp8_backend *be, const struct fp8_tensor *logits, bool norm_topk_prob,
+                      struct fp8_tensor *ids, struct fp8_tensor *weights);
+    /* out (n, D) = sum_j weights[t, j] * down_e(glu(gate_up_e(x_t))), e = ids[t, j];
+     * gate_up (E, 2I, D), down (E, D, I), E4M3 (per expert and row scales) or BF16. */
+    void (*moe_experts)(struct fp8_backend *be, const struct fp8_tensor *x,
+                        const struct fp8_tensor *ids, const struct fp8_tensor *weights,
+                        const struct fp8_tensor *gate_up, const struct fp8_tensor *down,
+                        enum fp8_glu_act act, struct fp8_tensor *out);
+    /* out (L, D) = x[logit_rows] (rows chosen at step_begin). */
+    void (*gather_rows)(struct fp8_backend *be, const struct fp8_tensor *x, struct fp8_tensor *out);
+    /* In place: x = cap * tanh(x / cap) (Gemma's final logit soft-capping). */
+    void (*softcap)(struct fp8_backend *be, struct fp8_tensor *x, float cap);
+};
+
+struct fp8_backend {
+    const struct fp8_backend_ops *ops;
+    const char *name;         /* "ref", "cuda" */
+    enum fp8_dtype act_dtype; /* activations between ops */
+    bool kv_f32_ok;           /* whether F32 KV caches are allowed (ref only) */
+    void *ctx;                /* the backend's own state */
+};
+
+/* "ref" or "cuda". A backend not built into this binary is an error naming it, never a
+ * fallback to another one. *out untouched on failure. */
+int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_err *err);
+void fp8_backend_free(struct fp8_backend *be); /* accepts NULL */
+
+/* ---- descriptor helpers (host-side, backend independent; kernels/kernels.c) ---- */
+size_t fp8_dtype_size(enum fp8_dtype dtype);
+const char *fp8_dtype_name(enum fp8_dtype dtype);
+int64_t fp8_tensor_numel(const struct fp8_tensor *t);
+int64_t fp8_tensor_rows(const struct fp8_tensor *t); /* numel / ne[n_dims - 1] */
+size_t fp8_tensor_nbytes(const struct fp8_tensor *t);  /* data only, without scales */
+/* Rows [row0, row0 + n_rows) of the outermost dimension, sharing t's memory. */
+struct fp8_tensor fp8_tensor_slice(const struct fp8_tensor *t, int64_t row0, int64_t n_rows);
+/* The same memory seen with another shape of equal numel (contiguous data only). */
+struct fp8_tensor fp8_tensor_reshape(const struct fp8_tensor *t, int32_t n_dims, const int64_t *ne);
+
+/* Bytes one KV block takes over all layers, K and V, scales included: what the block
+ * manager multiplies by the pool size. 0 for an invalid description. */
+int64_t fp8_kv_block_bytes(const struct fp8_kv_cache_desc *d);
+
+/* The weight quantizer every backend shares: each row of src (rows, cols) gets scale =
+ * amax / 448 (1 when the row is all zero) and dst[i] = f32_to_e4m3(src[i] / scale). */
+void fp8_quantize_rows_e4m3(const float *src, int64_t rows, int64_t cols, uint8_t *dst,
+                            float *scale);
+
+#endif

@@ -1,0 +1,10 @@
+/* The reference backend: plain C11, fp32 arithmetic over the stored formats of
+ * kernels/kernels.h, host memory. Slow on purpose-free grounds: it is the oracle. */
+#ifndef FP8_KERNELS_REF_REF_H
+#define FP8_KERNELS_REF_REF_H
+
+#include "kernels/kernels.h"
+
+int fp8_backend_ref_create(struct fp8_backend **out, struct fp8_err *err);
+
+#endif

@@ -1,0 +1,125 @@
+/* The shared serve-style option parser: values land where they should, the caller's own
+ * arguments are left alone, and bad values are refused with the option's name. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "daemon/opts.h"
+
+/* Parses argv like a command does; returns the index of the first argument that is not
+ * one of the shared options (or a negative errno). */
+static int parse_all(struct fp8d_opts *o, int argc, char **argv, struct fp8_err *err)
+{
+    int i = 0;
+    while (i < argc) {
+        int rc = fp8d_opts_parse(o, argc, argv, &i, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            return i;
+    }
+    return i;
+}
+
+static void test_values(void **state)
+{
+    (void)state;
+    char *argv[] = {"--model", "/m", "--backend", "ref", "--weights", "bf16", "--kv-cache-dtype",
+                    "f32", "--max-num-batched-tokens", "64", "--temperature", "0.5", "--top-p",
+                    "0.9", "--top-k", "40", "--min-p", "0.05", "--seed", "18446744", "--max-tokens",
+                    "7", "--ignore-eos", "--enforce-eager", "--gpu-memory-utilization", "0.8",
+                    "--repetition-penalty", "1.1", "--presence-penalty", "-0.5", "prompt"};
+    int argc = (int)(sizeof(argv) / sizeof(argv[0]));
+    struct fp8d_opts o;
+    fp8d_opts_init(&o);
+    assert_string_equal(o.backend, "cuda");
+    assert_int_equal(o.weights, FP8_DTYPE_E4M3);
+    assert_int_equal(parse_all(&o, argc, argv, NULL), argc - 1);
+    assert_string_equal(o.model_dir, "/m");
+    assert_string_equal(o.backend, "ref");
+    assert_int_equal(o.weights, FP8_DTYPE_BF16);
+    assert_int_equal(o.kv_cache_dtype, FP8_DTYPE_F32);
+    assert_int_equal(o.max_num_batched_tokens, 64);
+    assert_true(o.sampling.temperature == 0.5f && o.sampling.top_p == 0.9f);
+    assert_int_equal(o.sampling.top_k, 40);
+    assert_true(o.sampling.min_p == 0.05f);
+    assert_true(o.sampling.seed == 18446744u);
+    assert_int_equal(o.sampling.max_tokens, 7);
+    assert_true(o.sampling.ignore_eos && o.enforce_eager);
+    assert_true(o.gpu_memory_utilization == 0.8f);
+    assert_true(o.sampling.repetition_penalty == 1.1f && o.sampling.presence_penalty == -0.5f);
+    assert_true(o.temperature_set && o.top_p_set && o.top_k_set);
+
+    /* Options not given stay unset, so run can take the model's generation defaults. */
+    char *only[] = {"--seed", "4"};
+    fp8d_opts_init(&o);
+    assert_int_equal(parse_all(&o, 2, only, NULL), 2);
+    assert_true(!o.temperature_set && !o.top_p_set && !o.top_k_set);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        char *opt, *value, *needle;
+        int code;
+    } cases[] = {
+        {"--backend", "tpu", "--backend 'tpu'", -EINVAL},
+        {"--weights", "nvfp4", "nvfp4 is not supported yet", -ENOTSUP},
+        {"--weights", "f32", "--weights 'f32'", -EINVAL},
+        {"--kv-cache-dtype", "auto", "--kv-cache-dtype 'auto'", -EINVAL},
+        {"--top-k", "-1", "--top-k '-1'", -EINVAL},
+        {"--top-p", "1.5", "--top-p '1.5'", -EINVAL},
+        {"--max-tokens", "12x", "--max-tokens '12x'", -EINVAL},
+        {"--seed", "-3", "--seed '-3'", -EINVAL},
+        {"--temperature", "nan", "--temperature 'nan'", -EINVAL},
+        {"--max-model-len", NULL, "--max-model-len needs a value", -EINVAL},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        char *argv[2] = {cases[k].opt, cases[k].value};
+        struct fp8d_opts o;
+        struct fp8_err err = {{0}};
+        fp8d_opts_init(&o);
+        int i = 0;
+        assert_int_equal(fp8d_opts_parse(&o, cases[k].value ? 2 : 1, argv, &i, &err),
+                         cases[k].code);
+        assert_int_equal(i, 0);
+        if (!strstr(err.msg, cases[k].needle))
+            fail_msg("'%s' lacks '%s'", err.msg, cases[k].needle);
+    }
+}
+
+static void test_token_list(void **state)
+{
+    (void)state;
+    int32_t *ids = NULL, n = 0;
+    struct fp8_err err = {{0}};
+    assert_int_equal(fp8d_parse_token_list("3,0,2147483647", &ids, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 3);
+    assert_int_equal(ids[2], 2147483647);
+    free(ids);
+    const char *bad[] = {"", "1,", ",1", "1,,2", "1,-2", "2147483648", "1 2", "a"};
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        ids = NULL;
+        assert_int_equal(fp8d_parse_token_list(bad[k], &ids, &n, &err), -EINVAL);
+        assert_null(ids);
+        assert_non_null(strstr(err.msg, "--tokens"));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_token_list),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
