@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/sampling.h"
+
 #define OFFLINE_MAX_STOP 16
 
 static int get_int(json_t *v, const char *key, long long lo, long long hi, long long *out,
@@ -203,16 +205,11 @@ struct driver {
     const struct fp8_offline_text *text;
 };
 
-/* Earliest occurrence of any stop string in s, or NULL. */
-static const char *find_stop(const struct fp8_offline_req *r, const char *s)
+/* Byte offset of the earliest stop string in text, or -1. */
+static int64_t find_stop(const struct fp8_offline_req *r, const char *text)
 {
-    const char *best = NULL;
-    for (int32_t i = 0; i < r->n_stop; i++) {
-        const char *p = strstr(s, r->stop[i]);
-        if (p && (!best || p < best))
-            best = p;
-    }
-    return best;
+    size_t len = strlen(text);
+    return fp8_stop_find(text, len, len, (const char *const *)r->stop, r->n_stop);
 }
 
 /* Detokenizes the whole completion each time: simple, and a stop string that spans
@@ -228,7 +225,7 @@ static bool stop_hook(void *ctx, struct fp8_request *req, int32_t token)
     if (d->text->detokenize(d->text->ctx, req->tokens + req->n_prompt,
                             req->n_tokens - req->n_prompt, &s, NULL) < 0)
         return false;
-    bool hit = find_stop(r, s) != NULL;
+    bool hit = find_stop(r, s) >= 0;
     free(s);
     return hit;
 }
@@ -253,9 +250,9 @@ static void collect(struct fp8_sched *s, const struct fp8_offline_text *text, co
         if (text && text->detokenize &&
             text->detokenize(text->ctx, q->tokens + q->n_prompt, q->n_tokens - q->n_prompt,
                              &r->text, NULL) == 0) {
-            char *cut = (char *)find_stop(r, r->text);
-            if (cut)
-                *cut = '\0';
+            int64_t cut = find_stop(r, r->text);
+            if (cut >= 0)
+                r->text[cut] = '\0';
         }
     }
 }
