@@ -96,6 +96,13 @@ static int parse_obj(json_t *o, struct fp8_offline_req *r, struct fp8_err *err)
         } else if (!strcmp(key, "min_p")) {
             if ((rc = get_num(v, key, 0, 1, &r->params.sampling.min_p, err)) < 0)
                 return rc;
+        } else if (!strcmp(key, "repetition_penalty")) {
+            if ((rc = get_num(v, key, 0x1p-10, 1e3, &r->params.sampling.repetition_penalty,
+                              err)) < 0)
+                return rc;
+        } else if (!strcmp(key, "presence_penalty")) {
+            if ((rc = get_num(v, key, -1e3, 1e3, &r->params.sampling.presence_penalty, err)) < 0)
+                return rc;
         } else if (!strcmp(key, "top_k")) {
             if ((rc = get_int(v, key, 0, INT32_MAX, &x, err)) < 0)
                 return rc;
@@ -152,12 +159,19 @@ static int parse_obj(json_t *o, struct fp8_offline_req *r, struct fp8_err *err)
     return 0;
 }
 
-int fp8_offline_parse(const char *line, size_t len, struct fp8_offline_req *out,
-                      struct fp8_err *err)
+struct fp8_req_params fp8_offline_defaults(void)
+{
+    return (struct fp8_req_params){
+        .sampling = {.temperature = 1, .top_p = 1, .repetition_penalty = 1},
+        .max_tokens = 16,
+    };
+}
+
+int fp8_offline_parse(const char *line, size_t len, const struct fp8_req_params *defaults,
+                      struct fp8_offline_req *out, struct fp8_err *err)
 {
     *out = (struct fp8_offline_req){
-        .params = {.sampling = {.temperature = 1, .top_p = 1, .repetition_penalty = 1},
-                   .max_tokens = 16},
+        .params = defaults ? *defaults : fp8_offline_defaults(),
         .cancel_at = -1,
     };
     json_error_t jerr;
@@ -391,6 +405,7 @@ fail:
 }
 
 int fp8_offline_run_file(struct fp8_sched *s, FILE *in, FILE *out,
+                         const struct fp8_req_params *defaults,
                          const struct fp8_offline_text *text, struct fp8_err *err)
 {
     struct fp8_offline_req *reqs = NULL;
@@ -416,7 +431,7 @@ int fp8_offline_run_file(struct fp8_sched *s, FILE *in, FILE *out,
             cap = c;
         }
         struct fp8_err e = {{0}};
-        if (fp8_offline_parse(line, (size_t)len, &reqs[n], &e) < 0) {
+        if (fp8_offline_parse(line, (size_t)len, defaults, &reqs[n], &e) < 0) {
             fp8_err_prefix(&e, 0, "bad_request: line %lld", (long long)lineno);
             memcpy(reqs[n].error, e.msg, sizeof(reqs[n].error));
         }

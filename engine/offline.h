@@ -3,10 +3,12 @@
  * that arrivals and cancellations happen at exact scheduler steps. Also the harness the
  * scheduler tests use.
  *
- * Request line: {"id": str, "prompt": str | "tokens": [int], "max_tokens": int (16),
- *   "temperature": num (1), "top_p": num (1), "top_k": int (0: off), "min_p": num (0),
- *   "seed": int (0), "stop": [str], "stop_token_ids": [int], "ignore_eos": bool (false),
- *   "priority": int (0), "arrival": int (0), "cancel_at": int (none)}.
+ * Request line: {"id": str, "prompt": str | "tokens": [int], "max_tokens": int,
+ *   "temperature": num, "top_p": num, "top_k": int (0: off), "min_p": num, "seed": int,
+ *   "repetition_penalty": num, "presence_penalty": num, "stop": [str],
+ *   "stop_token_ids": [int], "ignore_eos": bool, "priority": int (0),
+ *   "arrival": int (0), "cancel_at": int (none)}; what a line omits comes from the
+ *   caller's defaults (`fp8d run`: its command-line sampling options).
  * Unknown keys and wrong types are errors (a typo must not silently change a run).
  * Result line: {"id", "tokens": [int], "text": str | null (no detokenizer),
  *   "finish_reason": "stop"|"length"|"cancelled"|"error", ["error": str,]
@@ -50,10 +52,15 @@ struct fp8_offline_req {
     char error[sizeof(struct fp8_err)];
 };
 
-/* Parses one line. On failure returns -EINVAL with the reason in err, and out keeps
- * whatever id could be read (for the error line); fp8_offline_req_free is still due. */
-int fp8_offline_parse(const char *line, size_t len, struct fp8_offline_req *out,
-                      struct fp8_err *err);
+/* What a line does not say: temperature 1, top_p 1, min_p 0, top_k 0, penalties off,
+ * seed 0, max_tokens 16, priority 0, ignore_eos false, no stop ids. */
+struct fp8_req_params fp8_offline_defaults(void);
+
+/* Parses one line over defaults (NULL: fp8_offline_defaults()). On failure returns -EINVAL
+ * with the reason in err, and out keeps whatever id could be read (for the error line);
+ * fp8_offline_req_free is still due. */
+int fp8_offline_parse(const char *line, size_t len, const struct fp8_req_params *defaults,
+                      struct fp8_offline_req *out, struct fp8_err *err);
 void fp8_offline_req_free(struct fp8_offline_req *r);
 
 /* Called after every step (tests check invariants there); may be NULL. */
@@ -72,9 +79,10 @@ int fp8_offline_run(struct fp8_sched *s, struct fp8_offline_req *reqs, int32_t n
 /* The result line (no newline), malloc'd; NULL on out of memory. */
 char *fp8_offline_result_json(const struct fp8_offline_req *r);
 
-/* Whole file: parse every line of in (blank lines skipped; a bad line becomes an error
- * result, the others still run), run, write one result line per request to out. */
+/* Whole file: parse every line of in over defaults (blank lines skipped; a bad line becomes
+ * an error result, the others still run), run, write one result line per request to out. */
 int fp8_offline_run_file(struct fp8_sched *s, FILE *in, FILE *out,
+                         const struct fp8_req_params *defaults,
                          const struct fp8_offline_text *text, struct fp8_err *err);
 
 #endif

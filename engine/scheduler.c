@@ -182,13 +182,15 @@ static int grow(struct fp8_request ***q, int32_t *cap, int32_t need)
     return 0;
 }
 
-/* The done list never fails to take a request: its room is reserved at submit. */
-static void finish(struct fp8_sched *s, struct fp8_request *r, enum fp8_req_finish why, int64_t t)
+/* The done list never fails to take a request: its room is reserved at submit. step: the
+ * last step the request took part in (or, never run, the step it would have run next). */
+static void finish(struct fp8_sched *s, struct fp8_request *r, enum fp8_req_finish why,
+                   int64_t step, int64_t t)
 {
     fp8_kv_blocks_release(&s->kv, &r->kv);
     r->state = FP8_REQ_FINISHED;
     r->finish = why;
-    r->timings.finish_step = s->stats.n_steps;
+    r->timings.finish_step = step;
     r->timings.finish_ns = t;
     s->done[s->n_done++] = r;
 }
@@ -264,7 +266,7 @@ int fp8_sched_cancel(struct fp8_sched *s, uint64_t id)
         if (s->waiting[i]->id == id) {
             struct fp8_request *r = s->waiting[i];
             queue_remove_at(s->waiting, &s->n_waiting, i);
-            finish(s, r, FP8_REQ_FINISH_CANCELLED, now_ns());
+            finish(s, r, FP8_REQ_FINISH_CANCELLED, s->stats.n_steps, now_ns());
             return 0;
         }
     }
@@ -272,7 +274,7 @@ int fp8_sched_cancel(struct fp8_sched *s, uint64_t id)
         if (s->running[i]->id == id) {
             struct fp8_request *r = s->running[i];
             queue_remove_at(s->running, &s->n_running, i);
-            finish(s, r, FP8_REQ_FINISH_CANCELLED, now_ns());
+            finish(s, r, FP8_REQ_FINISH_CANCELLED, s->stats.n_steps - 1, now_ns());
             return 0;
         }
     }
@@ -498,7 +500,7 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
     for (int32_t i = 0; i < s->n_running; i++) {
         struct fp8_request *r = s->running[i];
         if (r->finish != FP8_REQ_FINISH_NONE)
-            finish(s, r, r->finish, t1);
+            finish(s, r, r->finish, s->stats.n_steps, t1);
         else
             s->running[w++] = r;
     }

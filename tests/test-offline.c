@@ -93,7 +93,7 @@ static void test_parse_all_fields(void **state)
         "\"arrival\": 7, \"cancel_at\": 11}\n";
     struct fp8_offline_req r;
     struct fp8_err err = {{0}};
-    assert_int_equal(fp8_offline_parse(line, strlen(line), &r, &err), 0);
+    assert_int_equal(fp8_offline_parse(line, strlen(line), NULL, &r, &err), 0);
     assert_string_equal(r.id, "r1");
     assert_null(r.prompt);
     assert_int_equal(r.n_tokens, 3);
@@ -116,13 +116,28 @@ static void test_parse_all_fields(void **state)
 
     /* Defaults. */
     const char *min = "{\"id\": \"x\", \"prompt\": \"hi\"}";
-    assert_int_equal(fp8_offline_parse(min, strlen(min), &r, &err), 0);
+    assert_int_equal(fp8_offline_parse(min, strlen(min), NULL, &r, &err), 0);
     assert_string_equal(r.prompt, "hi");
     assert_int_equal(r.params.max_tokens, 16);
     assert_true(r.params.sampling.temperature == 1.0f);
     assert_int_equal(r.arrival, 0);
     assert_int_equal(r.cancel_at, -1);
     assert_false(r.params.ignore_eos);
+    fp8_offline_req_free(&r);
+
+    /* The caller's defaults fill what a line omits; the line wins where it speaks. */
+    struct fp8_req_params d = fp8_offline_defaults();
+    d.max_tokens = 99;
+    d.sampling.temperature = 0.25f;
+    d.sampling.seed = 5;
+    const char *pen = "{\"id\": \"p\", \"tokens\": [1], \"seed\": 6, "
+                      "\"repetition_penalty\": 1.5, \"presence_penalty\": -0.5}";
+    assert_int_equal(fp8_offline_parse(pen, strlen(pen), &d, &r, &err), 0);
+    assert_int_equal(r.params.max_tokens, 99);
+    assert_true(r.params.sampling.temperature == 0.25f);
+    assert_int_equal(r.params.sampling.seed, 6);
+    assert_true(r.params.sampling.repetition_penalty == 1.5f);
+    assert_true(r.params.sampling.presence_penalty == -0.5f);
     fp8_offline_req_free(&r);
 }
 
@@ -154,8 +169,8 @@ static void test_parse_errors_are_named(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct fp8_offline_req r;
         struct fp8_err err = {{0}};
-        assert_int_equal(fp8_offline_parse(cases[i].line, strlen(cases[i].line), &r, &err),
-                         -EINVAL);
+        assert_int_equal(
+            fp8_offline_parse(cases[i].line, strlen(cases[i].line), NULL, &r, &err), -EINVAL);
         if (!strstr(err.msg, cases[i].want))
             fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg, cases[i].want);
         fp8_offline_req_free(&r);
@@ -196,7 +211,7 @@ static void test_run_file(void **state)
     assert_non_null(in);
     assert_non_null(out);
     struct fp8_err err = {{0}};
-    int rc = fp8_offline_run_file(&g.s, in, out, &toy, &err);
+    int rc = fp8_offline_run_file(&g.s, in, out, NULL, &toy, &err);
     if (rc < 0)
         fail_msg("run_file: %s", err.msg);
     fclose(in);
@@ -283,7 +298,7 @@ static void test_stop_strings(void **state)
     snprintf(line, sizeof(line), "{\"id\": \"s\", \"tokens\": [10, 11, 12, 13], "
              "\"max_tokens\": 20, \"ignore_eos\": true, \"temperature\": 0, \"stop\": [\"%s\"]}",
              stop);
-    assert_int_equal(fp8_offline_parse(line, strlen(line), &reqs[0], NULL), 0);
+    assert_int_equal(fp8_offline_parse(line, strlen(line), NULL, &reqs[0], NULL), 0);
     struct fp8_err err = {{0}};
     assert_int_equal(fp8_offline_run(&g.s, reqs, 1, &toy, NULL, &err), 0);
     assert_non_null(reqs[0].result);
@@ -295,8 +310,8 @@ static void test_stop_strings(void **state)
 
     const char *l1 = "{\"id\": \"p\", \"prompt\": \"abc\"}";
     const char *l2 = "{\"id\": \"q\", \"tokens\": [3], \"stop\": [\"x\"]}";
-    assert_int_equal(fp8_offline_parse(l1, strlen(l1), &reqs[1], NULL), 0);
-    assert_int_equal(fp8_offline_parse(l2, strlen(l2), &reqs[2], NULL), 0);
+    assert_int_equal(fp8_offline_parse(l1, strlen(l1), NULL, &reqs[1], NULL), 0);
+    assert_int_equal(fp8_offline_parse(l2, strlen(l2), NULL, &reqs[2], NULL), 0);
     assert_int_equal(fp8_offline_run(&g.s, reqs + 1, 2, NULL, NULL, &err), 0);
     assert_non_null(strstr(reqs[1].error, "\"prompt\" needs a tokenizer"));
     assert_non_null(strstr(reqs[2].error, "\"stop\" strings need a tokenizer"));

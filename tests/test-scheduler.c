@@ -362,6 +362,10 @@ static void test_cancel_frees_blocks_at_once(void **state)
     assert_true(fp8_sched_reap(&g.s, &q));
     assert_int_equal(q->finish, FP8_REQ_FINISH_CANCELLED);
     assert_int_equal(q->usage.completion_tokens, 2);
+    struct fp8_req_phases ph;
+    fp8_req_phases_get(&q->timings, &ph);
+    assert_int_equal(ph.prefill_steps, 1);
+    assert_int_equal(ph.decode_steps, 1);
     expect_reference(&g, q); /* what it produced before the cancel is right */
     fp8_request_free(q);
 

@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         memcpy(line, data + at, len);
         struct fp8_err err = {{0}};
-        if (fp8_offline_parse(line, len, &reqs[n], &err) < 0) {
+        if (fp8_offline_parse(line, len, NULL, &reqs[n], &err) < 0) {
             if (!err.msg[0])
                 abort();
             memcpy(reqs[n].error, err.msg, sizeof(reqs[n].error));
