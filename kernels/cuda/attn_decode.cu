@@ -1,0 +1,592 @@
+/* Paged FP8 decode attention (one query token per sequence), GQA-aware and split along
+ * the sequence (flash-decoding) when sequences x kv heads cannot fill the device.
+ *
+ * One block per (sequence, kv head, piece of the sequence): the group's G query heads
+ * share each K/V read. A token's 128-byte K row is read by TPT lanes (16 or 8 bytes each,
+ * whole 32-byte sectors); every group of TPT lanes walks its own tokens with an exact
+ * online softmax in fp32 (base 2, the scale folded into q); groups, warps and then pieces
+ * are merged with the usual max/sum rescaling. */
+#include <math.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace {
+
+constexpr int kHeadDim = 128;
+constexpr int kThreads = 128;
+constexpr int kMinSplitTokens = 64; /* a piece shorter than this costs more than it gains */
+
+template <int N> struct bytes_vec;
+template <> struct bytes_vec<16> {
+    using type = uint4;
+};
+template <> struct bytes_vec<8> {
+    using type = uint2;
+};
+
+__device__ __forceinline__ void e4m3x4_to_f32(uint32_t w, float *f)
+{
+    __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w & 0xffffu), __NV_E4M3);
+    __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w >> 16), __NV_E4M3);
+    float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+    f[0] = a.x;
+    f[1] = a.y;
+    f[2] = b.x;
+    f[3] = b.y;
+}
+
+template <int DPL>
+__device__ __forceinline__ void unpack(const typename bytes_vec<DPL>::type &v, float (&f)[DPL])
+{
+    const uint32_t *w = reinterpret_cast<const uint32_t *>(&v);
+#pragma unroll
+    for (int i = 0; i < DPL / 4; i++)
+        e4m3x4_to_f32(w[i], f + 4 * i);
+}
+
+struct attn_args {
+    uint16_t *out;
+    const uint16_t *q;
+    const uint8_t *k, *v;
+    const float *k_scale, *v_scale;
+    const int32_t *block_table, *seq_len;
+    float *part_o, *part_ml; /* (n_seqs, n_heads, n_splits, head_dim), (.., 2) */
+    int n_heads, n_kv, n_blocks, block_size, max_blocks, n_splits, split_tokens;
+    float qk_scale_log2; /* sm_scale * log2(e) */
+};
+
+/* The block's warps have left (m, l, acc) per head in shared memory: merge them and
+ * write the output (one piece) or this piece's partial result. */
+template <int G>
+__device__ __forceinline__ void attn_block_finish(const attn_args &a,
+                                                  const float (&sm_m)[kThreads / 32][G],
+                                                  const float (&sm_l)[kThreads / 32][G],
+                                                  const float (&sm_acc)[kThreads / 32][G][kHeadDim],
+                                                  int s, int kvh, int split)
+{
+    const int d = threadIdx.x; /* kThreads == kHeadDim: one output dim per thread */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; w++)
+            mx = fmaxf(mx, sm_m[w][g]);
+        float lsum = 0.0f, o = 0.0f;
+        if (mx != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < kThreads / 32; w++) {
+                const float sc = exp2f(sm_m[w][g] - mx);
+                lsum += sm_l[w][g] * sc;
+                o += sm_acc[w][g][d] * sc;
+            }
+        }
+        const float res = lsum > 0.0f ? o / lsum : 0.0f;
+        const int h = kvh * G + g;
+        if (a.n_splits == 1) {
+            a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] = fp8_f32_to_bf16_bits(res);
+        } else {
+            const size_t pi = ((size_t)s * a.n_heads + h) * a.n_splits + split;
+            a.part_o[pi * kHeadDim + d] = res;
+            if (d == 0) {
+                a.part_ml[2 * pi] = mx;
+                a.part_ml[2 * pi + 1] = lsum;
+            }
+        }
+    }
+}
+
+template <int G, int TPT>
+__global__ void __launch_bounds__(kThreads)
+attn_decode_kernel(const attn_args a)
+{
+    /* DPL dims per lane; NGRP lane groups per block; kUnroll tokens per group in flight
+     * (32 K+V bytes per lane either way) */
+    constexpr int DPL = kHeadDim / TPT, NGRP = kThreads / TPT, GPW = 32 / TPT;
+    constexpr int kUnroll = TPT == 8 ? 2 : 4;
+    using vec = typename bytes_vec<DPL>::type;
+    const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
+    const int lt = threadIdx.x % TPT, grp = threadIdx.x / TPT;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int len = a.seq_len[s];
+    const int t0 = split * a.split_tokens;
+    const int t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
+    if (t0 >= t1 && a.n_splits > 1)
+        return; /* the merge reads only pieces that hold tokens */
+
+    float q[G][DPL];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const uint16_t *qp = a.q + ((size_t)s * a.n_heads + kvh * G + g) * kHeadDim + lt * DPL;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            q[g][d] = fp8_bf16_bits_to_f32(qp[d]) * a.qk_scale_log2;
+    }
+    float m[G], l[G], acc[G][DPL];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            acc[g][d] = 0.0f;
+    }
+
+    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
+    /* the loop bound is the same for the whole block: every lane reaches every shuffle */
+    for (int base = t0; base < t1; base += NGRP * kUnroll) {
+        vec kv_k[kUnroll], kv_v[kUnroll];
+        float ks[kUnroll], vs[kUnroll];
+        bool ok[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            const int tok = base + u * NGRP + grp;
+            const int bi = tok / a.block_size;
+            int blk = -1;
+            if (tok < t1 && bi < a.max_blocks)
+                blk = bt[bi];
+            ok[u] = blk >= 0 && blk < a.n_blocks;
+            if (ok[u]) {
+                const size_t slot = (size_t)blk * a.block_size + tok % a.block_size;
+                const size_t h = slot * a.n_kv + kvh;
+                kv_k[u] = *reinterpret_cast<const vec *>(a.k + h * kHeadDim + lt * DPL);
+                kv_v[u] = *reinterpret_cast<const vec *>(a.v + h * kHeadDim + lt * DPL);
+                ks[u] = a.k_scale[h];
+                vs[u] = a.v_scale[h];
+            } else {
+                kv_k[u] = vec{};
+                kv_v[u] = vec{};
+                ks[u] = 0.0f;
+                vs[u] = 0.0f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            float kf[DPL];
+            unpack<DPL>(kv_k[u], kf);
+            float sc[G];
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float d0 = 0.0f;
+#pragma unroll
+                for (int d = 0; d < DPL; d++)
+                    d0 = fmaf(q[g][d], kf[d], d0);
+#pragma unroll
+                for (int o = TPT / 2; o > 0; o >>= 1)
+                    d0 += __shfl_xor_sync(0xffffffffu, d0, o);
+                sc[g] = d0 * ks[u];
+            }
+            if (!ok[u])
+                continue;
+            float vf[DPL];
+            unpack<DPL>(kv_v[u], vf);
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                if (sc[g] > m[g]) {
+                    const float corr = exp2f(m[g] - sc[g]);
+                    m[g] = sc[g];
+                    l[g] *= corr;
+#pragma unroll
+                    for (int d = 0; d < DPL; d++)
+                        acc[g][d] *= corr;
+                }
+                const float p = exp2f(sc[g] - m[g]);
+                l[g] += p;
+                const float pv = p * vs[u];
+#pragma unroll
+                for (int d = 0; d < DPL; d++)
+                    acc[g][d] = fmaf(pv, vf[d], acc[g][d]);
+            }
+        }
+    }
+
+    /* merge the lane groups of each warp (lanes lt, lt + TPT, ... hold the same dims) */
+    __shared__ float sm_m[kThreads / 32][G], sm_l[kThreads / 32][G];
+    __shared__ float sm_acc[kThreads / 32][G][kHeadDim];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = m[g];
+#pragma unroll
+        for (int o = TPT; o < 32; o <<= 1)
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float sc = mx == -INFINITY ? 0.0f : exp2f(m[g] - mx);
+        float lw = l[g] * sc;
+#pragma unroll
+        for (int o = TPT; o < 32; o <<= 1)
+            lw += __shfl_xor_sync(0xffffffffu, lw, o);
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            float v = acc[g][d] * sc;
+#pragma unroll
+            for (int o = TPT; o < 32; o <<= 1)
+                v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (grp % GPW == 0)
+                sm_acc[warp][g][lt * DPL + d] = v;
+        }
+        if (lane == 0) {
+            sm_m[warp][g] = mx;
+            sm_l[warp][g] = lw;
+        }
+    }
+    __syncthreads();
+
+    attn_block_finish<G>(a, sm_m, sm_l, sm_acc, s, kvh, split);
+}
+
+/* ---- tensor-core variant ----------------------------------------------------------------
+ * A warp takes 16 tokens at a time. S = Q K^T runs as mma.m16n8k16 (bf16 in, fp32 out)
+ * with the G query heads as the 16 rows (G <= 8 used), the tokens as columns and head_dim
+ * as the reduction; K's e4m3 bytes widen exactly to bf16 in registers (as in the GEMV) and
+ * its dims are permuted identically in Q, so each lane loads 16 contiguous K bytes. The
+ * accumulator layout of S is the A-operand layout of O += P V, so the probabilities (times
+ * the per-token V scale, rounded to bf16) feed the second mma without leaving registers;
+ * V's bytes are gathered per dim with byte permutes. Softmax stays exact fp32 online. */
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
+{
+    return (uint32_t)fp8_f32_to_bf16_bits(lo) | (uint32_t)fp8_f32_to_bf16_bits(hi) << 16;
+}
+
+/* Slot of token tok of the sequence, or -1 outside [.., t1) or the block table / pool. */
+__device__ __forceinline__ long long token_slot(const attn_args &a, const int32_t *bt, int tok,
+                                                int t1)
+{
+    if (tok >= t1)
+        return -1;
+    const int bi = tok / a.block_size;
+    if (bi >= a.max_blocks)
+        return -1;
+    const int blk = bt[bi];
+    if (blk < 0 || blk >= a.n_blocks)
+        return -1;
+    return (long long)blk * a.block_size + tok % a.block_size;
+}
+
+template <int G>
+__global__ void __launch_bounds__(kThreads)
+attn_decode_mma_kernel(const attn_args a)
+{
+    const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int len = a.seq_len[s];
+    const int t0 = split * a.split_tokens;
+    const int t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
+    if (t0 >= t1 && a.n_splits > 1)
+        return;
+
+    /* Q of head g (row g of A), dims permuted as the K bytes: chunk kc, k-step jj */
+    uint32_t qa[2][4][2];
+#pragma unroll
+    for (int kc = 0; kc < 2; kc++) {
+        uint4 w0 = make_uint4(0, 0, 0, 0), w1 = make_uint4(0, 0, 0, 0);
+        if (g < G) {
+            const uint4 *qp = reinterpret_cast<const uint4 *>(
+                a.q + ((size_t)s * a.n_heads + kvh * G + g) * kHeadDim + kc * 64 + 16 * t);
+            w0 = qp[0];
+            w1 = qp[1];
+        }
+        const uint32_t w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            qa[kc][jj][0] = __byte_perm(w[2 * jj], w[2 * jj + 1], 0x5410);
+            qa[kc][jj][1] = __byte_perm(w[2 * jj], w[2 * jj + 1], 0x7632);
+        }
+    }
+
+    float m = -INFINITY, l = 0.0f;
+    float o[4][4][4]; /* (32-dim group q, byte j, C fragment) */
+#pragma unroll
+    for (int q = 0; q < 4; q++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                o[q][j][e] = 0.0f;
+
+    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
+    /* the loop bound is uniform over the warp: every lane reaches every shuffle and mma */
+    for (int base = t0 + 16 * warp; base < t1; base += 16 * (kThreads / 32)) {
+        /* K rows: tokens base + 8 nt + g; columns (scales, V, P): base + {2t, 2t+1, 2t+8, 2t+9} */
+        uint4 kv[2][2];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const long long sl = token_slot(a, bt, base + 8 * nt + g, t1);
+            const uint8_t *kp = a.k + ((size_t)sl * a.n_kv + kvh) * kHeadDim + 16 * t;
+#pragma unroll
+            for (int kc = 0; kc < 2; kc++)
+                kv[nt][kc] = sl >= 0 ? *reinterpret_cast<const uint4 *>(kp + kc * 64)
+                                     : make_uint4(0, 0, 0, 0);
+        }
+        uint32_t vw[4][4];
+        float ks[4], vs[4];
+        bool ok[4];
+#pragma unroll
+        for (int ci = 0; ci < 4; ci++) {
+            const int tok = base + 2 * t + (ci & 1) + 8 * (ci >> 1);
+            const long long sl = token_slot(a, bt, tok, t1);
+            ok[ci] = sl >= 0;
+            const size_t h = (size_t)(ok[ci] ? sl : 0) * a.n_kv + kvh;
+            const uint8_t *vp = a.v + h * kHeadDim + 4 * g;
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                vw[ci][q] = ok[ci] ? *reinterpret_cast<const uint32_t *>(vp + 32 * q) : 0u;
+            ks[ci] = ok[ci] ? a.k_scale[h] : 0.0f;
+            vs[ci] = ok[ci] ? a.v_scale[h] : 0.0f;
+        }
+
+        float sc[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                sc[nt][e] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < 2; kc++) {
+                const uint32_t kw[4] = {kv[nt][kc].x, kv[nt][kc].y, kv[nt][kc].z, kv[nt][kc].w};
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) {
+                    uint32_t lo, hi;
+                    fp8_e4m3x4_to_bf16x2(kw[jj], lo, hi);
+                    /* rows g + 8 of A are zero: at most 8 query heads */
+                    fp8_mma_bf16_16816(sc[nt], qa[kc][jj][0], 0u, qa[kc][jj][1], 0u, lo, hi);
+                }
+            }
+        }
+        /* head g, column tokens ci = (2t, 2t+1, 2t+8, 2t+9): C elements (nt, e) = (ci >> 1, ci & 1) */
+        float p[4];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int ci = 0; ci < 4; ci++) {
+            p[ci] = ok[ci] ? sc[ci >> 1][ci & 1] * ks[ci] * a.qk_scale_log2 : -INFINITY;
+            mx = fmaxf(mx, p[ci]);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        /* no valid token so far (a tile of bad block-table entries): nothing to add, and
+         * no -inf - -inf; branch-free so the whole warp stays on the mma path */
+        const float m_new = fmaxf(m, mx);
+        const bool none = m_new == -INFINITY;
+        const float corr = none ? 1.0f : exp2f(m - m_new);
+        m = m_new;
+        float psum = 0.0f;
+#pragma unroll
+        for (int ci = 0; ci < 4; ci++) {
+            p[ci] = none ? 0.0f : exp2f(p[ci] - m);
+            psum += p[ci];
+        }
+        l = l * corr + psum;
+        if (corr != 1.0f) {
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        o[q][j][e] *= corr;
+        }
+        const uint32_t pa0 = pack_bf16x2(p[0] * vs[0], p[1] * vs[1]);
+        const uint32_t pa2 = pack_bf16x2(p[2] * vs[2], p[3] * vs[3]);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            uint32_t b0[4], b1[4]; /* per byte j: V[tokens][dim 32q + 4g + j] */
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x5410), b0[0], b0[1]);
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x7632), b0[2], b0[3]);
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x5410), b1[0], b1[1]);
+            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x7632), b1[2], b1[3]);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                fp8_mma_bf16_16816(o[q][j], pa0, 0u, pa2, 0u, b0[j], b1[j]);
+        }
+    }
+    __syncwarp();
+
+    /* l is split over the 4 lanes of a head; m is already uniform across them */
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    __shared__ float sm_m[kThreads / 32][G], sm_l[kThreads / 32][G];
+    __shared__ float sm_acc[kThreads / 32][G][kHeadDim];
+    if (g < G) {
+        /* C fragment of mma (q, j): c0 = dim 32q + 8t + j, c1 = dim 32q + 8t + 4 + j */
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                sm_acc[warp][g][32 * q + 8 * t + j] = o[q][j][0];
+                sm_acc[warp][g][32 * q + 8 * t + 4 + j] = o[q][j][1];
+            }
+        if (t == 0) {
+            sm_m[warp][g] = m;
+            sm_l[warp][g] = l;
+        }
+    }
+    __syncthreads();
+    attn_block_finish<G>(a, sm_m, sm_l, sm_acc, s, kvh, split);
+}
+
+__global__ void __launch_bounds__(kHeadDim) attn_merge_kernel(const attn_args a)
+{
+    const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
+    const int len = a.seq_len[s];
+    int pieces = len <= 0 ? 0 : (len + a.split_tokens - 1) / a.split_tokens;
+    pieces = min(pieces, a.n_splits);
+    const size_t p0 = ((size_t)s * a.n_heads + h) * a.n_splits;
+    float mx = -INFINITY;
+    for (int p = 0; p < pieces; p++)
+        mx = fmaxf(mx, a.part_ml[2 * (p0 + p)]);
+    float lsum = 0.0f, o = 0.0f;
+    if (mx != -INFINITY) {
+        for (int p = 0; p < pieces; p++) {
+            const float w = a.part_ml[2 * (p0 + p) + 1] * exp2f(a.part_ml[2 * (p0 + p)] - mx);
+            lsum += w;
+            o += w * a.part_o[(p0 + p) * kHeadDim + d];
+        }
+    }
+    a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] =
+        fp8_f32_to_bf16_bits(lsum > 0.0f ? o / lsum : 0.0f);
+}
+
+template <int G>
+void launch(const attn_args &a, int n_seqs, int variant, cudaStream_t stream)
+{
+    dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
+    if (variant == FP8_CUDA_ATTN_MMA)
+        attn_decode_mma_kernel<G><<<grid, kThreads, 0, stream>>>(a);
+    else if (variant == FP8_CUDA_ATTN_LANES8)
+        attn_decode_kernel<G, 8><<<grid, kThreads, 0, stream>>>(a);
+    else
+        attn_decode_kernel<G, 16><<<grid, kThreads, 0, stream>>>(a);
+}
+
+size_t workspace_for(int n_seqs, int n_heads, int n_splits)
+{
+    return n_splits > 1 ? (size_t)n_seqs * n_heads * n_splits * (kHeadDim + 2) * sizeof(float) : 0;
+}
+
+} // namespace
+
+static int check_geometry(int32_t n_seqs, int32_t n_heads, const struct fp8_cuda_kv_cache *kv,
+                          struct fp8_err *err)
+{
+    if (!kv || n_seqs < 1 || n_heads < 1 || kv->n_kv_heads < 1)
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode: needs n_seqs, n_heads, n_kv_heads >= 1 (got %d, %d, %d)",
+                           (int)n_seqs, (int)n_heads, kv ? (int)kv->n_kv_heads : 0);
+    const int g = n_heads / kv->n_kv_heads;
+    if (kv->head_dim != kHeadDim || n_heads % kv->n_kv_heads != 0 ||
+        (g != 1 && g != 2 && g != 4 && g != 8))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_heads=%d n_kv_heads=%d head_dim=%d): supported are "
+                           "head_dim 128 and 1, 2, 4 or 8 query heads per kv head",
+                           (int)n_heads, (int)kv->n_kv_heads, (int)kv->head_dim);
+    return 0;
+}
+
+int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
+                              const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
+                              struct fp8_err *err)
+{
+    int rc = check_geometry(n_seqs, n_heads, kv, err);
+    if (rc < 0)
+        return rc;
+    if (max_seq_len < 1)
+        return fp8_err_set(err, -EINVAL, "attn_decode: max_seq_len must be >= 1 (got %d)",
+                           (int)max_seq_len);
+    int32_t sms = 0;
+    rc = fp8_cuda_sm_count(&sms, err);
+    if (rc < 0)
+        return rc;
+    /* About two blocks per SM, and two pieces while (sequences x kv heads) is under six
+     * blocks per SM, where one piece per sequence leaves a ragged last wave: on H100 this
+     * picks the fastest of the measured split counts for batch 1/16/64 and 1k-16k tokens
+     * (bench/RESULTS.md). */
+    const int64_t base = (int64_t)n_seqs * kv->n_kv_heads;
+    int64_t splits = (2 * (int64_t)sms + base - 1) / base;
+    if (splits == 1 && base < 6 * (int64_t)sms)
+        splits = 2;
+    const int64_t max_pieces = (max_seq_len + kMinSplitTokens - 1) / kMinSplitTokens;
+    if (splits > max_pieces)
+        splits = max_pieces;
+    struct fp8_cuda_attn_plan p;
+    if (splits <= 1) {
+        p.n_splits = 1;
+        p.split_tokens = max_seq_len;
+    } else {
+        int64_t tokens = (max_seq_len + splits - 1) / splits;
+        tokens = (tokens + 15) / 16 * 16;
+        p.split_tokens = (int32_t)tokens;
+        p.n_splits = (int32_t)((max_seq_len + tokens - 1) / tokens);
+    }
+    p.variant = FP8_CUDA_ATTN_MMA;
+    p.workspace_bytes = workspace_for(n_seqs, n_heads, p.n_splits);
+    *plan = p;
+    return 0;
+}
+
+int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda_kv_cache *kv,
+                         const int32_t *block_table, const int32_t *seq_len, int32_t n_seqs,
+                         int32_t n_heads, int32_t max_blocks_per_seq, float sm_scale,
+                         const struct fp8_cuda_attn_plan *plan, void *workspace,
+                         size_t workspace_bytes, void *stream, struct fp8_err *err)
+{
+    int rc = check_geometry(n_seqs, n_heads, kv, err);
+    if (rc < 0)
+        return rc;
+    if (!out || !q || !kv->k || !kv->v || !kv->k_scale || !kv->v_scale || !block_table ||
+        !seq_len || !plan || kv->block_size < 1 || kv->n_blocks < 1 || max_blocks_per_seq < 1)
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_seqs=%d n_heads=%d): NULL tensor or plan, or empty "
+                           "cache geometry (n_blocks=%d block_size=%d max_blocks_per_seq=%d)",
+                           (int)n_seqs, (int)n_heads, (int)kv->n_blocks, (int)kv->block_size,
+                           (int)max_blocks_per_seq);
+    if (plan->n_splits < 1 || plan->split_tokens < 1 ||
+        (plan->variant != FP8_CUDA_ATTN_LANES8 && plan->variant != FP8_CUDA_ATTN_LANES16 &&
+         plan->variant != FP8_CUDA_ATTN_MMA))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_seqs=%d n_heads=%d): bad plan (splits=%d tokens=%d "
+                           "variant=%d)",
+                           (int)n_seqs, (int)n_heads, (int)plan->n_splits,
+                           (int)plan->split_tokens, (int)plan->variant);
+    const size_t need = workspace_for(n_seqs, n_heads, plan->n_splits);
+    if (need > 0 && (!workspace || workspace_bytes < need))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_seqs=%d n_heads=%d splits=%d): workspace of %zu bytes "
+                           "needed, %zu given",
+                           (int)n_seqs, (int)n_heads, (int)plan->n_splits, need,
+                           workspace ? workspace_bytes : (size_t)0);
+    attn_args a;
+    a.out = out;
+    a.q = q;
+    a.k = kv->k;
+    a.v = kv->v;
+    a.k_scale = kv->k_scale;
+    a.v_scale = kv->v_scale;
+    a.block_table = block_table;
+    a.seq_len = seq_len;
+    a.part_o = (float *)workspace;
+    a.part_ml = need ? a.part_o + (size_t)n_seqs * n_heads * plan->n_splits * kHeadDim : NULL;
+    a.n_heads = n_heads;
+    a.n_kv = kv->n_kv_heads;
+    a.n_blocks = kv->n_blocks;
+    a.block_size = kv->block_size;
+    a.max_blocks = max_blocks_per_seq;
+    a.n_splits = plan->n_splits;
+    a.split_tokens = plan->split_tokens;
+    a.qk_scale_log2 = sm_scale * 1.4426950408889634f;
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (n_heads / kv->n_kv_heads) {
+    case 1: launch<1>(a, n_seqs, plan->variant, st); break;
+    case 2: launch<2>(a, n_seqs, plan->variant, st); break;
+    case 4: launch<4>(a, n_seqs, plan->variant, st); break;
+    default: launch<8>(a, n_seqs, plan->variant, st); break;
+    }
+    rc = fp8_cuda_check(cudaGetLastError(), err,
+                        "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d splits=%d x %d tokens)",
+                        (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, (int)plan->n_splits,
+                        (int)plan->split_tokens);
+    if (rc < 0 || plan->n_splits == 1)
+        return rc;
+    attn_merge_kernel<<<dim3((unsigned)n_heads, (unsigned)n_seqs), kHeadDim, 0, st>>>(a);
+    return fp8_cuda_check(cudaGetLastError(), err,
+                          "attn_decode merge(n_seqs=%d n_heads=%d splits=%d)", (int)n_seqs,
+                          (int)n_heads, (int)plan->n_splits);
+}

@@ -1,0 +1,214 @@
+/* RMSNorm (+ residual add), SwiGLU, and the per-head q/k RMSNorm + RoPE + FP8 KV-cache write that
+ * follows the fused qkv projection of Qwen3. */
+#include <math.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace {
+
+constexpr int kNormThreads = 256;
+constexpr int kHeadDim = 128;
+
+__global__ void __launch_bounds__(kNormThreads)
+rmsnorm_kernel(uint16_t *y, const uint16_t *x, uint16_t *residual, const float *__restrict__ w,
+               int dim, float eps, bool plus_one)
+{
+    const size_t row = (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += kNormThreads) {
+        float v = fp8_bf16_bits_to_f32(x[row + i]);
+        if (residual) {
+            const uint16_t r = fp8_f32_to_bf16_bits(v + fp8_bf16_bits_to_f32(residual[row + i]));
+            residual[row + i] = r;
+            v = fp8_bf16_bits_to_f32(r);
+        }
+        ss = fmaf(v, v, ss);
+    }
+    __shared__ float part[kNormThreads / 32];
+    ss = fp8_warp_sum(ss);
+    if ((threadIdx.x & 31) == 0)
+        part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kNormThreads / 32; i++)
+        tot += part[i];
+    const float inv = 1.0f / sqrtf(tot / (float)dim + eps); /* as the ref backend */
+    /* each thread reads back only what it wrote itself: no barrier needed */
+    const uint16_t *src = residual ? residual : x;
+    for (int i = threadIdx.x; i < dim; i += kNormThreads)
+        y[row + i] = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(src[row + i]) * inv *
+                                          (plus_one ? 1.0f + w[i] : w[i]));
+}
+
+struct qk_args {
+    uint16_t *q_out;
+    const uint16_t *qkv;
+    const float *q_norm_w, *k_norm_w, *inv_freq;
+    const int32_t *positions, *slots;
+    uint8_t *k_cache, *v_cache;
+    float *k_scale, *v_scale;
+    int n_tokens, n_heads, n_kv, n_slots_total;
+    float eps, attn_factor;
+    bool plus_one;
+};
+
+/* One warp per (token, head of the fused projection); lane l holds dims 4l..4l+3, so the
+ * rotate-half partner of a lane is lane ^ 16. */
+__global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
+{
+    const int heads = a.n_heads + 2 * a.n_kv;
+    const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wid >= (int64_t)a.n_tokens * heads)
+        return;
+    const int t = (int)(wid / heads), hs = (int)(wid % heads);
+    const int d0 = 4 * lane;
+    const uint2 raw =
+        *reinterpret_cast<const uint2 *>(a.qkv + ((size_t)t * heads + hs) * kHeadDim + d0);
+    float v[4] = {__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u),
+                  __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xffff0000u)};
+
+    if (hs < a.n_heads + a.n_kv) {
+        const float *nw = hs < a.n_heads ? a.q_norm_w : a.k_norm_w;
+        const float ss = fp8_warp_sum(v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3]);
+        const float inv = 1.0f / sqrtf(ss / (float)kHeadDim + a.eps);
+        float p[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            v[i] = v[i] * inv * (a.plus_one ? 1.0f + nw[d0 + i] : nw[d0 + i]);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            p[i] = __shfl_xor_sync(0xffffffffu, v[i], 16);
+        /* the ref backend's angle: fp32 position * inv_freq, accurate cosf/sinf */
+        const float pos = (float)a.positions[t];
+        const int di = d0 & (kHeadDim / 2 - 1);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float sn, cs;
+            sincosf(pos * a.inv_freq[di + i], &sn, &cs);
+            cs *= a.attn_factor;
+            sn *= a.attn_factor;
+            v[i] = lane < 16 ? v[i] * cs - p[i] * sn : v[i] * cs + p[i] * sn;
+        }
+    }
+    if (hs < a.n_heads) {
+        uint2 o;
+        o.x = (uint32_t)fp8_f32_to_bf16_bits(v[0]) | (uint32_t)fp8_f32_to_bf16_bits(v[1]) << 16;
+        o.y = (uint32_t)fp8_f32_to_bf16_bits(v[2]) | (uint32_t)fp8_f32_to_bf16_bits(v[3]) << 16;
+        *reinterpret_cast<uint2 *>(a.q_out + ((size_t)t * a.n_heads + hs) * kHeadDim + d0) = o;
+        return;
+    }
+    const int slot = a.slots[t];
+    if (slot < 0 || slot >= a.n_slots_total)
+        return;
+    const bool is_k = hs < a.n_heads + a.n_kv;
+    const int kvh = is_k ? hs - a.n_heads : hs - a.n_heads - a.n_kv;
+    const float amax = fp8_warp_max(fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])),
+                                          fmaxf(fabsf(v[2]), fabsf(v[3]))));
+    const float scale = amax > 0.0f ? amax / 448.0f : 1.0f; /* kernels.h: 1 for all-zero */
+    uint32_t packed = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        packed |= (uint32_t)fp8_f32_to_e4m3(v[i] / scale) << (8 * i);
+    const size_t h = (size_t)slot * a.n_kv + kvh;
+    *reinterpret_cast<uint32_t *>((is_k ? a.k_cache : a.v_cache) + h * kHeadDim + d0) = packed;
+    if (lane == 0)
+        (is_k ? a.k_scale : a.v_scale)[h] = scale;
+}
+
+__global__ void glu_kernel(uint16_t *y, const uint16_t *gu, int rows, int inter, int act)
+{
+    const size_t n = (size_t)rows * inter;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / inter, c = i % inter;
+        const float g = fp8_bf16_bits_to_f32(gu[r * 2 * inter + c]);
+        const float u = fp8_bf16_bits_to_f32(gu[r * 2 * inter + inter + c]);
+        const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+        const float f = act == FP8_CUDA_GLU_SILU
+                            ? g / (1.0f + expf(-g))
+                            : 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
+        y[i] = fp8_f32_to_bf16_bits(f * u);
+    }
+}
+
+} // namespace
+
+int fp8_cuda_glu(uint16_t *y, const uint16_t *gu, int32_t rows, int32_t inter,
+                 enum fp8_cuda_glu_act act, void *stream, struct fp8_err *err)
+{
+    if (!y || !gu || rows < 1 || inter < 1 ||
+        (act != FP8_CUDA_GLU_SILU && act != FP8_CUDA_GLU_GELU_TANH))
+        return fp8_err_set(err, -EINVAL,
+                           "glu(rows=%d inter=%d act=%d): NULL tensor, empty shape or unknown "
+                           "activation",
+                           (int)rows, (int)inter, (int)act);
+    const size_t n = (size_t)rows * inter;
+    const unsigned blocks = (unsigned)(n / 256 + 1 < 4096 ? n / 256 + 1 : 4096);
+    glu_kernel<<<blocks, 256, 0, (cudaStream_t)stream>>>(y, gu, rows, inter, (int)act);
+    return fp8_cuda_check(cudaGetLastError(), err, "glu(rows=%d inter=%d act=%d)", (int)rows,
+                          (int)inter, (int)act);
+}
+
+int fp8_cuda_rmsnorm(uint16_t *y, const uint16_t *x, uint16_t *residual, const float *weight,
+                     int32_t rows, int32_t dim, float eps, int32_t plus_one, void *stream,
+                     struct fp8_err *err)
+{
+    if (!y || !x || !weight || rows < 1 || dim < 1 || !(eps >= 0.0f))
+        return fp8_err_set(err, -EINVAL,
+                           "rmsnorm(rows=%d dim=%d eps=%g): NULL tensor, empty shape or bad eps",
+                           (int)rows, (int)dim, (double)eps);
+    rmsnorm_kernel<<<(unsigned)rows, kNormThreads, 0, (cudaStream_t)stream>>>(
+        y, x, residual, weight, dim, eps, plus_one != 0);
+    return fp8_cuda_check(cudaGetLastError(), err, "rmsnorm(rows=%d dim=%d residual=%s)",
+                          (int)rows, (int)dim, residual ? "yes" : "no");
+}
+
+int fp8_cuda_qk_norm_rope_kv_write(uint16_t *q_out, const uint16_t *qkv, const float *q_norm_w,
+                                   const float *k_norm_w, float eps, int32_t plus_one,
+                                   const float *inv_freq, float attn_factor,
+                                   const int32_t *positions, const int32_t *slots,
+                                   const struct fp8_cuda_kv_cache *kv, int32_t n_tokens,
+                                   int32_t n_heads, void *stream, struct fp8_err *err)
+{
+    if (!q_out || !qkv || !q_norm_w || !k_norm_w || !inv_freq || !positions || !slots || !kv ||
+        !kv->k || !kv->v || !kv->k_scale || !kv->v_scale)
+        return fp8_err_set(err, -EINVAL, "qk_norm_rope_kv_write(n_tokens=%d): NULL tensor",
+                           (int)n_tokens);
+    if (n_tokens < 1 || n_heads < 1 || kv->n_kv_heads < 1 || kv->head_dim != kHeadDim ||
+        kv->n_blocks < 1 || kv->block_size < 1 || !(eps >= 0.0f))
+        return fp8_err_set(err, -EINVAL,
+                           "qk_norm_rope_kv_write(n_tokens=%d n_heads=%d n_kv_heads=%d "
+                           "head_dim=%d): supported is head_dim 128 with every count >= 1",
+                           (int)n_tokens, (int)n_heads, (int)kv->n_kv_heads, (int)kv->head_dim);
+    const int64_t slots_total = (int64_t)kv->n_blocks * kv->block_size;
+    if (slots_total > INT32_MAX)
+        return fp8_err_set(err, -EINVAL,
+                           "qk_norm_rope_kv_write: %lld KV slots exceed the int32 slot ids",
+                           (long long)slots_total);
+    qk_args a;
+    a.q_out = q_out;
+    a.qkv = qkv;
+    a.q_norm_w = q_norm_w;
+    a.k_norm_w = k_norm_w;
+    a.inv_freq = inv_freq;
+    a.attn_factor = attn_factor;
+    a.plus_one = plus_one != 0;
+    a.positions = positions;
+    a.slots = slots;
+    a.k_cache = kv->k;
+    a.v_cache = kv->v;
+    a.k_scale = kv->k_scale;
+    a.v_scale = kv->v_scale;
+    a.n_tokens = n_tokens;
+    a.n_heads = n_heads;
+    a.n_kv = kv->n_kv_heads;
+    a.n_slots_total = (int)slots_total;
+    a.eps = eps;
+    const int64_t warps = (int64_t)n_tokens * (n_heads + 2 * kv->n_kv_heads);
+    qk_norm_rope_kv_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, (cudaStream_t)stream>>>(a);
+    return fp8_cuda_check(cudaGetLastError(), err,
+                          "qk_norm_rope_kv_write(n_tokens=%d n_heads=%d n_kv_heads=%d)",
+                          (int)n_tokens, (int)n_heads, (int)kv->n_kv_heads);
+}

@@ -1,0 +1,257 @@
+/* fp8_cuda_attn_decode against a float64 CPU attention over the same dequantized FP8 KV
+ * cache (K = e4m3 * k_scale, V = e4m3 * v_scale per token and kv head), read through
+ * shuffled block tables, on fresh random inputs per case: GQA groups of 1, 2, 4 and 8,
+ * block sizes 16, 32, 7 and 5, sequences of 1 token up to max_seq_len, single-kernel and
+ * split (flash-decoding) plans, the tensor-core kernel and the CUDA-core ones.
+ *
+ * Bounds: bf16 output of a softmax-weighted mean of V, exp2 approximate in fp32, and on
+ * the tensor cores each weight p * v_scale rounded to bf16 (relative 2^-9): per element
+ * |out - ref| <= 1e-2 |ref| + 2e-3 max|V|, ||out - ref|| / ||ref|| <= 4e-3. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "tests/gpu/gpu_check.h"
+
+#define HD 128
+#define L8 (1 + FP8_CUDA_ATTN_LANES8)
+#define L16 (1 + FP8_CUDA_ATTN_LANES16)
+
+struct attn_case {
+    int n_seqs, n_heads, n_kv, block_size, max_seq_len;
+    int want_split; /* 1: the plan must split, 0: it must not, -1: either */
+    int variant;    /* 1 + enum fp8_cuda_attn_variant forced into the plan; 0: the plan's */
+    int plan_len;   /* max_seq_len the plan is made for; 0: the case's (longer sequences
+                       must still be attended in full) */
+};
+
+static void run_case(uint32_t id, const struct attn_case *c)
+{
+    uint64_t st = gpu_case_seed(id);
+    const int bs = c->block_size, G = c->n_heads / c->n_kv;
+    const int max_blocks = (c->max_seq_len + bs - 1) / bs;
+    const int n_blocks = c->n_seqs * max_blocks + 3; /* a few never used */
+    const size_t slots = (size_t)n_blocks * bs;
+    const size_t kv_bytes = slots * c->n_kv * HD, n_sc = slots * c->n_kv;
+    const size_t nq = (size_t)c->n_seqs * c->n_heads * HD;
+
+    uint8_t *k = malloc(kv_bytes), *v = malloc(kv_bytes);
+    float *ks = malloc(n_sc * 4), *vs = malloc(n_sc * 4);
+    uint16_t *q = malloc(nq * 2), *out = malloc(nq * 2);
+    int32_t *bt = malloc((size_t)c->n_seqs * max_blocks * 4), *len = malloc(c->n_seqs * 4);
+    int32_t *perm = malloc(n_blocks * 4);
+    double *ref = malloc(nq * sizeof(double)), *atol = malloc(nq * sizeof(double));
+    double *p = malloc((size_t)c->max_seq_len * sizeof(double));
+    assert_non_null(k && v && ks && vs && q && out && bt && len && perm && ref && atol && p);
+
+    for (size_t i = 0; i < kv_bytes; i++) {
+        k[i] = gpu_rand_e4m3(&st);
+        v[i] = gpu_rand_e4m3(&st);
+    }
+    for (size_t i = 0; i < n_sc; i++) {
+        ks[i] = gpu_urand(&st, 0.5f, 2.0f) / 448.0f;
+        vs[i] = gpu_urand(&st, 0.5f, 2.0f) / 448.0f;
+    }
+    for (size_t i = 0; i < nq; i++)
+        q[i] = gpu_rand_bf16(&st, -3.0f, 3.0f);
+    /* blocks handed out in a shuffled order, none shared between sequences */
+    for (int i = 0; i < n_blocks; i++)
+        perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        int j = (int)(splitmix64_next(&st) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (int s = 0; s < c->n_seqs; s++) {
+        /* the first sequence is always full length, the second a single token */
+        len[s] = s == 0   ? c->max_seq_len
+                 : s == 1 ? 1
+                          : 1 + (int)(splitmix64_next(&st) % (uint64_t)c->max_seq_len);
+        for (int b = 0; b < max_blocks; b++)
+            bt[s * max_blocks + b] = b * bs < len[s] ? perm[s * max_blocks + b] : -1;
+    }
+
+    const double sm_scale = 1.0 / sqrt((double)HD);
+    double vmax = 0.0;
+    for (size_t i = 0; i < kv_bytes; i++) {
+        double a = fabs(e4m3_to_f32(v[i]) * (double)vs[i / HD]);
+        vmax = a > vmax ? a : vmax;
+    }
+    for (int s = 0; s < c->n_seqs; s++) {
+        for (int h = 0; h < c->n_heads; h++) {
+            const int g = h / G;
+            const uint16_t *qh = q + ((size_t)s * c->n_heads + h) * HD;
+            double mx = -INFINITY, sum = 0.0;
+            for (int j = 0; j < len[s]; j++) {
+                size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
+                size_t kh = slot * c->n_kv + g;
+                double d = 0.0;
+                for (int e = 0; e < HD; e++)
+                    d += (double)bf16_to_f32(qh[e]) * e4m3_to_f32(k[kh * HD + e]);
+                p[j] = d * ks[kh] * sm_scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (int j = 0; j < len[s]; j++) {
+                p[j] = exp(p[j] - mx);
+                sum += p[j];
+            }
+            for (int e = 0; e < HD; e++) {
+                double o = 0.0;
+                for (int j = 0; j < len[s]; j++) {
+                    size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
+                    size_t vh = slot * c->n_kv + g;
+                    o += p[j] * e4m3_to_f32(v[vh * HD + e]) * vs[vh];
+                }
+                ref[((size_t)s * c->n_heads + h) * HD + e] = o / sum;
+                atol[((size_t)s * c->n_heads + h) * HD + e] = 2e-3 * vmax;
+            }
+        }
+    }
+
+    struct fp8_cuda_kv_cache kv = {
+        .k = gpu_upload(k, kv_bytes),
+        .v = gpu_upload(v, kv_bytes),
+        .k_scale = gpu_upload(ks, n_sc * 4),
+        .v_scale = gpu_upload(vs, n_sc * 4),
+        .n_blocks = n_blocks,
+        .block_size = bs,
+        .n_kv_heads = c->n_kv,
+        .head_dim = HD,
+    };
+    void *dq = gpu_upload(q, nq * 2), *dout = gpu_alloc(nq * 2);
+    void *dbt = gpu_upload(bt, (size_t)c->n_seqs * max_blocks * 4);
+    void *dlen = gpu_upload(len, c->n_seqs * 4);
+    struct fp8_cuda_attn_plan plan;
+    struct fp8_err err = {{0}};
+    if (fp8_cuda_attn_decode_plan(&plan, c->n_seqs, c->n_heads, &kv,
+                                  c->plan_len ? c->plan_len : c->max_seq_len, &err) < 0)
+        fail_msg("%s", err.msg);
+    if (c->variant)
+        plan.variant = c->variant - 1;
+    if (c->want_split >= 0 && (plan.n_splits > 1) != c->want_split)
+        fail_msg("case %u: plan has %d splits, the case wants %s", id, plan.n_splits,
+                 c->want_split ? "a split" : "none");
+    void *ws = plan.workspace_bytes ? gpu_alloc(plan.workspace_bytes) : NULL;
+    if (ws)
+        gpu_poison(ws, plan.workspace_bytes);
+    gpu_poison(dout, nq * 2);
+    if (fp8_cuda_attn_decode(dout, dq, &kv, dbt, dlen, c->n_seqs, c->n_heads, max_blocks,
+                             (float)sm_scale, &plan, ws, plan.workspace_bytes, NULL, &err) < 0)
+        fail_msg("%s", err.msg);
+    gpu_download(out, dout, nq * 2);
+
+    char what[160];
+    snprintf(what, sizeof(what),
+             "attn n_seqs=%d n_heads=%d n_kv=%d block_size=%d max_seq_len=%d splits=%d "
+             "variant=%d",
+             c->n_seqs, c->n_heads, c->n_kv, bs, c->max_seq_len, plan.n_splits, plan.variant);
+    gpu_check_bf16(what, out, ref, atol, nq, 1e-2, 4e-3);
+
+    fp8_cuda_free(kv.k);
+    fp8_cuda_free(kv.v);
+    fp8_cuda_free(kv.k_scale);
+    fp8_cuda_free(kv.v_scale);
+    fp8_cuda_free(dq);
+    fp8_cuda_free(dout);
+    fp8_cuda_free(dbt);
+    fp8_cuda_free(dlen);
+    fp8_cuda_free(ws);
+    free(k);
+    free(v);
+    free(ks);
+    free(vs);
+    free(q);
+    free(out);
+    free(bt);
+    free(len);
+    free(perm);
+    free(ref);
+    free(atol);
+    free(p);
+}
+
+static void test_attn_split(void **state)
+{
+    (void)state;
+    static const struct attn_case cases[] = {
+        {1, 32, 8, 16, 1000, 1, 0, 0}, /* Qwen3-8B heads, batch 1: flash-decoding */
+        {1, 32, 8, 16, 1000, 1, L8, 0}, /* the same on the CUDA-core kernels */
+        {1, 32, 8, 16, 1000, 1, L16, 0},
+        {2, 16, 8, 32, 777, 1, 0, 0},  /* G = 2 */
+        {2, 16, 8, 32, 777, 1, L16, 0},
+        {3, 8, 8, 7, 300, 1, 0, 0},    /* G = 1, odd block size */
+        {3, 8, 8, 7, 300, 1, L8, 0},
+        {2, 16, 2, 16, 513, 1, 0, 0},  /* G = 8 */
+        {2, 16, 2, 16, 513, 1, L8, 0},
+        {3, 32, 8, 16, 900, 1, 0, 300}, /* sequences past the plan's max_seq_len */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(500 + (uint32_t)i, &cases[i]);
+}
+
+static void test_attn_single_pass(void **state)
+{
+    (void)state;
+    static const struct attn_case cases[] = {
+        {17, 32, 8, 16, 64, 0, 0, 0}, /* short contexts: one piece per sequence */
+        {17, 32, 8, 16, 64, 0, L8, 0},
+        {2, 4, 1, 16, 40, 0, 0, 0},   /* G = 4, a single kv head */
+        {5, 16, 2, 32, 50, -1, 0, 0},
+        {4, 8, 8, 16, 200, -1, L16, 0},
+        {4, 8, 8, 5, 19, -1, 0, 0},    /* block size 5, less than one 16-token tile */
+        {100, 32, 8, 16, 100, 0, 0, 0}, /* sequences x kv heads fill the device: no split */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(600 + (uint32_t)i, &cases[i]);
+}
+
+static void test_attn_rejects_unsupported(void **state)
+{
+    (void)state;
+    struct fp8_cuda_kv_cache kv = {.n_blocks = 4, .block_size = 16, .n_kv_heads = 8,
+                                   .head_dim = 64};
+    struct fp8_cuda_attn_plan plan;
+    struct fp8_err err = {{0}};
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "head_dim=64"));
+    kv.head_dim = 128;
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 24, &kv, 100, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "n_heads=24"));
+    kv.n_kv_heads = 2;
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "n_kv_heads=2"));
+    kv.n_kv_heads = 8;
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 4096, &err), 0);
+    assert_true(plan.n_splits > 1);
+    /* a workspace smaller than the plan's is refused before anything runs */
+    void *d = gpu_alloc(1 << 16);
+    kv.k = kv.v = d;
+    kv.k_scale = kv.v_scale = d;
+    assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 16, NULL,
+                                          &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "workspace"));
+    plan.variant = 7;
+    assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 1 << 16,
+                                          NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "variant=7"));
+    fp8_cuda_free(d);
+}
+
+int main(void)
+{
+    int present = gpu_present();
+    if (present <= 0)
+        return present < 0;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attn_split),
+        cmocka_unit_test(test_attn_single_pass),
+        cmocka_unit_test(test_attn_rejects_unsupported),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
