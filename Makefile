@@ -17,6 +17,12 @@ WITH_CUDA  ?= 1
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 10
 VERSION    := 0.1.0
+V          ?= 0
+ifeq ($(V),0)
+  say = @printf '  %-6s %s\n' $(1) $(2);
+else
+  say =
+endif
 
 MSGPACK_PC := $(shell pkg-config --exists msgpack-c 2>/dev/null && echo msgpack-c || echo msgpack)
 PKGS       := libzmq $(MSGPACK_PC) libsystemd jansson libpcre2-8 libutf8proc
@@ -100,51 +106,51 @@ tokenizers:
 # ---- compile ----------------------------------------------------------------------------
 $(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+	$(call say,CC,$<)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
 
 # Examples include <fp8d.h> as installed programs do.
 $(BUILD)/obj/client/examples/%.o: CPPFLAGS += -Iclient
 
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
-	$(NVCC) $(ALL_NVCCFLAGS) -c $< -o $@
+	$(call say,NVCC,$<)$(NVCC) $(ALL_NVCCFLAGS) -c $< -o $@
 
 $(BUILD)/libfp8dcore.a: $(CORE_OBJ)
 	@rm -f $@
-	$(AR) rcs $@ $^
+	$(call say,AR,$@)$(AR) rcs $@ $^
 
 $(BUILD)/libfp8d.a: $(CLIENT_OBJ)
 	@rm -f $@
-	$(AR) rcs $@ $^
+	$(call say,AR,$@)$(AR) rcs $@ $^
 
 $(BUILD)/libfp8d.so: $(CLIENT_OBJ)
-	$(CC) -shared -Wl,-soname,libfp8d.so.0 $(SANFLAGS) -o $@ $^ $(PKG_LIBS) -pthread
+	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libfp8d.so.0 $(SANFLAGS) -o $@ $^ $(PKG_LIBS) -pthread
 
 $(BUILD)/fp8d: $(BUILD)/obj/daemon/main.o $(BUILD)/libfp8dcore.a
-	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(LINK_CUDA)
+	$(call say,LD,$@)$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(LINK_CUDA)
 
 $(BUILD)/fp8: $(BUILD)/obj/client/fp8.o $(BUILD)/libfp8d.a
-	$(CC) $(SANFLAGS) -o $@ $^ $(PKG_LIBS) -lm -pthread
+	$(call say,LD,$@)$(CC) $(SANFLAGS) -o $@ $^ $(PKG_LIBS) -lm -pthread
 
 $(BUILD)/examples/%: $(BUILD)/obj/client/examples/%.o $(BUILD)/libfp8d.a
 	@mkdir -p $(@D)
-	$(CC) $(SANFLAGS) -o $@ $^ $(PKG_LIBS) -lm -pthread
+	$(call say,LD,$@)$(CC) $(SANFLAGS) -o $@ $^ $(PKG_LIBS) -lm -pthread
 
 $(BUILD)/tests/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
-	$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
+	$(call say,LD,$@)$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libfp8d.a $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
-	$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
+	$(call say,LD,$@)$(CC) $(SANFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS) $(LINK_CUDA)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
-	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(LINK_CUDA)
+	$(call say,LD,$@)$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(LINK_CUDA)
 
 $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/libfp8dcore.a
 	@mkdir -p $(@D)
-	$(CC) $(SANFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS) $(LINK_CUDA)
+	$(call say,LD,$@)$(CC) $(SANFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS) $(LINK_CUDA)
 
 # ---- run --------------------------------------------------------------------------------
 # The README's test command. Everything here runs without a GPU.

@@ -1,22 +1,31 @@
 /* fp8d run: one prompt, prefill then decode, output streamed to stdout as it is sampled:
  * text for a text prompt (DIR/tokenizer.json; the model's chat template unless
- * --no-chat), token ids for --tokens. (The scheduler will take this over; this loop is
- * the plain single-sequence path.) */
+ * --no-chat), token ids for --tokens. (This loop is the plain single-sequence path.)
+ * With --requests FILE.jsonl: an offline batch through the scheduler (engine/offline.h),
+ * one JSON result line per request on stdout. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/commands.h"
 #include "daemon/opts.h"
 #include "daemon/single.h"
 #include "engine/chat_template.h"
+#include "engine/engine.h"
+#include "engine/offline.h"
 #include "engine/tokenizer.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: fp8d run (--model DIR | --synthetic PRESET) [options] [--chat|--no-chat] (\"prompt\" | --tokens 1,2,3)\n"
-               "streams the generated text (token ids for --tokens) to stdout\n%s",
+               "       fp8d run (--model DIR | --synthetic PRESET) [options] [--chat|--no-chat]\n"
+               "                --requests FILE.jsonl [--kv-cache-memory BYTES]\n"
+               "streams the generated text (token ids for --tokens) to stdout; with --requests,\n"
+               "runs the file's requests through the scheduler (sampling options are their\n"
+               "defaults; KV pool default: max-num-seqs full-length sequences, at most 1 GiB)\n"
+               "and prints one JSON result per request\n%s",
             fp8d_opts_help);
 }
 
@@ -54,11 +63,119 @@ static int encode_prompt(const char *dir, const struct fp8_tokenizer *tok, const
     return 0;
 }
 
+/* ---- --requests: the offline batch through the scheduler ---------------------------- */
+
+struct run_text {
+    const char *dir;
+    const struct fp8_tokenizer *tok;
+    bool chat;
+};
+
+static int text_tokenize(void *ctx, const char *text, int32_t **ids, int32_t *n_ids,
+                         struct fp8_err *err)
+{
+    const struct run_text *t = ctx;
+    return encode_prompt(t->dir, t->tok, text, t->chat, ids, n_ids, err);
+}
+
+static int text_detokenize(void *ctx, const int32_t *ids, int32_t n_ids, char **text,
+                           struct fp8_err *err)
+{
+    const struct run_text *t = ctx;
+    size_t len;
+    for (int32_t i = 0; i < n_ids; i++)
+        if (ids[i] >= fp8_tokenizer_n_vocab(t->tok))
+            return fp8_err_set(err, -ERANGE, "id %d has no text in the tokenizer", ids[i]);
+    return fp8_tokenizer_decode(t->tok, ids, (size_t)n_ids, true, text, &len, err);
+}
+
+/* The request defaults: the command line's sampling options, the model's generation
+ * defaults where those were not given. */
+static struct fp8_req_params request_defaults(const struct fp8d_opts *o,
+                                              const struct fp8_model_config *cfg)
+{
+    const struct fp8_sampling_params *s = &o->sampling;
+    return (struct fp8_req_params){
+        .sampling = {
+            .temperature = o->temperature_set ? s->temperature : cfg->default_temperature,
+            .top_p = o->top_p_set ? s->top_p : cfg->default_top_p,
+            .top_k = o->top_k_set ? s->top_k : cfg->default_top_k,
+            .min_p = s->min_p,
+            .repetition_penalty = s->repetition_penalty,
+            .presence_penalty = s->presence_penalty,
+            .seed = s->seed,
+        },
+        .max_tokens = s->max_tokens,
+        .ignore_eos = s->ignore_eos,
+    };
+}
+
+static int run_requests(const struct fp8d_opts *o, const char *path, bool chat,
+                        int64_t kv_bytes, struct fp8_err *err)
+{
+    struct fp8_backend *be = NULL;
+    struct fp8_weights *w = NULL;
+    struct fp8_tokenizer *tok = NULL;
+    struct fp8_engine e = {0};
+    FILE *in = NULL;
+    int rc;
+    if (o->config_file)
+        return fp8_err_set(err, -ENOTSUP, "--config is read by serve only");
+    if (!(in = fopen(path, "r")))
+        return fp8_err_set(err, -errno, "--requests %s: %s", path, strerror(errno));
+    if ((rc = fp8_backend_create(o->backend, &be, err)) < 0)
+        goto out;
+    rc = o->model_dir ? fp8_weights_open_dir(o->model_dir, &w, err)
+                      : fp8_weights_open_synthetic(o->synthetic, 0, &w, err);
+    if (rc < 0)
+        goto out;
+    const struct fp8_model_config *cfg = fp8_weights_config(w);
+    struct fp8_engine_params p = fp8_engine_params_default();
+    p.weight_dtype = o->weights;
+    p.kv_dtype = o->kv_cache_dtype;
+    p.max_num_seqs = o->max_num_seqs;
+    p.max_num_batched_tokens = o->max_num_batched_tokens;
+    p.max_model_len = o->max_model_len ? o->max_model_len : cfg->max_position_embeddings;
+    if (kv_bytes > 0) {
+        p.kv_budget_bytes = kv_bytes;
+    } else {
+        struct fp8_kv_cache_desc one = fp8_model_kv_desc(cfg, p.kv_dtype, p.block_size, 1);
+        int64_t blocks = (int64_t)p.max_num_seqs * ((p.max_model_len + p.block_size - 1) /
+                                                    p.block_size);
+        p.kv_budget_bytes = blocks * fp8_kv_block_bytes(&one);
+        if (p.kv_budget_bytes > (1ll << 30))
+            p.kv_budget_bytes = 1ll << 30;
+    }
+    if ((rc = fp8_engine_init(&e, w, be, &p, err)) < 0)
+        goto out;
+    char tpath[4096];
+    snprintf(tpath, sizeof(tpath), "%s/tokenizer.json", o->model_dir ? o->model_dir : "");
+    if (o->model_dir && access(tpath, R_OK) == 0 &&
+        (rc = fp8_tokenizer_load(&tok, tpath, err)) < 0)
+        goto out;
+    struct run_text t = {.dir = o->model_dir, .tok = tok, .chat = chat};
+    struct fp8_offline_text text = {.ctx = &t};
+    if (tok) {
+        text.tokenize = text_tokenize;
+        text.detokenize = text_detokenize;
+    }
+    struct fp8_req_params defaults = request_defaults(o, cfg);
+    rc = fp8_offline_run_file(&e.sched, in, stdout, &defaults, &text, err);
+out:
+    fclose(in);
+    fp8_tokenizer_free(tok);
+    fp8_engine_free(&e);
+    fp8_weights_free(w);
+    fp8_backend_free(be);
+    return rc;
+}
+
 int cmd_run(int argc, char **argv)
 {
     struct fp8d_opts o;
     struct fp8_err err = {{0}};
-    const char *tokens_arg = NULL, *prompt = NULL;
+    const char *tokens_arg = NULL, *prompt = NULL, *requests = NULL;
+    int64_t kv_bytes = 0;
     bool chat = true;
     int32_t *seq = NULL, n_prompt = 0;
     float *logits = NULL;
@@ -85,6 +202,20 @@ int cmd_run(int argc, char **argv)
             chat = !strcmp(argv[i++], "--chat");
             continue;
         }
+        if (!strcmp(argv[i], "--requests") && i + 1 < argc) {
+            requests = argv[i + 1];
+            i += 2;
+            continue;
+        }
+        if (!strcmp(argv[i], "--kv-cache-memory") && i + 1 < argc) {
+            if (fp8d_parse_i64(argv[i + 1], 1, INT64_MAX, &kv_bytes) < 0) {
+                fprintf(stderr, "fp8d run: --kv-cache-memory '%s': expected a byte count\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            i += 2;
+            continue;
+        }
         if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
             tokens_arg = argv[i + 1];
             i += 2;
@@ -97,6 +228,20 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "fp8d run: unexpected argument '%s'\n", argv[i]);
         usage(stderr);
         return 2;
+    }
+    if (requests) {
+        if (tokens_arg || prompt || (!o.model_dir && !o.synthetic)) {
+            fprintf(stderr, "fp8d run: --requests needs --model (or --synthetic) and takes no "
+                            "prompt or --tokens\n");
+            usage(stderr);
+            return 2;
+        }
+        if (fp8_sampling_params_check(&o.sampling, &err) < 0 ||
+            run_requests(&o, requests, chat, kv_bytes, &err) < 0) {
+            fprintf(stderr, "fp8d run: %s\n", err.msg);
+            return 1;
+        }
+        return 0;
     }
     if ((!o.model_dir && !o.synthetic) || (!tokens_arg == !prompt)) {
         fprintf(stderr, "fp8d run: --model (or --synthetic) and one of --tokens or a prompt are required "
