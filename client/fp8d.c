@@ -253,6 +253,29 @@ static int connection_lost(fp8d_client *c)
     return set_error(c, -ECONNRESET, "connection to the daemon lost");
 }
 
+/* Receives and dispatches one message if one is waiting (-EAGAIN if not). */
+static int pump_one(fp8d_client *c)
+{
+    zmq_msg_t zm;
+    zmq_msg_init(&zm);
+    if (zmq_msg_recv(&zm, c->sock, ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        zmq_msg_close(&zm);
+        return e == EAGAIN ? -EAGAIN : set_error(c, -EIO, "receive: %s", zmq_strerror(e));
+    }
+    struct fp8_msg m;
+    struct fp8_err err = {{0}};
+    int rc = fp8_msg_decode(zmq_msg_data(&zm), zmq_msg_size(&zm), FP8_MSG_DIR_REPLY, &m, &err);
+    zmq_msg_close(&zm);
+    if (rc == -EPROTONOSUPPORT)
+        return set_error(c, rc, "daemon: %s", err.msg);
+    if (rc < 0)
+        return set_error(c, rc == -ENOMEM ? rc : -EPROTO, "daemon sent a bad message: %s",
+                         err.msg);
+    dispatch(c, &m);
+    return 0;
+}
+
 /* Receives and dispatches one message. -EAGAIN when none came within timeout_ms. */
 static int pump(fp8d_client *c, int timeout_ms)
 {
@@ -278,29 +301,17 @@ static int pump(fp8d_client *c, int timeout_ms)
             zmq_recv(c->mon, addr, sizeof(addr), ZMQ_DONTWAIT);
         uint16_t event;
         memcpy(&event, ev, sizeof(event));
-        if (got >= 2 && event == ZMQ_EVENT_DISCONNECTED)
+        if (got >= 2 && event == ZMQ_EVENT_DISCONNECTED) {
+            /* What the daemon sent before it went away (a stream's shutting_down, say)
+             * is delivered before the loss is reported. */
+            while (pump_one(c) == 0)
+                ;
             return connection_lost(c);
+        }
         if (!(items[0].revents & ZMQ_POLLIN))
             return 0;
     }
-    zmq_msg_t zm;
-    zmq_msg_init(&zm);
-    if (zmq_msg_recv(&zm, c->sock, ZMQ_DONTWAIT) < 0) {
-        int e = errno;
-        zmq_msg_close(&zm);
-        return e == EAGAIN ? -EAGAIN : set_error(c, -EIO, "receive: %s", zmq_strerror(e));
-    }
-    struct fp8_msg m;
-    struct fp8_err err = {{0}};
-    int rc = fp8_msg_decode(zmq_msg_data(&zm), zmq_msg_size(&zm), FP8_MSG_DIR_REPLY, &m, &err);
-    zmq_msg_close(&zm);
-    if (rc == -EPROTONOSUPPORT)
-        return set_error(c, rc, "daemon: %s", err.msg);
-    if (rc < 0)
-        return set_error(c, rc == -ENOMEM ? rc : -EPROTO, "daemon sent a bad message: %s",
-                         err.msg);
-    dispatch(c, &m);
-    return 0;
+    return pump_one(c);
 }
 
 /* Sends m with a fresh id and waits for its reply, which must be of op want (an `error`
@@ -702,7 +713,7 @@ int fp8d_stream_next(fp8d_stream *s, struct fp8d_token *tok, int timeout_ms)
         int rc = pump(c, left);
         if (rc == -EAGAIN && left_ms(deadline) == 0)
             return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        if (rc < 0 && rc != -EAGAIN)
+        if (rc < 0 && rc != -EAGAIN && !s->ended) /* else its own end comes first */
             return rc;
     }
 }

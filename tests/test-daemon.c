@@ -855,6 +855,34 @@ static void test_tcp(void **state)
     fp8d_server_free(f.srv);
 }
 
+/* The daemon's last messages come before its disconnect: a client that looks only after
+ * the daemon is gone still gets shutting_down, not a lost connection. */
+static void test_shutdown_then_read(void **state)
+{
+    (void)state;
+    struct fixture f;
+    start(&f, NULL);
+    fp8d_client *c[2];
+    fp8d_stream *st[2];
+    struct fp8d_token t;
+    for (int i = 0; i < 2; i++) { /* ring, then chunks */
+        assert_int_equal(fp8d_connect(f.endpoint, i ? FP8D_CONNECT_NO_SHM : 0, TIMEOUT_MS,
+                                      &c[i]), 0);
+        assert_int_equal(fp8d_generate(c[i], "!hold", NULL, &st[i]), 0);
+        assert_int_equal(fp8d_stream_next(st[i], &t, TIMEOUT_MS), 1);
+    }
+    fp8d_server_stop(f.srv);
+    pthread_join(f.thread, NULL);
+    assert_int_equal(f.run_rc, 0);
+    fp8d_server_free(f.srv); /* socket closed: the disconnect is on its way too */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fp8d_stream_next(st[i], &t, TIMEOUT_MS), -ESHUTDOWN);
+        fp8d_stream_free(st[i]);
+        fp8d_close(c[i]);
+    }
+    rmdir(f.dir);
+}
+
 int main(void)
 {
     fp8d_log_open(false, NULL, getenv("FP8D_TEST_VERBOSE") ? FP8D_LOG_DEBUG : FP8D_LOG_ERR);
@@ -870,6 +898,7 @@ int main(void)
         cmocka_unit_test(test_second_daemon_refused),
         cmocka_unit_test(test_access),
         cmocka_unit_test(test_tcp),
+        cmocka_unit_test(test_shutdown_then_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,8 @@ Checks, each against something the daemon does not compute itself:
   - 32 concurrent client processes (fp8 generate --json, half through shared memory, half
     as chunk messages), distinct seeds and prompts: every token list equals `fp8d run`
     with the same options (the in-process reference), so no token is lost or duplicated;
+  - a text prompt (fp8 generate) and a chat turn (fp8 chat): the streamed text equals
+    `fp8d run --no-chat` and `fp8d run --chat` (tokenizer, template, detokenizer);
   - a client SIGKILLed mid-stream: the daemon logs the session closed within a second and
     keeps serving;
   - a reader that stops reading (libfp8d through ctypes): the stream is cancelled after
@@ -24,7 +26,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 import ctypes
 import errno
 import json
@@ -59,29 +63,27 @@ def check(cond, msg):
 
 
 class Notify:
-    """A NOTIFY_SOCKET listener: datagrams in arrival order."""
+    """A NOTIFY_SOCKET listener. A thread drains it all the time, as systemd does: a Unix
+    datagram queue holds only a few messages, and sd_notify blocks when it is full."""
 
     def __init__(self, path):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
         self.seen = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        while True:
+            m = self.sock.recv(4096).decode()
+            with self.cond:
+                self.seen.append(m)
+                self.cond.notify_all()
 
     def wait(self, pattern, timeout):
-        deadline = time.monotonic() + timeout
-        for m in self.seen:
-            if pattern in m:
-                return True
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                m = self.sock.recv(4096).decode()
-            except socket.timeout:
-                break
-            self.seen.append(m)
-            if pattern in m:
-                return True
-        return False
+        with self.cond:
+            return self.cond.wait_for(lambda: any(pattern in m for m in self.seen), timeout)
 
 
 def wait_file(path, pattern, timeout):
@@ -141,7 +143,15 @@ def main():
                         continue
                     ref[j] = [int(t) for t in out.split()]
                 procs = []
-        phase("%d reference runs" % N_CLIENTS)
+        # text prompts: as is, and as one user turn through the chat template
+        text_prompt = "Write a haiku about FP8."
+        text_ref = {}
+        for mode in ("--no-chat", "--chat"):
+            r = subprocess.run([FP8D, "run"] + common + sampling(7) + [mode, text_prompt],
+                               capture_output=True, text=True, timeout=120)
+            if check(r.returncode == 0, "fp8d run %s: %s" % (mode, r.stderr.strip())):
+                text_ref[mode] = r.stdout.strip("\n")
+        phase("%d reference runs" % (N_CLIENTS + 2))
 
         ep = "ipc://" + os.path.join(tmp, "s.sock")
         log = os.path.join(tmp, "daemon.log")
@@ -175,6 +185,18 @@ def main():
                   got["usage"]["completion_tokens"] == MAX_TOKENS,
                   "client %d: finish %s usage %s" % (i, got["finish_reason"], got["usage"]))
         phase("%d concurrent clients" % N_CLIENTS)
+
+        r = subprocess.run([FP8, "--endpoint", ep, "generate"] + sampling(7) + [text_prompt],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0 and r.stdout.strip("\n") == text_ref.get("--no-chat"),
+              "text prompt: %r, fp8d run gave %r (%s)" % (r.stdout, text_ref.get("--no-chat"),
+                                                          r.stderr))
+        r = subprocess.run([FP8, "--endpoint", ep, "chat"] + sampling(7), input=text_prompt,
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0 and r.stdout.strip("\n") == text_ref.get("--chat"),
+              "chat: %r, fp8d run --chat gave %r (%s)" % (r.stdout, text_ref.get("--chat"),
+                                                         r.stderr))
+        phase("text prompt and chat")
 
         long_gen = [FP8, "--endpoint", ep, "--timeout", "60000", "generate", "--tokens",
                     "1,2,3", "--max-tokens", "120", "--ignore-eos", "--temperature", "0"]
@@ -279,7 +301,16 @@ def main():
                 sa.send_signal(signal.SIGTERM)
                 check(sa.wait(timeout=30) == 0, "socket-activated daemon exit %s" % sa.returncode)
             phase("socket activation")
+    except Exception:
+        fail("exception: %s" % traceback.format_exc())
     finally:
+        if fails:
+            for name in ("daemon.log.1", "daemon.log"):
+                try:
+                    with open(os.path.join(tmp, name)) as f:
+                        print("---- %s (last 40 lines)\n%s" % (name, "".join(f.readlines()[-40:])))
+                except OSError:
+                    pass
         if daemon is not None:
             daemon.kill()
             daemon.wait()
