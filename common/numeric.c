@@ -62,16 +62,15 @@ uint16_t f32_to_f16(float f)
 
 float e4m3_to_f32(uint8_t b)
 {
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
     uint32_t e = (b >> 3) & 0xfu;
     uint32_t m = b & 0x7u;
-    float v;
     if (e == 15 && m == 7)
         return NAN;
-    if (e == 0)
-        v = (float)m * 0x1p-9f;
-    else
-        v = ldexpf(1.0f + (float)m / 8.0f, (int)e - 7);
-    return (b & 0x80u) ? -v : v;
+    if (e == 0) /* subnormal: m * 2^-9, exact in fp32 */
+        return bits_f32(sign | f32_bits((float)m * 0x1p-9f));
+    /* Normal: rebias the exponent (7 -> 127) and move the 3 mantissa bits to the top. */
+    return bits_f32(sign | ((e + 120u) << 23) | (m << 20));
 }
 
 uint8_t f32_to_e4m3(float f)
