@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engine/config.h"
+#include "tests/test_util.h"
 #include "tests/tmpdir.h"
 
 static struct fp8_model_config parse_ok(const char *config, const char *gen)
@@ -444,20 +445,14 @@ static void test_load_dir(void **state)
     assert_non_null(strstr(err.msg, "config.json"));
 
     snprintf(path, sizeof(path), "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    fputs(qwen3_8b, f);
-    fclose(f);
+    write_file(path, qwen3_8b);
     assert_int_equal(fp8_model_config_load(dir, &c, &err), 0);
     assert_int_equal(c.n_eos, 1);
     snprintf(path, sizeof(path), "%s/generation_config.json", dir);
-    f = fopen(path, "w");
-    fputs(qwen3_gen, f);
-    fclose(f);
+    write_file(path, qwen3_gen);
     assert_int_equal(fp8_model_config_load(dir, &c, &err), 0);
     assert_int_equal(c.n_eos, 2);
-    f = fopen(path, "w");
-    fputs("{\"top_k\": -1}", f);
-    fclose(f);
+    write_file(path, "{\"top_k\": -1}");
     assert_int_equal(fp8_model_config_load(dir, &c, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "generation_config: \"top_k\" is -1"));
     tmpdir_remove(dir);
