@@ -10,23 +10,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "engine/config.h"
 #include "engine/model.h"
 #include "tests/test_util.h"
+#include "tests/tmpdir.h"
 
 #define GOLDEN FP8D_SOURCE_DIR "/tests/golden/models"
 
-static char tmp[64], jsonl[128];
+static char *tmp, jsonl[600];
 
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmp, "/tmp/fp8d-test-requests-XXXXXX");
-    if (!mkdtemp(tmp))
+    if (!(tmp = tmpdir_make()))
         return -1;
     snprintf(jsonl, sizeof(jsonl), "%s/requests.jsonl", tmp);
     return 0;
@@ -35,14 +34,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    const char *names[] = {"requests.jsonl", "tokenizer.json", "tokenizer_config.json",
-                           "config.json", "generation_config.json", "model.safetensors"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        char p[256];
-        snprintf(p, sizeof(p), "%s/%s", tmp, names[i]);
-        unlink(p);
-    }
-    rmdir(tmp);
+    tmpdir_remove(tmp);
     return 0;
 }
 

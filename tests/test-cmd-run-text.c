@@ -17,18 +17,18 @@
 #include "engine/chat_template.h"
 #include "engine/tokenizer.h"
 #include "tests/test_util.h"
+#include "tests/tmpdir.h"
 
-static char dir[64], fp8d[512];
+static char *dir;
 
 /* A tiny random Qwen3 with the real tokenizer, written by `fp8d mkmodel` (bf16, seed 0:
  * the same values as --synthetic qwen3-tiny). */
 static int setup(void **state)
 {
     (void)state;
-    char cmd[1024];
+    char fp8d[512], cmd[1024];
     built_binary("fp8d", fp8d, sizeof(fp8d));
-    strcpy(dir, "/tmp/fp8d-test-run-text-XXXXXX");
-    if (!mkdtemp(dir))
+    if (!(dir = tmpdir_make()))
         return -1;
     snprintf(cmd, sizeof(cmd), "%s mkmodel --arch qwen3 --out %s >/dev/null", fp8d, dir);
     return system(cmd) == 0 ? 0 : -1;
@@ -37,14 +37,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    const char *names[] = {"tokenizer.json", "tokenizer_config.json", "config.json",
-                           "generation_config.json", "model.safetensors"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        char p[256];
-        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
-        unlink(p);
-    }
-    rmdir(dir);
+    tmpdir_remove(dir);
     return 0;
 }
 
@@ -52,7 +45,7 @@ static void test_text_equals_decoded_ids(void **state)
 {
     (void)state;
     const char *prompt = "Hello there, tiny model";
-    char path[256], *rendered = NULL, args[4096], text_out[8192], ids_out[8192];
+    char path[600], *rendered = NULL, args[4096], text_out[8192], ids_out[8192];
     struct fp8_tokenizer *tok = NULL;
     struct fp8_chat_template t;
     struct fp8_chat_message msg = {.role = "user", .content = prompt};
@@ -101,7 +94,7 @@ static void test_synthetic_equals_mkmodel_checkpoint(void **state)
     assert_int_equal(run_fp8d(args, false, out, sizeof(out)), 0);
     snprintf(args, sizeof(args), "logits --synthetic qwen3-tiny %s %s/b.f32", common, dir);
     assert_int_equal(run_fp8d(args, false, out, sizeof(out)), 0);
-    char pa[128], pb[128];
+    char pa[600], pb[600];
     snprintf(pa, sizeof(pa), "%s/a.f32", dir);
     snprintf(pb, sizeof(pb), "%s/b.f32", dir);
     FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
