@@ -42,8 +42,8 @@ static inline void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
 }
 
 #endif
