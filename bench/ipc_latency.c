@@ -27,19 +27,13 @@
 
 #include <zmq.h>
 
+#include "common/clock.h"
 #include "ipc/protocol.h"
 #include "ipc/ring.h"
 #include "ipc/shm.h"
 
 #define WARMUP 100
 #define SLOT_BYTES 65536u
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void sleep_until(int64_t t)
 {
@@ -78,14 +72,14 @@ static int ring_consumer(const char *name, size_t size, enum mode mode, int n, i
     fp8_ring_cons_init(&c, shm.base, &geom, 0);
     for (int i = 0; i < n; i++) {
         int rc;
-        int64_t spin_end = mode == MODE_HYBRID ? now_ns() + HYBRID_SPIN_NS : 0;
+        int64_t spin_end = mode == MODE_HYBRID ? fp8_now_ns() + HYBRID_SPIN_NS : 0;
         for (uint32_t k = 0; (rc = fp8_ring_peek(&c, &r)) == 0; k++) {
             bool sleep = mode == MODE_SLEEP ||
-                         (mode == MODE_HYBRID && (k & 63) == 63 && now_ns() > spin_end);
+                         (mode == MODE_HYBRID && (k & 63) == 63 && fp8_now_ns() > spin_end);
             if (sleep && fp8_ring_wait(&c, 10 * 1000000000ll) < 0)
                 return 3;
         }
-        int64_t t = now_ns(), stamp;
+        int64_t t = fp8_now_ns(), stamp;
         if (rc < 0 || r.text_len != sizeof(stamp) || r.token != i)
             return 4;
         memcpy(&stamp, r.text, sizeof(stamp));
@@ -118,17 +112,17 @@ static int run_ring(const struct cfg *cfg, enum mode mode, int n_cons, int64_t *
                                 lat + (size_t)k * cfg->n_tokens));
     }
     for (int k = 0; k < n_cons; k++) {
-        int64_t deadline = now_ns() + 10 * 1000000000ll;
-        while (!fp8_ring_attached(shm[k].base) && now_ns() < deadline)
+        int64_t deadline = fp8_now_ns() + 10 * 1000000000ll;
+        while (!fp8_ring_attached(shm[k].base) && fp8_now_ns() < deadline)
             sched_yield();
         fp8_shm_unlink(&shm[k], NULL);
     }
-    int64_t next = now_ns() + cfg->period_ns;
+    int64_t next = fp8_now_ns() + cfg->period_ns;
     for (int i = 0; i < cfg->n_tokens && rc == 0; i++) {
         sleep_until(next);
         next += cfg->period_ns;
         for (int k = 0; k < n_cons; k++) {
-            int64_t stamp = now_ns();
+            int64_t stamp = fp8_now_ns();
             rc = fp8_ring_publish(&prod[k], i, 0, 0, &stamp, sizeof(stamp));
             if (rc < 0) {
                 fprintf(stderr, "ipc_latency: publish: %s\n", strerror(-rc));
@@ -160,7 +154,7 @@ static int zmq_consumer(const char *endpoint, int n, int64_t *lat)
             rc = 3;
             break;
         }
-        int64_t t = now_ns(), stamp;
+        int64_t t = fp8_now_ns(), stamp;
         struct fp8_msg m;
         if (fp8_msg_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), FP8_MSG_DIR_REPLY, &m,
                            NULL) < 0 ||
@@ -212,12 +206,12 @@ static int run_zmq(const struct cfg *cfg, int n_cons, int64_t *lat, pid_t *pids)
         }
         id_len[k] = (size_t)n;
     }
-    int64_t next = now_ns() + cfg->period_ns;
+    int64_t next = fp8_now_ns() + cfg->period_ns;
     for (int i = 0; i < cfg->n_tokens && rc == 0; i++) {
         sleep_until(next);
         next += cfg->period_ns;
         for (int k = 0; k < n_cons; k++) {
-            int64_t stamp = now_ns();
+            int64_t stamp = fp8_now_ns();
             int32_t tok = i;
             struct fp8_msg m;
             void *buf;

@@ -62,14 +62,15 @@ uint16_t f32_to_f16(float f)
 
 float e4m3_to_f32(uint8_t b)
 {
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
     uint32_t e = (b >> 3) & 0xfu;
     uint32_t m = b & 0x7u;
     if (e == 15 && m == 7)
         return NAN;
-    /* normal: 2^(e-7) * (1 + m/8) assembled as f32 bits (exact, and no libm call: this
-     * is the ref backend's inner loop) */
-    float v = e == 0 ? (float)m * 0x1p-9f : bits_f32(((e + 120u) << 23) | (m << 20));
-    return (b & 0x80u) ? -v : v;
+    if (e == 0) /* subnormal: m * 2^-9, exact in fp32 */
+        return bits_f32(sign | f32_bits((float)m * 0x1p-9f));
+    /* Normal: rebias the exponent (7 -> 127) and move the 3 mantissa bits to the top. */
+    return bits_f32(sign | ((e + 120u) << 23) | (m << 20));
 }
 
 uint8_t f32_to_e4m3(float f)

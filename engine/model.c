@@ -195,8 +195,8 @@ int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
         (rc = be->ops->kv_cache_alloc(be, &m->kv, &kd, err)) < 0)
         goto fail;
     switch (cfg->arch) {
-    case FP8_ARCH_QWEN3: rc = qwen3_load(m, src, err); break;
-    case FP8_ARCH_QWEN3_MOE: rc = qwen3_moe_load(m, src, err); break;
+    case FP8_ARCH_QWEN3:
+    case FP8_ARCH_QWEN3_MOE: rc = qwen3_load(m, src, err); break;
     case FP8_ARCH_GEMMA3: rc = gemma3_load(m, src, err); break;
     }
     if (rc < 0)
@@ -308,8 +308,8 @@ int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *log
     if (rc < 0)
         return rc;
     switch (m->cfg.arch) {
-    case FP8_ARCH_QWEN3: qwen3_forward(m, b->n_tokens); break;
-    case FP8_ARCH_QWEN3_MOE: qwen3_moe_forward(m, b->n_tokens); break;
+    case FP8_ARCH_QWEN3:
+    case FP8_ARCH_QWEN3_MOE: qwen3_forward(m, b->n_tokens); break;
     case FP8_ARCH_GEMMA3: gemma3_forward(m, b->n_tokens); break;
     }
     if (n_rows > 0) {

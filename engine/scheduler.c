@@ -1,9 +1,9 @@
 #include "scheduler.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 const char *fp8_req_finish_name(enum fp8_req_finish f)
 {
@@ -15,13 +15,6 @@ const char *fp8_req_finish_name(enum fp8_req_finish f)
     case FP8_REQ_FINISH_NONE: break;
     }
     return "";
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int64_t span(int64_t from, int64_t to)
@@ -248,7 +241,7 @@ int fp8_sched_submit(struct fp8_sched *s, uint64_t id, const int32_t *prompt, in
     r->order = s->next_order++;
     r->timings = (struct fp8_req_timings){
         .arrival_step = s->stats.n_steps, .first_step = -1, .first_token_step = -1,
-        .finish_step = -1, .arrival_ns = now_ns(), .first_ns = -1, .first_token_ns = -1,
+        .finish_step = -1, .arrival_ns = fp8_now_ns(), .first_ns = -1, .first_token_ns = -1,
         .finish_ns = -1,
     };
     queue_insert(s->waiting, &s->n_waiting, r);
@@ -266,7 +259,7 @@ int fp8_sched_cancel(struct fp8_sched *s, uint64_t id)
         if (s->waiting[i]->id == id) {
             struct fp8_request *r = s->waiting[i];
             queue_remove_at(s->waiting, &s->n_waiting, i);
-            finish(s, r, FP8_REQ_FINISH_CANCELLED, s->stats.n_steps, now_ns());
+            finish(s, r, FP8_REQ_FINISH_CANCELLED, s->stats.n_steps, fp8_now_ns());
             return 0;
         }
     }
@@ -274,7 +267,7 @@ int fp8_sched_cancel(struct fp8_sched *s, uint64_t id)
         if (s->running[i]->id == id) {
             struct fp8_request *r = s->running[i];
             queue_remove_at(s->running, &s->n_running, i);
-            finish(s, r, FP8_REQ_FINISH_CANCELLED, s->stats.n_steps - 1, now_ns());
+            finish(s, r, FP8_REQ_FINISH_CANCELLED, s->stats.n_steps - 1, fp8_now_ns());
             return 0;
         }
     }
@@ -443,7 +436,7 @@ static int32_t schedule(struct fp8_sched *s, int64_t t0)
 
 int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
 {
-    int64_t t0 = now_ns();
+    int64_t t0 = fp8_now_ns();
     int32_t n_sched = schedule(s, t0);
     if (n_sched == 0) {
         s->stats.n_steps++;
@@ -453,7 +446,7 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
 
     const float *logits = NULL;
     int rc = s->model.forward(s->model.ctx, &s->batch, &logits, err);
-    int64_t t1 = now_ns();
+    int64_t t1 = fp8_now_ns();
     int32_t row = 0;
     for (int32_t k = 0; k < n_sched; k++) {
         struct fp8_request *r = s->sched[k];

@@ -142,21 +142,34 @@ static int grow(void **arr, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
-static int load_normalizer(struct fp8_tokenizer *tok, json_t *j, size_t *cap, struct fp8_err *err)
+/* Appends one normalizer, pre-tokenizer or decoder j of type t (never "Sequence") to
+ * tok's array of them, whose capacity is *cap. */
+typedef int (*load_component_fn)(struct fp8_tokenizer *tok, json_t *j, const char *t, size_t *cap,
+                                 struct fp8_err *err);
+
+/* A component, null/absent for none, or {"type": "Sequence", list_key: [...]} nesting more of
+ * them to any depth: they apply in order, so the tree is flattened into one array. */
+static int load_components(struct fp8_tokenizer *tok, json_t *j, const char *list_key,
+                           load_component_fn load_one, size_t *cap, struct fp8_err *err)
 {
     if (json_is_null(j) || !j)
         return 0;
     const char *t = type_of(j);
-    if (!strcmp(t, "Sequence")) {
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(j, "normalizers"), i, it) {
-            int rc = load_normalizer(tok, it, cap, err);
-            if (rc < 0)
-                return rc;
-        }
-        return 0;
+    if (strcmp(t, "Sequence"))
+        return load_one(tok, j, t, cap, err);
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(j, list_key), i, it) {
+        int rc = load_components(tok, it, list_key, load_one, cap, err);
+        if (rc < 0)
+            return rc;
     }
+    return 0;
+}
+
+static int load_normalizer(struct fp8_tokenizer *tok, json_t *j, const char *t, size_t *cap,
+                           struct fp8_err *err)
+{
     if (grow((void **)&tok->norm, cap, tok->n_norm, sizeof(*tok->norm)) < 0)
         return fp8_err_set(err, -ENOMEM, "out of memory");
     struct tok_norm *n = &tok->norm[tok->n_norm];
@@ -187,21 +200,10 @@ static int load_normalizer(struct fp8_tokenizer *tok, json_t *j, size_t *cap, st
     return 0;
 }
 
-static int load_pretok(struct fp8_tokenizer *tok, json_t *j, size_t *cap, struct fp8_err *err)
+static int load_pretok(struct fp8_tokenizer *tok, json_t *j, const char *t, size_t *cap,
+                       struct fp8_err *err)
 {
-    if (json_is_null(j) || !j)
-        return 0;
-    const char *t = type_of(j);
     int rc;
-    if (!strcmp(t, "Sequence")) {
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(j, "pretokenizers"), i, it) {
-            if ((rc = load_pretok(tok, it, cap, err)) < 0)
-                return rc;
-        }
-        return 0;
-    }
     if (grow((void **)&tok->pre, cap, tok->n_pre, sizeof(*tok->pre)) < 0)
         return fp8_err_set(err, -ENOMEM, "out of memory");
     struct tok_pre *p = &tok->pre[tok->n_pre];
@@ -256,21 +258,10 @@ static int load_pretok(struct fp8_tokenizer *tok, json_t *j, size_t *cap, struct
     return 0;
 }
 
-static int load_decoder(struct fp8_tokenizer *tok, json_t *j, size_t *cap, struct fp8_err *err)
+static int load_decoder(struct fp8_tokenizer *tok, json_t *j, const char *t, size_t *cap,
+                        struct fp8_err *err)
 {
-    if (json_is_null(j) || !j)
-        return 0;
-    const char *t = type_of(j);
     int rc;
-    if (!strcmp(t, "Sequence")) {
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(j, "decoders"), i, it) {
-            if ((rc = load_decoder(tok, it, cap, err)) < 0)
-                return rc;
-        }
-        return 0;
-    }
     if (grow((void **)&tok->dec, cap, tok->n_dec, sizeof(*tok->dec)) < 0)
         return fp8_err_set(err, -ENOMEM, "out of memory");
     struct tok_dec *d = &tok->dec[tok->n_dec];
@@ -661,17 +652,19 @@ static int load_root(struct fp8_tokenizer *tok, json_t *root, struct fp8_err *er
         added = NULL;
     if ((rc = load_model(tok, json_object_get(root, "model"), added, err)) < 0)
         return rc;
-    if ((rc = load_normalizer(tok, json_object_get(root, "normalizer"), &cap, err)) < 0)
+    if ((rc = load_components(tok, json_object_get(root, "normalizer"), "normalizers",
+                              load_normalizer, &cap, err)) < 0)
         return rc;
     if ((rc = build_tries(tok, err)) < 0)
         return rc;
     cap = 0;
-    if ((rc = load_pretok(tok, json_object_get(root, "pre_tokenizer"), &cap, err)) < 0)
+    if ((rc = load_components(tok, json_object_get(root, "pre_tokenizer"), "pretokenizers",
+                              load_pretok, &cap, err)) < 0)
         return rc;
     cap = 0;
     json_t *dec = json_object_get(root, "decoder");
     tok->has_decoder = dec && !json_is_null(dec);
-    if ((rc = load_decoder(tok, dec, &cap, err)) < 0)
+    if ((rc = load_components(tok, dec, "decoders", load_decoder, &cap, err)) < 0)
         return rc;
     if ((rc = load_post(tok, json_object_get(root, "post_processor"), err)) < 0)
         return rc;

@@ -250,23 +250,38 @@ static int synth_make(const struct fp8_weights *w, int32_t i, struct fp8_err *er
     return 0;
 }
 
+/* Tensor name: the checkpoint's (*file), or else the index of the synthetic one (*synth). */
+static int weights_find(const struct fp8_weights *w, const char *name,
+                        const struct st_tensor **file, int32_t *synth, struct fp8_err *err)
+{
+    if (w->model) {
+        *file = st_model_find(w->model, name);
+        if (!*file)
+            return fp8_err_set(err, -ENOENT, "no tensor %s in the checkpoint", name);
+        return 0;
+    }
+    *file = NULL;
+    *synth = synth_find(w, name);
+    if (*synth < 0)
+        return fp8_err_set(err, -ENOENT, "no tensor %s in the synthetic %s", name,
+                           w->config.arch_name);
+    return 0;
+}
+
 int fp8_weights_get(struct fp8_weights *w, const char *name, const struct st_tensor **out,
                     struct fp8_err *err)
 {
     if (!w || !name || !out)
         return fp8_err_set(err, -EINVAL, "fp8_weights_get: NULL argument");
-    if (w->model) {
-        const struct st_tensor *t = st_model_find(w->model, name);
-        if (!t)
-            return fp8_err_set(err, -ENOENT, "no tensor %s in the checkpoint", name);
+    const struct st_tensor *t;
+    int32_t i;
+    int rc = weights_find(w, name, &t, &i, err);
+    if (rc < 0)
+        return rc;
+    if (t) {
         *out = t;
         return 0;
     }
-    int32_t i = synth_find(w, name);
-    if (i < 0)
-        return fp8_err_set(err, -ENOENT, "no tensor %s in the synthetic %s", name,
-                           w->config.arch_name);
-    int rc = 0;
     pthread_mutex_lock(&w->lock);
     if (!w->synth[i].data)
         rc = synth_make(w, i, err);
@@ -306,17 +321,15 @@ int fp8_weights_meta(struct fp8_weights *w, const char *name, struct st_tensor *
 {
     if (!w || !name || !out)
         return fp8_err_set(err, -EINVAL, "fp8_weights_meta: NULL argument");
-    if (w->model) {
-        const struct st_tensor *t = st_model_find(w->model, name);
-        if (!t)
-            return fp8_err_set(err, -ENOENT, "no tensor %s in the checkpoint", name);
+    const struct st_tensor *t;
+    int32_t i;
+    int rc = weights_find(w, name, &t, &i, err);
+    if (rc < 0)
+        return rc;
+    if (t) {
         *out = *t;
         return 0;
     }
-    int32_t i = synth_find(w, name);
-    if (i < 0)
-        return fp8_err_set(err, -ENOENT, "no tensor %s in the synthetic %s", name,
-                           w->config.arch_name);
     pthread_mutex_lock(&w->lock);
     *out = w->synth[i].t;
     pthread_mutex_unlock(&w->lock);

@@ -10,34 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #define GOLDEN FP8D_SOURCE_DIR "/tests/golden/models"
-
-static char fp8d[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    const char *b = getenv("FP8D_BUILD");
-    snprintf(fp8d, sizeof(fp8d), "%s/fp8d", b ? b : "build");
-    return 0;
-}
-
-/* Runs "fp8d ARGS" through the shell, stdout+stderr into out; returns the exit status. */
-static int run(const char *args, char *out, size_t cap)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", fp8d, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static float *read_f32(const char *path, size_t n)
 {
@@ -75,7 +53,7 @@ static void test_logits_match_fixture(void **state)
     snprintf(args, sizeof(args), "logits --model %s/qwen3-small --backend ref --weights bf16 "
              "--kv-cache-dtype f32 --max-num-batched-tokens 5 --tokens %s --out /tmp/fp8d-logits-test.f32",
              GOLDEN, toks);
-    assert_int_equal(run(args, out, sizeof(out)), 0);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 0);
     size_t count = (size_t)n * 320;
     float *got = read_f32("/tmp/fp8d-logits-test.f32", count),
           *ref = read_f32(GOLDEN "/qwen3-small/logits1.f32", count);
@@ -97,7 +75,7 @@ static void test_greedy_run_follows_argmax(void **state)
     snprintf(args, sizeof(args), "run --model %s/qwen3-small --backend ref --weights bf16 "
              "--kv-cache-dtype f32 --temperature 0 --max-tokens 8 --ignore-eos --tokens 5,6,7",
              GOLDEN);
-    assert_int_equal(run(args, out, sizeof(out)), 0);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 0);
     int32_t seq[11] = {5, 6, 7}, n = 3;
     for (char *p = out; n < 11; n++) {
         char *end;
@@ -112,7 +90,7 @@ static void test_greedy_run_follows_argmax(void **state)
         snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%d", i ? "," : "", seq[i]);
     snprintf(args, sizeof(args), "logits --model %s/qwen3-small --backend ref --weights bf16 "
              "--kv-cache-dtype f32 --tokens %s --out /tmp/fp8d-greedy-test.f32", GOLDEN, list);
-    assert_int_equal(run(args, out, sizeof(out)), 0);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 0);
     float *l = read_f32("/tmp/fp8d-greedy-test.f32", (size_t)n * 320);
     for (int32_t p = 2; p < n - 1; p++) {
         int32_t best = 0;
@@ -132,11 +110,11 @@ static void test_run_seeds(void **state)
     const char *fmt = "run --model %s/qwen3-small --backend ref --max-tokens 16 --ignore-eos "
                       "--seed %d --tokens 5,6,7";
     snprintf(args, sizeof(args), fmt, GOLDEN, 1);
-    assert_int_equal(run(args, a, sizeof(a)), 0);
-    assert_int_equal(run(args, b, sizeof(b)), 0);
+    assert_int_equal(run_fp8d(args, true, a, sizeof(a)), 0);
+    assert_int_equal(run_fp8d(args, true, b, sizeof(b)), 0);
     assert_string_equal(a, b);
     snprintf(args, sizeof(args), fmt, GOLDEN, 2);
-    assert_int_equal(run(args, c, sizeof(c)), 0);
+    assert_int_equal(run_fp8d(args, true, c, sizeof(c)), 0);
     assert_string_not_equal(a, c);
 }
 
@@ -146,21 +124,21 @@ static void test_clear_errors(void **state)
     char args[1024], out[4096];
     snprintf(args, sizeof(args), "logits --model %s/qwen3-tiny --tokens 1,2 --out /tmp/x "
              "--backend cuda", GOLDEN);
-    assert_int_equal(run(args, out, sizeof(out)), 1);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 1);
     assert_non_null(strstr(out, "backend 'cuda' is not available"));
     snprintf(args, sizeof(args), "logits --model %s/qwen3-tiny --tokens 1,2 --out /tmp/x "
              "--backend ref --kv-cache-dtype fp4", GOLDEN);
-    assert_int_equal(run(args, out, sizeof(out)), 2);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 2);
     assert_non_null(strstr(out, "--kv-cache-dtype 'fp4'"));
     snprintf(args, sizeof(args), "logits --model %s/qwen3-tiny --tokens 1,,2 --out /tmp/x "
              "--backend ref", GOLDEN);
-    assert_int_equal(run(args, out, sizeof(out)), 2);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 2);
     assert_non_null(strstr(out, "--tokens"));
     snprintf(args, sizeof(args), "run --model %s/qwen3-tiny --backend ref --top-p 0", GOLDEN);
-    assert_int_equal(run(args, out, sizeof(out)), 2);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 2);
     assert_non_null(strstr(out, "--top-p"));
     snprintf(args, sizeof(args), "logits --model /nonexistent --tokens 1 --out /tmp/x --backend ref");
-    assert_int_equal(run(args, out, sizeof(out)), 1);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 1);
     assert_non_null(strstr(out, "/nonexistent"));
 }
 
@@ -172,5 +150,5 @@ int main(void)
         cmocka_unit_test(test_run_seeds),
         cmocka_unit_test(test_clear_errors),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

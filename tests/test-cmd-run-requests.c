@@ -10,25 +10,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "engine/config.h"
 #include "engine/model.h"
+#include "tests/test_util.h"
+#include "tests/tmpdir.h"
 
 #define GOLDEN FP8D_SOURCE_DIR "/tests/golden/models"
 
-static char fp8d[512], tmp[64], jsonl[128];
+static char *tmp, jsonl[600];
 
 static int setup(void **state)
 {
     (void)state;
-    const char *b = getenv("FP8D_BUILD");
-    snprintf(fp8d, sizeof(fp8d), "%s/fp8d", b ? b : "build");
-    strcpy(tmp, "/tmp/fp8d-test-requests-XXXXXX");
-    if (!mkdtemp(tmp))
+    if (!(tmp = tmpdir_make()))
         return -1;
     snprintf(jsonl, sizeof(jsonl), "%s/requests.jsonl", tmp);
     return 0;
@@ -37,36 +34,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    const char *names[] = {"requests.jsonl", "tokenizer.json", "tokenizer_config.json",
-                           "config.json", "generation_config.json", "model.safetensors"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        char p[256];
-        snprintf(p, sizeof(p), "%s/%s", tmp, names[i]);
-        unlink(p);
-    }
-    rmdir(tmp);
+    tmpdir_remove(tmp);
     return 0;
-}
-
-/* Runs "fp8d ARGS", stdout into out (stderr too when with_err); returns the exit status. */
-static int run(const char *args, bool with_err, char *out, size_t cap)
-{
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s %s %s", fp8d, args, with_err ? "2>&1" : "2>/dev/null");
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
 }
 
 /* The result line of request id in out, parsed. */
@@ -145,7 +114,7 @@ static void test_batch_equals_single_runs(void **state)
     snprintf(args, sizeof(args), "run --model %s/qwen3-small --backend ref --max-model-len 64 "
              "--max-num-seqs 6 --max-num-batched-tokens 8 --kv-cache-memory %lld "
              "--requests %s", GOLDEN, pool, jsonl);
-    int rc = run(args, true, out, sizeof(out));
+    int rc = run_fp8d(args, true, out, sizeof(out));
     if (rc != 0)
         fail_msg("exit %d: %s", rc, out);
     int preempted = 0;
@@ -157,7 +126,7 @@ static void test_batch_equals_single_runs(void **state)
         snprintf(args, sizeof(args), "run --model %s/qwen3-small --backend ref --max-tokens %d "
                  "--seed %d --temperature %g --ignore-eos --tokens %s", GOLDEN,
                  reqs[i].max_tokens, reqs[i].seed, (double)reqs[i].temperature, reqs[i].tokens);
-        assert_int_equal(run(args, false, single, sizeof(single)), 0);
+        assert_int_equal(run_fp8d(args, false, single, sizeof(single)), 0);
         expect_tokens(res, single);
         json_decref(res);
     }
@@ -173,17 +142,17 @@ static void test_text_prompt_equals_single_run(void **state)
     char args[1024];
     static char out[65536], single[65536];
     snprintf(args, sizeof(args), "mkmodel --arch qwen3 --out %s", tmp);
-    assert_int_equal(run(args, false, out, sizeof(out)), 0);
+    assert_int_equal(run_fp8d(args, false, out, sizeof(out)), 0);
     write_file(jsonl, "{\"id\": \"t\", \"prompt\": \"Hello there\", \"max_tokens\": 12, "
                       "\"temperature\": 0, \"ignore_eos\": true}\n");
     snprintf(args, sizeof(args), "run --model %s --backend ref --weights bf16 "
              "--max-model-len 128 --requests %s", tmp, jsonl);
-    int rc = run(args, true, out, sizeof(out));
+    int rc = run_fp8d(args, true, out, sizeof(out));
     if (rc != 0)
         fail_msg("exit %d: %s", rc, out);
     snprintf(args, sizeof(args), "run --model %s --backend ref --weights bf16 --max-tokens 12 "
              "--temperature 0 --ignore-eos \"Hello there\"", tmp);
-    assert_int_equal(run(args, false, single, sizeof(single)), 0);
+    assert_int_equal(run_fp8d(args, false, single, sizeof(single)), 0);
     size_t len = strlen(single);
     assert_true(len > 0 && single[len - 1] == '\n');
     single[len - 1] = 0; /* the single run ends its text with a newline */
@@ -200,18 +169,18 @@ static void test_clear_errors(void **state)
     char args[1024];
     snprintf(args, sizeof(args), "run --model %s/qwen3-small --backend ref "
              "--requests /nonexistent/requests.jsonl", GOLDEN);
-    assert_int_equal(run(args, true, out, sizeof(out)), 1);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 1);
     assert_non_null(strstr(out, "--requests /nonexistent/requests.jsonl: No such file"));
 
     snprintf(args, sizeof(args), "run --model %s/qwen3-small --backend ref --requests %s "
              "--tokens 1,2", GOLDEN, jsonl);
-    assert_int_equal(run(args, true, out, sizeof(out)), 2);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 2);
     assert_non_null(strstr(out, "--requests needs --model (or --synthetic) and takes no prompt"));
 
     /* A pool too small for one max-model-len sequence says so with the figures. */
     snprintf(args, sizeof(args), "run --model %s/qwen3-small --backend ref --max-model-len 64 "
              "--kv-cache-memory 1000 --requests %s", GOLDEN, jsonl);
-    assert_int_equal(run(args, true, out, sizeof(out)), 1);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 1);
     assert_non_null(strstr(out, "max_model_len 64 needs 4 blocks"));
 
     /* Per-request problems are result lines; the others still run. No tokenizer here. */
@@ -220,7 +189,7 @@ static void test_clear_errors(void **state)
                       "not json\n");
     snprintf(args, sizeof(args), "run --model %s/qwen3-small --backend ref --max-model-len 64 "
              "--requests %s", GOLDEN, jsonl);
-    assert_int_equal(run(args, false, out, sizeof(out)), 0);
+    assert_int_equal(run_fp8d(args, false, out, sizeof(out)), 0);
     json_t *p = result_of(out, "p");
     assert_non_null(strstr(json_string_value(json_object_get(p, "error")),
                            "\"prompt\" needs a tokenizer"));

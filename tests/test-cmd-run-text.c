@@ -10,26 +10,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "engine/chat_template.h"
 #include "engine/tokenizer.h"
+#include "tests/test_util.h"
+#include "tests/tmpdir.h"
 
-static char dir[64], fp8d[512];
+static char *dir;
 
 /* A tiny random Qwen3 with the real tokenizer, written by `fp8d mkmodel` (bf16, seed 0:
  * the same values as --synthetic qwen3-tiny). */
 static int setup(void **state)
 {
     (void)state;
-    const char *b = getenv("FP8D_BUILD");
-    char cmd[1024];
-    snprintf(fp8d, sizeof(fp8d), "%s/fp8d", b ? b : "build");
-    strcpy(dir, "/tmp/fp8d-test-run-text-XXXXXX");
-    if (!mkdtemp(dir))
+    char fp8d[512], cmd[1024];
+    built_binary("fp8d", fp8d, sizeof(fp8d));
+    if (!(dir = tmpdir_make()))
         return -1;
     snprintf(cmd, sizeof(cmd), "%s mkmodel --arch qwen3 --out %s >/dev/null", fp8d, dir);
     return system(cmd) == 0 ? 0 : -1;
@@ -38,35 +37,15 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    const char *names[] = {"tokenizer.json", "tokenizer_config.json", "config.json",
-                           "generation_config.json", "model.safetensors"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        char p[256];
-        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
-        unlink(p);
-    }
-    rmdir(dir);
+    tmpdir_remove(dir);
     return 0;
-}
-
-/* Runs fp8d with args; stdout into out. Returns the exit status. */
-static int run(const char *args, char *out, size_t cap)
-{
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s %s 2>/dev/null", fp8d, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void test_text_equals_decoded_ids(void **state)
 {
     (void)state;
     const char *prompt = "Hello there, tiny model";
-    char path[256], *rendered = NULL, args[4096], text_out[8192], ids_out[8192];
+    char path[600], *rendered = NULL, args[4096], text_out[8192], ids_out[8192];
     struct fp8_tokenizer *tok = NULL;
     struct fp8_chat_template t;
     struct fp8_chat_message msg = {.role = "user", .content = prompt};
@@ -80,11 +59,11 @@ static void test_text_equals_decoded_ids(void **state)
 
     const char *common = "--backend ref --temperature 0 --max-tokens 10 --ignore-eos";
     snprintf(args, sizeof(args), "run --model %s %s \"%s\"", dir, common, prompt);
-    assert_int_equal(run(args, text_out, sizeof(text_out)), 0);
+    assert_int_equal(run_fp8d(args, false, text_out, sizeof(text_out)), 0);
     int k = snprintf(args, sizeof(args), "run --model %s %s --tokens ", dir, common);
     for (size_t i = 0; i < n_ids; i++)
         k += snprintf(args + k, sizeof(args) - (size_t)k, "%s%d", i ? "," : "", ids[i]);
-    assert_int_equal(run(args, ids_out, sizeof(ids_out)), 0);
+    assert_int_equal(run_fp8d(args, false, ids_out, sizeof(ids_out)), 0);
 
     int32_t gen[10];
     char *p = ids_out;
@@ -112,10 +91,10 @@ static void test_synthetic_equals_mkmodel_checkpoint(void **state)
     char args[1024], out[4096];
     const char *common = "--backend ref --tokens 9,8,7,6,5,151643 --out";
     snprintf(args, sizeof(args), "logits --model %s %s %s/a.f32", dir, common, dir);
-    assert_int_equal(run(args, out, sizeof(out)), 0);
+    assert_int_equal(run_fp8d(args, false, out, sizeof(out)), 0);
     snprintf(args, sizeof(args), "logits --synthetic qwen3-tiny %s %s/b.f32", common, dir);
-    assert_int_equal(run(args, out, sizeof(out)), 0);
-    char pa[128], pb[128];
+    assert_int_equal(run_fp8d(args, false, out, sizeof(out)), 0);
+    char pa[600], pb[600];
     snprintf(pa, sizeof(pa), "%s/a.f32", dir);
     snprintf(pb, sizeof(pb), "%s/b.f32", dir);
     FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
@@ -141,15 +120,8 @@ static void test_missing_tokenizer_is_clear(void **state)
     (void)state;
     char args[1024], out[4096];
     snprintf(args, sizeof(args), "run --model %s/tests/golden/models/qwen3-tiny --backend ref "
-             "\"hi\" 2>&1", FP8D_SOURCE_DIR);
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "%s %s", fp8d, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    assert_int_equal(WEXITSTATUS(st), 1);
+             "\"hi\"", FP8D_SOURCE_DIR);
+    assert_int_equal(run_fp8d(args, true, out, sizeof(out)), 1);
     assert_non_null(strstr(out, "tokenizer.json"));
 }
 

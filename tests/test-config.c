@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engine/config.h"
+#include "tests/test_util.h"
 #include "tests/tmpdir.h"
 
 static struct fp8_model_config parse_ok(const char *config, const char *gen)
@@ -33,6 +34,16 @@ static void expect_error(const char *config, const char *gen, const char *want)
     if (rc != -EINVAL || !strstr(err.msg, want))
         fail_msg("rc %d, message \"%s\", expected one containing \"%s\"", rc, err.msg, want);
     assert_int_equal(c.vocab_size, -5); /* untouched on failure */
+}
+
+/* text into buf with its first from overwritten by to, of the same length. */
+static void patch_text(char *buf, size_t cap, const char *text, const char *from, const char *to)
+{
+    assert_int_equal(strlen(from), strlen(to));
+    snprintf(buf, cap, "%s", text);
+    char *p = strstr(buf, from);
+    assert_non_null(p);
+    memcpy(p, to, strlen(to));
 }
 
 /* Qwen3-8B's config.json and generation_config.json as published on the Hub. */
@@ -219,9 +230,7 @@ static void test_gemma3_1b(void **state)
 
     /* A float32 checkpoint keeps the unrounded scale: (float)sqrt(1152). */
     char f32[sizeof(gemma3_1b) + 8];
-    snprintf(f32, sizeof(f32), "%s", gemma3_1b);
-    char *d = strstr(f32, "\"bfloat16\"");
-    memcpy(d, "\"float32\" ", 10);
+    patch_text(f32, sizeof(f32), gemma3_1b, "\"bfloat16\"", "\"float32\" ");
     c = parse_ok(f32, NULL);
     assert_true(c.embed_scale == 33.941125496954285f);
 }
@@ -373,14 +382,11 @@ static void test_unsupported(void **state)
                  "\"mlp_only_layers\"[0] is not a layer index below 2");
 
     char g[sizeof(gemma3_1b) + 64];
-    snprintf(g, sizeof(g), "%s", gemma3_1b);
-    char *p = strstr(g, "\"attn_logit_softcapping\": null");
-    memcpy(p, "\"attn_logit_softcapping\": 50.0", 30);
+    patch_text(g, sizeof(g), gemma3_1b, "\"attn_logit_softcapping\": null",
+               "\"attn_logit_softcapping\": 50.0");
     expect_error(g, NULL, "\"attn_logit_softcapping\" is set; attention logit soft-capping is "
                           "not supported");
-    snprintf(g, sizeof(g), "%s", gemma3_1b);
-    p = strstr(g, "\"num_hidden_layers\": 26");
-    memcpy(p, "\"num_hidden_layerz\": 26", 23);
+    patch_text(g, sizeof(g), gemma3_1b, "\"num_hidden_layers\": 26", "\"num_hidden_layerz\": 26");
     expect_error(g, NULL, "\"num_hidden_layers\" missing (required for Gemma3ForCausalLM)");
 }
 
@@ -444,20 +450,14 @@ static void test_load_dir(void **state)
     assert_non_null(strstr(err.msg, "config.json"));
 
     snprintf(path, sizeof(path), "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    fputs(qwen3_8b, f);
-    fclose(f);
+    write_file(path, qwen3_8b);
     assert_int_equal(fp8_model_config_load(dir, &c, &err), 0);
     assert_int_equal(c.n_eos, 1);
     snprintf(path, sizeof(path), "%s/generation_config.json", dir);
-    f = fopen(path, "w");
-    fputs(qwen3_gen, f);
-    fclose(f);
+    write_file(path, qwen3_gen);
     assert_int_equal(fp8_model_config_load(dir, &c, &err), 0);
     assert_int_equal(c.n_eos, 2);
-    f = fopen(path, "w");
-    fputs("{\"top_k\": -1}", f);
-    fclose(f);
+    write_file(path, "{\"top_k\": -1}");
     assert_int_equal(fp8_model_config_load(dir, &c, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "generation_config: \"top_k\" is -1"));
     tmpdir_remove(dir);

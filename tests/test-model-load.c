@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "engine/model.h"
+#include "tests/tmpdir.h"
 
 #define GOLDEN FP8D_SOURCE_DIR "/tests/golden/models"
 
@@ -35,12 +36,12 @@ static int teardown(void **state)
 }
 
 /* A copy of a golden model directory whose config.json has key set to the JSON value
- * given as text; the checkpoint is a symlink to the original. */
-static void patched_dir(const char *model, const char *key, const char *value_json, char *dir)
+ * given as text; the checkpoint is a symlink to the original. Removed by tmpdir_remove. */
+static char *patched_dir(const char *model, const char *key, const char *value_json)
 {
-    strcpy(dir, "/tmp/fp8d-test-load-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    char src[512], dst[512];
+    char *dir = tmpdir_make();
+    assert_non_null(dir);
+    char src[512], dst[600];
     snprintf(src, sizeof(src), "%s/%s/config.json", GOLDEN, model);
     json_error_t je;
     json_t *cfg = json_load_file(src, 0, &je), *v = json_loads(value_json, JSON_DECODE_ANY, &je);
@@ -53,16 +54,7 @@ static void patched_dir(const char *model, const char *key, const char *value_js
     snprintf(src, sizeof(src), "%s/%s/model.safetensors", GOLDEN, model);
     snprintf(dst, sizeof(dst), "%s/model.safetensors", dir);
     assert_int_equal(symlink(src, dst), 0);
-}
-
-static void remove_dir(const char *dir)
-{
-    char p[512];
-    snprintf(p, sizeof(p), "%s/config.json", dir);
-    unlink(p);
-    snprintf(p, sizeof(p), "%s/model.safetensors", dir);
-    unlink(p);
-    rmdir(dir);
+    return dir;
 }
 
 static void expect_load_error(const char *dir, const char *needle)
@@ -91,26 +83,24 @@ static void test_unsupported_config_values(void **state)
         {"qwen3-moe-tiny", "num_experts_per_tok", "9", "num_experts_per_tok"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char dir[64];
-        patched_dir(cases[i].model, cases[i].key, cases[i].value, dir);
+        char *dir = patched_dir(cases[i].model, cases[i].key, cases[i].value);
         expect_load_error(dir, cases[i].needle);
-        remove_dir(dir);
+        tmpdir_remove(dir);
     }
 }
 
 static void test_config_disagrees_with_checkpoint(void **state)
 {
     (void)state;
-    char dir[64];
-    patched_dir("qwen3-tiny", "intermediate_size", "100", dir);
+    char *dir = patched_dir("qwen3-tiny", "intermediate_size", "100");
     expect_load_error(dir, "model.layers.0.mlp.gate_proj.weight: got [128, 64], config needs [100, 64]");
-    remove_dir(dir);
-    patched_dir("qwen3-tiny", "num_hidden_layers", "3", dir);
+    tmpdir_remove(dir);
+    dir = patched_dir("qwen3-tiny", "num_hidden_layers", "3");
     expect_load_error(dir, "missing tensor model.layers.2.");
-    remove_dir(dir);
-    patched_dir("qwen3-tiny", "tie_word_embeddings", "false", dir);
+    tmpdir_remove(dir);
+    dir = patched_dir("qwen3-tiny", "tie_word_embeddings", "false");
     expect_load_error(dir, "missing tensor lm_head.weight");
-    remove_dir(dir);
+    tmpdir_remove(dir);
 }
 
 /* fp8_model_create over synthetic weights of a description the model code cannot run. */

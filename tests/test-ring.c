@@ -15,21 +15,14 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <fcntl.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "ipc/ring.h"
 #include "ipc/segment.h"
 #include "ipc/shm.h"
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* A formatted one-process segment (anonymous shared memory). */
 struct seg {
@@ -304,9 +297,9 @@ static void test_wait_timeout(void **state)
     (void)state;
     struct seg s;
     seg_init(&s, 1, 256);
-    int64_t t0 = now_ns();
+    int64_t t0 = fp8_now_ns();
     assert_int_equal(fp8_ring_wait(&s.cons, 1000000), -ETIMEDOUT);
-    assert_true(now_ns() - t0 >= 1000000);
+    assert_true(fp8_now_ns() - t0 >= 1000000);
     assert_int_equal(atomic_load(&s.cons.ctl->sleeping), 0);
     assert_int_equal(fp8_ring_wait(&s.cons, 0), -ETIMEDOUT);
     assert_int_equal(fp8_ring_publish(&s.prod, 5, 0, 0, NULL, 0), 0);
@@ -330,8 +323,8 @@ static void test_sleeping_reader_wakes(void **state)
             int rc = fp8_ring_wait(&s.cons, 20 * 1000000000ll);
             _exit(rc == 0 && fp8_ring_peek(&s.cons, &r) == 1 && r.token == 4242 ? 0 : 1);
         }
-        int64_t deadline = now_ns() + 20 * 1000000000ll;
-        while (atomic_load(&s.prod.ctl->sleeping) == 0 && now_ns() < deadline)
+        int64_t deadline = fp8_now_ns() + 20 * 1000000000ll;
+        while (atomic_load(&s.prod.ctl->sleeping) == 0 && fp8_now_ns() < deadline)
             sched_yield();
         assert_int_equal(atomic_load(&s.prod.ctl->sleeping), 1);
         assert_int_equal(fp8_ring_publish(&s.prod, 4242, FP8_RING_FLAG_FINAL, 0, NULL, 0), 0);
@@ -492,8 +485,8 @@ static void test_two_process_stream(void **state)
         _exit(stream_consumer(shm.name, geom.total_bytes));
 
     /* unlink as soon as the client says it has mapped the segment */
-    int64_t deadline = now_ns() + 30 * 1000000000ll;
-    while (!fp8_ring_attached(shm.base) && now_ns() < deadline)
+    int64_t deadline = fp8_now_ns() + 30 * 1000000000ll;
+    while (!fp8_ring_attached(shm.base) && fp8_now_ns() < deadline)
         sched_yield();
     assert_true(fp8_ring_attached(shm.base));
     assert_int_equal(fp8_shm_unlink(&shm, &err), 0);
@@ -508,7 +501,7 @@ static void test_two_process_stream(void **state)
         int rc;
         while ((rc = fp8_ring_publish(&p, i, flags, 0, text, len)) == -EAGAIN) {
             full++; /* backpressure: the daemon would pause this sequence */
-            if (now_ns() > deadline)
+            if (fp8_now_ns() > deadline)
                 fail_msg("consumer stopped reading at record %d", i);
             sched_yield();
         }

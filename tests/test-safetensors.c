@@ -17,6 +17,7 @@
 #include "engine/safetensors.h"
 #include "engine/safetensors_header.h"
 #include "engine/safetensors_write.h"
+#include "tests/test_util.h"
 #include "tests/tmpdir.h"
 
 /* A file image: 8-byte little-endian length, the header text as given, data_len bytes. */
@@ -49,19 +50,11 @@ static void expect_header_error(const char *header, size_t data_len, const char 
     free(b);
 }
 
-static void write_bytes(const char *dir, const char *name, const void *p, size_t n)
+static void write_text(const char *dir, const char *name, const char *text)
 {
     char path[600];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static void write_text(const char *dir, const char *name, const char *text)
-{
-    write_bytes(dir, name, text, strlen(text));
+    write_file(path, text);
 }
 
 /* A header of 142 + 2 padding spaces = 144 bytes, so data starts at file offset 152. */

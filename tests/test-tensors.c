@@ -19,6 +19,7 @@
 #include "engine/safetensors_write.h"
 #include "engine/tensors.h"
 #include "engine/weights.h"
+#include "tests/test_util.h"
 #include "tests/tmpdir.h"
 
 /* vocab 32, hidden 16, intermediate 24, 2 layers, 2 heads of 8, 1 kv head, untied. */
@@ -404,14 +405,10 @@ static void test_mkmodel_roundtrip(void **state)
     char *tok = tmpdir_make(), *dir = tmpdir_make();
     char path[600];
     snprintf(path, sizeof(path), "%s/tokenizer.json", tok);
-    FILE *f = fopen(path, "w");
-    fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}}, "
-          "\"added_tokens\": [{\"id\": 262150, \"content\": \"<x>\"}]}", f);
-    fclose(f);
+    write_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}}, "
+                     "\"added_tokens\": [{\"id\": 262150, \"content\": \"<x>\"}]}");
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", tok);
-    f = fopen(path, "w");
-    fputs("{}", f);
-    fclose(f);
+    write_file(path, "{}");
 
     /* gemma3-1b's 262144 cannot hold id 262150: grown to 262151 rounded up to 64, 262208. */
     int32_t need = 0;
@@ -456,16 +453,14 @@ static void test_mkmodel_roundtrip(void **state)
     /* A defect fails the open, naming it and the count. */
     snprintf(path, sizeof(path), "%s/config.json", dir);
     char *text = NULL;
-    f = fopen(path, "r");
+    FILE *f = fopen(path, "r");
     text = calloc(1, 4096);
     assert_true(fread(text, 1, 4095, f) > 0);
     fclose(f);
     char *p = strstr(text, "\"intermediate_size\": 128");
     assert_non_null(p);
     memcpy(p, "\"intermediate_size\": 256", 24);
-    f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
+    write_file(path, text);
     free(text);
     assert_int_equal(fp8_weights_open_dir(dir, &wd, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "wrong shape for model.layers.0.mlp.gate_proj.weight: got "

@@ -87,10 +87,14 @@ void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n);
 struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n);
 
 /* ---- per architecture ---- */
+/* Qwen3 and Qwen3-MoE. */
 int qwen3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
 void qwen3_forward(struct fp8_model *m, int32_t n);
-int qwen3_moe_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
-void qwen3_moe_forward(struct fp8_model *m, int32_t n);
+/* The router and experts of Qwen3-MoE sparse layer l. */
+int qwen3_moe_load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t l,
+                           struct fp8_err *err);
+/* xb (n, D) -> xb2 (n, D) through layer l's experts. */
+void qwen3_moe_mlp(struct fp8_model *m, int32_t l, int32_t n);
 int gemma3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
 void gemma3_forward(struct fp8_model *m, int32_t n);
 

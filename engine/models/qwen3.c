@@ -1,4 +1,7 @@
 /* Qwen3 dense (Qwen3ForCausalLM): pre-norm decoder, q/k RMSNorm per head, SwiGLU MLP.
+ * Qwen3-MoE (Qwen3MoeForCausalLM) is the same model with a sparse MLP on the layers that
+ * config.layers[l].moe marks (engine/models/qwen3_moe.c); fp8_model_create rejects such a
+ * layer in any other architecture.
  *
  *   x = embed(tokens)
  *   for each layer:  x += o_proj(attn(rope(q_norm(q)), rope(k_norm(k)), v))  on rms(x)
@@ -13,8 +16,11 @@ int qwen3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err
         if ((rc = model_load_attention(m, src, l, err)) < 0 ||
             (rc = model_load_vector(m, src, &m->layers[l].mlp_norm, l,
                                     "post_attention_layernorm.weight", m->cfg.hidden_size,
-                                    err)) < 0 ||
-            (rc = model_load_dense_mlp(m, src, l, err)) < 0)
+                                    err)) < 0)
+            return rc;
+        rc = m->cfg.layers[l].moe ? qwen3_moe_load_experts(m, src, l, err)
+                                  : model_load_dense_mlp(m, src, l, err);
+        if (rc < 0)
             return rc;
     }
     return 0;
@@ -33,7 +39,10 @@ void qwen3_forward(struct fp8_model *m, int32_t n)
         struct fp8_layer *w = &m->layers[l];
         model_attention(m, l, n);
         op->add_rms_norm(m->be, &x, &xb2, &w->mlp_norm, c->rms_norm_eps, m->norm_kind, &xb);
-        model_dense_mlp(m, l, n);
+        if (c->layers[l].moe)
+            qwen3_moe_mlp(m, l, n);
+        else
+            model_dense_mlp(m, l, n);
         const struct fp8_tensor *next =
             l + 1 < c->n_layers ? &m->layers[l + 1].attn_norm : &m->final_norm;
         op->add_rms_norm(m->be, &x, &xb2, next, c->rms_norm_eps, m->norm_kind, &xb);

@@ -1,5 +1,6 @@
 /* Qwen3-MoE (Qwen3MoeForCausalLM): Qwen3 with a sparse MLP on the layers that
- * decoder_sparse_step and mlp_only_layers select (config.layers[l].moe):
+ * decoder_sparse_step and mlp_only_layers select (config.layers[l].moe); the rest of the
+ * model is engine/models/qwen3.c.
  *
  *   p = softmax(router(h));  top-k experts e_j with weights p_j (renormalized when
  *   norm_topk_prob);  mlp(h) = sum_j p_j * down_e(silu(gate_e(h)) * up_e(h)) */
@@ -9,8 +10,8 @@
 
 #include "engine/models/models.h"
 
-static int load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t l,
-                        struct fp8_err *err)
+int qwen3_moe_load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t l,
+                           struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
     struct fp8_layer *w = &m->layers[l];
@@ -61,24 +62,7 @@ fail:
     return rc;
 }
 
-int qwen3_moe_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err)
-{
-    for (int32_t l = 0; l < m->cfg.n_layers; l++) {
-        int rc;
-        if ((rc = model_load_attention(m, src, l, err)) < 0 ||
-            (rc = model_load_vector(m, src, &m->layers[l].mlp_norm, l,
-                                    "post_attention_layernorm.weight", m->cfg.hidden_size,
-                                    err)) < 0)
-            return rc;
-        rc = m->cfg.layers[l].moe ? load_experts(m, src, l, err) : model_load_dense_mlp(m, src, l, err);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* xb (n, D) -> xb2 (n, D) through the layer's experts. */
-static void moe_mlp(struct fp8_model *m, int32_t l, int32_t n)
+void qwen3_moe_mlp(struct fp8_model *m, int32_t l, int32_t n)
 {
     const struct fp8_backend_ops *op = m->be->ops;
     struct fp8_layer *w = &m->layers[l];
@@ -89,27 +73,4 @@ static void moe_mlp(struct fp8_model *m, int32_t l, int32_t n)
     op->moe_route(m->be, &logits, m->cfg.norm_topk_prob, &ids, &weights);
     op->moe_experts(m->be, &xb, &ids, &weights, &w->experts_gate_up, &w->experts_down, m->act,
                     &xb2);
-}
-
-void qwen3_moe_forward(struct fp8_model *m, int32_t n)
-{
-    const struct fp8_backend_ops *op = m->be->ops;
-    const struct fp8_model_config *c = &m->cfg;
-    struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
-                      xb2 = model_rows(&m->xb2, n);
-
-    op->embed(m->be, &m->embed, 1.0f, &x);
-    op->rms_norm(m->be, &x, &m->layers[0].attn_norm, c->rms_norm_eps, m->norm_kind, &xb);
-    for (int32_t l = 0; l < c->n_layers; l++) {
-        struct fp8_layer *w = &m->layers[l];
-        model_attention(m, l, n);
-        op->add_rms_norm(m->be, &x, &xb2, &w->mlp_norm, c->rms_norm_eps, m->norm_kind, &xb);
-        if (c->layers[l].moe)
-            moe_mlp(m, l, n);
-        else
-            model_dense_mlp(m, l, n);
-        const struct fp8_tensor *next =
-            l + 1 < c->n_layers ? &m->layers[l + 1].attn_norm : &m->final_norm;
-        op->add_rms_norm(m->be, &x, &xb2, next, c->rms_norm_eps, m->norm_kind, &xb);
-    }
 }

@@ -22,22 +22,14 @@ import transformers
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
+from hf_records import decode_record, encode_record
+
 
 def encode_fixtures(name, tdir, strings, out):
     tok = Tokenizer.from_file(os.path.join(tdir, "tokenizer.json"))
     with open(out, "w", encoding="utf-8") as f:
         for i, s in enumerate(strings):
-            ids = tok.encode(s, add_special_tokens=False).ids
-            rec = {"s": s, "ids": ids}
-            dec = tok.decode(ids, skip_special_tokens=False)
-            if dec != s:
-                rec["dec"] = dec
-            decs = tok.decode(ids, skip_special_tokens=True)
-            if decs != dec:
-                rec["decs"] = decs
-            if i % 20 == 0:
-                rec["ids_sp"] = tok.encode(s, add_special_tokens=True).ids
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.write(json.dumps(encode_record(tok, s, i % 20 == 0), ensure_ascii=False) + "\n")
         # Decoding arbitrary ids: partial UTF-8 sequences, byte-fallback runs, specials.
         r = random.Random(5)
         n = tok.get_vocab_size(with_added_tokens=True)
@@ -46,11 +38,7 @@ def encode_fixtures(name, tdir, strings, out):
             for _ in range(r.randint(1, 12)):
                 k = r.random()
                 ids.append(r.randrange(0, 400) if k < 0.6 else r.randrange(0, n))
-            rec = {"ids": ids, "dec": tok.decode(ids, skip_special_tokens=False)}
-            decs = tok.decode(ids, skip_special_tokens=True)
-            if decs != rec["dec"]:
-                rec["decs"] = decs
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.write(json.dumps(decode_record(tok, ids), ensure_ascii=False) + "\n")
 
 
 def chat_fixtures(name, tdir, chats, out):

@@ -7,8 +7,9 @@ Trains two small BPE models (byte-level, and SentencePiece-style with byte fallb
 test strings, builds tokenizers around them with other normalizers, pre-tokenizers
 (Split behaviors, invert, empty matches, ByteLevel options, Metaspace schemes), added-token
 flags, decoders (Strip) and post-processors, and writes for each variant a header line
-{"variant": name, "tokenizer": tokenizer.to_str()} followed by records like
-hf_reference.py's ({"s", "ids", "dec", "decs", "ids_sp"} and decode-only {"ids", ...}).
+{"variant": name, "tokenizer": tokenizer.to_str()} followed by the same records as
+hf_reference.py writes (hf_records.py: {"s", "ids", "dec", "decs", "ids_sp"} and
+decode-only {"ids", ...}).
 """
 import json
 import random
@@ -17,6 +18,8 @@ import traceback
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tokenizers import processors, trainers
+
+from hf_records import decode_record, encode_record
 
 EXTRA = ["[L]", "  [L]x", "a [L]", "a [R]  b", "[R]\n\nz", "the theater the", "xthe the_ the.",
          "ab7 ab1 ab", "x9y x5y xy", "<s>hello world", "hello <s> world</s>", "a,b.c!d", "1234abc56",
@@ -145,26 +148,12 @@ def main():
             try:
                 lines = [json.dumps({"variant": name, "tokenizer": tok.to_str()}, ensure_ascii=False)]
                 for i, s in enumerate(sel):
-                    ids = tok.encode(s, add_special_tokens=False).ids
-                    rec = {"s": s, "ids": ids}
-                    dec = tok.decode(ids, skip_special_tokens=False)
-                    if dec != s:
-                        rec["dec"] = dec
-                    decs = tok.decode(ids, skip_special_tokens=True)
-                    if decs != dec:
-                        rec["decs"] = decs
-                    if i % 10 == 0:
-                        rec["ids_sp"] = tok.encode(s, add_special_tokens=True).ids
-                    lines.append(json.dumps(rec, ensure_ascii=False))
+                    lines.append(json.dumps(encode_record(tok, s, i % 10 == 0), ensure_ascii=False))
                 r = random.Random(11)
                 n = tok.get_vocab_size(with_added_tokens=True)
                 for _ in range(100):
                     ids = [r.randrange(0, n) for _ in range(r.randint(1, 10))]
-                    rec = {"ids": ids, "dec": tok.decode(ids, skip_special_tokens=False)}
-                    decs = tok.decode(ids, skip_special_tokens=True)
-                    if decs != rec["dec"]:
-                        rec["decs"] = decs
-                    lines.append(json.dumps(rec, ensure_ascii=False))
+                    lines.append(json.dumps(decode_record(tok, ids), ensure_ascii=False))
                 f.write("\n".join(lines) + "\n")
                 print("variant", name, "ok:", len(lines) - 1, "records")
             except Exception:
