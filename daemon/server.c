@@ -34,6 +34,7 @@
 
 #include <zmq.h>
 
+#include "common/clock.h"
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "engine/sampling.h"
@@ -164,16 +165,9 @@ struct fp8d_server {
     atomic_ullong total_prompt, total_generated;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int64_t now_ms(void)
 {
-    return now_ns() / 1000000;
+    return fp8_now_ns() / 1000000;
 }
 
 static void wake_ipc(struct fp8d_server *s)
@@ -330,7 +324,7 @@ static bool stream_flush(struct fp8d_server *s, struct stream *st)
                                             r->text, r->len);
         if (rc == -EAGAIN) {
             if (!st->paused_ns)
-                st->paused_ns = now_ns();
+                st->paused_ns = fp8_now_ns();
             return false;
         }
         if (rc < 0) {
@@ -643,7 +637,7 @@ static void engine_commands(struct fp8d_server *s, struct cmd *c)
             engine_close(s, c->sess);
             break;
         case CMD_SHUTDOWN:
-            s->shutdown_deadline_ns = now_ns() + (int64_t)s->o.drain_ms * 1000000;
+            s->shutdown_deadline_ns = fp8_now_ns() + (int64_t)s->o.drain_ms * 1000000;
             for (struct stream *st = s->streams; st; st = st->next)
                 if (!st->ended)
                     stream_cut(s, st, FP8_MSG_ERRC_SHUTTING_DOWN,
@@ -659,7 +653,7 @@ static void engine_commands(struct fp8d_server *s, struct cmd *c)
 static bool engine_paused(struct fp8d_server *s)
 {
     bool any = false;
-    int64_t t = now_ns();
+    int64_t t = fp8_now_ns();
     for (struct stream *st = s->streams, *next; st; st = next) {
         next = st->next;
         if (!st->pend)
@@ -704,7 +698,7 @@ static void *engine_main(void *arg)
     for (;;) {
         bool paused = engine_paused(s);
         bool busy = s->be->busy(s->be->ctx);
-        int64_t t = now_ns();
+        int64_t t = fp8_now_ns();
         if (s->watchdog_usec && t - s->last_watchdog_ns >= (int64_t)s->watchdog_usec * 1000 / 3) {
             fp8d_notify_watchdog();
             s->last_watchdog_ns = t;
@@ -719,11 +713,8 @@ static void *engine_main(void *arg)
             int64_t wait_ns = paused ? PAUSED_POLL_NS : (int64_t)POLL_MS * 1000000;
             if (s->watchdog_usec && (int64_t)s->watchdog_usec * 1000 / 3 < wait_ns)
                 wait_ns = (int64_t)s->watchdog_usec * 1000 / 3;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + wait_ns;
-            ts.tv_sec = until / 1000000000;
-            ts.tv_nsec = until % 1000000000;
+            int64_t until = fp8_now_ns() + wait_ns; /* the cond waits on CLOCK_MONOTONIC */
+            struct timespec ts = {until / 1000000000, until % 1000000000};
             pthread_cond_timedwait(&s->cond, &s->lock, &ts);
         }
         struct cmd *c = s->cmds;
@@ -1011,7 +1002,7 @@ static void on_generate(struct fp8d_server *s, struct session *x, const uint8_t 
     if (sp->set & FP8_MSG_SAMPLING_SEED)
         p.seed = sp->seed;
     else if (getrandom(&p.seed, sizeof(p.seed), 0) != sizeof(p.seed))
-        p.seed = (uint64_t)now_ns();
+        p.seed = (uint64_t)fp8_now_ns();
     p.ignore_eos = g->ignore_eos;
     p.priority = g->priority;
     c->kind = CMD_GENERATE;

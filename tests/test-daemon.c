@@ -27,6 +27,7 @@
 #include <zmq.h>
 
 #include "client/fp8d.h"
+#include "common/clock.h"
 #include "daemon/log.h"
 #include "daemon/server.h"
 #include "ipc/protocol.h"
@@ -315,9 +316,7 @@ static void stop(struct fixture *f)
 
 static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return fp8_now_ns() / 1000000;
 }
 
 /* Reads a whole stream into text; returns fp8d_stream_next's last code. */
