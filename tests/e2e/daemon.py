@@ -118,6 +118,54 @@ def prompt_of(i):
     return ",".join(str(100 + (i * 37 + k * 11) % 5000) for k in range(3 + i % 5))
 
 
+def ctypes_env():
+    """libfp8d is loaded into this Python: a sanitizer build needs its runtime first."""
+    env = dict(os.environ)
+    r = subprocess.run(["ldd", os.path.join(BUILD, "libfp8d.so")], capture_output=True,
+                       text=True)
+    m = re.search(r"(/\S*libasan\.so\S*)", r.stdout)
+    if m:
+        env["LD_PRELOAD"] = m.group(1)
+        env["ASAN_OPTIONS"] = "detect_leaks=0"  # the interpreter's own allocations
+    return env
+
+
+def ctypes_checks(ep, log):
+    """In a child process (see ctypes_env): a reader that stops reading, and a cancel."""
+    lib = ctypes.CDLL(os.path.join(BUILD, "libfp8d.so"))
+    lib.fp8d_last_error.restype = ctypes.c_char_p
+    c, st = ctypes.c_void_p(), ctypes.c_void_p()
+    ids = (ctypes.c_int32 * 3)(1, 2, 3)
+    check(lib.fp8d_connect(ep.encode(), 0, 60000, ctypes.byref(c)) == 0, "ctypes connect")
+    check(lib.fp8d_generate_tokens(c, ids, 3, None, ctypes.byref(st)) == 0,
+          "ctypes generate")
+    check(wait_file(log, r"backpressure timeout", 60) is not None,
+          "slow reader: no backpressure timeout in the log")
+    other = subprocess.run([FP8, "--endpoint", ep, "generate", "--tokens", "5,6",
+                            "--max-tokens", "2", "--ignore-eos", "--json"],
+                           capture_output=True, text=True, timeout=60)
+    check(other.returncode == 0, "another client during backpressure: %s" % other.stderr)
+    tok = Token()
+    n = 0
+    while (rc := lib.fp8d_stream_next(st, ctypes.byref(tok), 10000)) == 1:
+        n += 1
+    check(rc == -errno.ECANCELED and b"backpressure" in lib.fp8d_last_error(c),
+          "slow reader: rc %d (%s)" % (rc, lib.fp8d_last_error(c)))
+    check(3 <= n < 20, "slow reader: %d tokens delivered (a 256-byte ring holds ~10)" % n)
+    lib.fp8d_stream_free(st)
+
+    # cancel mid-stream: the tokens before the cancel, then -ECANCELED
+    check(lib.fp8d_generate_tokens(c, ids, 3, None, ctypes.byref(st)) == 0,
+          "cancel: generate")
+    check(lib.fp8d_stream_next(st, ctypes.byref(tok), 30000) == 1, "cancel: no first token")
+    check(lib.fp8d_cancel(st) == 0, "cancel: fp8d_cancel")
+    while (rc := lib.fp8d_stream_next(st, ctypes.byref(tok), 30000)) == 1:
+        pass
+    check(rc == -errno.ECANCELED, "cancel: stream ended with %d" % rc)
+    lib.fp8d_stream_free(st)
+    lib.fp8d_close(c)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="fp8d-e2e-daemon-")
     daemon = None
@@ -220,38 +268,10 @@ def main():
         # a reader that stops reading (libfp8d through ctypes: alive, answering
         # heartbeats, but never calling fp8d_stream_next): its ring (256 bytes) fills,
         # the stream is cut after 400 ms, other clients carry on
-        lib = ctypes.CDLL(os.path.join(BUILD, "libfp8d.so"))
-        lib.fp8d_last_error.restype = ctypes.c_char_p
-        c, st = ctypes.c_void_p(), ctypes.c_void_p()
-        ids = (ctypes.c_int32 * 3)(1, 2, 3)
-        check(lib.fp8d_connect(ep.encode(), 0, 60000, ctypes.byref(c)) == 0, "ctypes connect")
-        check(lib.fp8d_generate_tokens(c, ids, 3, None, ctypes.byref(st)) == 0,
-              "ctypes generate")
-        check(wait_file(log, r"backpressure timeout", 60) is not None,
-              "slow reader: no backpressure timeout in the log")
-        other = subprocess.run([FP8, "--endpoint", ep, "generate", "--tokens", "5,6",
-                                "--max-tokens", "2", "--ignore-eos", "--json"],
-                               capture_output=True, text=True, timeout=60)
-        check(other.returncode == 0, "another client during backpressure: %s" % other.stderr)
-        tok = Token()
-        n = 0
-        while (rc := lib.fp8d_stream_next(st, ctypes.byref(tok), 10000)) == 1:
-            n += 1
-        check(rc == -errno.ECANCELED and b"backpressure" in lib.fp8d_last_error(c),
-              "slow reader: rc %d (%s)" % (rc, lib.fp8d_last_error(c)))
-        check(3 <= n < 20, "slow reader: %d tokens delivered (a 256-byte ring holds ~10)" % n)
-        lib.fp8d_stream_free(st)
-
-        # cancel mid-stream: the tokens before the cancel, then -ECANCELED
-        check(lib.fp8d_generate_tokens(c, ids, 3, None, ctypes.byref(st)) == 0,
-              "cancel: generate")
-        check(lib.fp8d_stream_next(st, ctypes.byref(tok), 30000) == 1, "cancel: no first token")
-        check(lib.fp8d_cancel(st) == 0, "cancel: fp8d_cancel")
-        while (rc := lib.fp8d_stream_next(st, ctypes.byref(tok), 30000)) == 1:
-            pass
-        check(rc == -errno.ECANCELED, "cancel: stream ended with %d" % rc)
-        lib.fp8d_stream_free(st)
-        lib.fp8d_close(c)
+        r = subprocess.run([sys.executable, __file__, "--ctypes", ep, log], env=ctypes_env(),
+                           capture_output=True, text=True, timeout=180)
+        print(r.stdout, end="")
+        check(r.returncode == 0, "libfp8d checks (ctypes): %s" % r.stderr.strip()[-2000:])
         phase("slow reader, cancel")
 
         # SIGHUP reopens the log file (logrotate moved it)
@@ -317,6 +337,9 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+if len(sys.argv) == 4 and sys.argv[1] == "--ctypes":
+    ctypes_checks(sys.argv[2], sys.argv[3])
+    sys.exit(1 if fails else 0)
 main()
 if fails:
     print("daemon e2e: %d failures" % len(fails))
