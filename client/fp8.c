@@ -160,7 +160,8 @@ static int run_stream(fp8d_client *c, fp8d_stream *s, int json, json_t **text_ou
     char *text = NULL;
     size_t len = 0, cap = 0;
     int rc, cancelled = 0;
-    while ((rc = fp8d_stream_next(s, &t, 100)) == 1 || rc == -ETIMEDOUT) {
+    /* -EINTR: Ctrl-C woke a sleeping read; the cancel goes out on this turn */
+    while ((rc = fp8d_stream_next(s, &t, 100)) == 1 || rc == -ETIMEDOUT || rc == -EINTR) {
         if (interrupted && !cancelled) {
             fp8d_cancel(s);
             cancelled = 1;

@@ -12,7 +12,7 @@ Checks, each against something the daemon does not compute itself:
     keeps serving;
   - a reader that stops reading (libfp8d through ctypes): the stream is cancelled after
     --stream-timeout with a message naming backpressure, other clients unaffected;
-  - fp8d_cancel mid-stream ends the stream with -ECANCELED;
+  - fp8d_cancel mid-stream ends the stream with -ECANCELED; Ctrl-C on fp8 cancels (130);
   - SIGHUP reopens the log file;
   - SIGTERM mid-stream: the client gets shutting_down, the daemon exits 0, and none of
     the segments it created is left in /dev/shm;
@@ -259,11 +259,17 @@ def main():
             if check(m is not None, "killed client: session not closed"):
                 check(time.monotonic() - t0 < 1.5, "killed client: took %.2f s" %
                       (time.monotonic() - t0))
+        # Ctrl-C on fp8 mid-stream: it cancels the generation and exits 130
+        p = subprocess.Popen(long_gen, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if check(read_until_output(p, 30), "Ctrl-C: no output"):
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=30)
+            check(p.returncode == 130, "Ctrl-C: fp8 exit %d, stderr %s" % (p.returncode, err))
         r = subprocess.run([FP8, "--endpoint", ep, "info"], capture_output=True, text=True,
                            timeout=30)
         check(r.returncode == 0 and '"ref"' in r.stdout,
               "info after a killed client: %s %s" % (r.stdout, r.stderr))
-        phase("killed client")
+        phase("killed client, Ctrl-C")
 
         # a reader that stops reading (libfp8d through ctypes: alive, answering
         # heartbeats, but never calling fp8d_stream_next): its ring (256 bytes) fills,
