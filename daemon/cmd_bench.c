@@ -315,9 +315,9 @@ int cmd_bench(int argc, char **argv)
     fprintf(info, "load: %.2f s; weights streamed per decode step: %.3f GB (linear layers + lm_head, "
            "e4m3 + row scales)\n", load_s, wbytes / 1e9);
     if (cuda)
-        fprintf(info, "prefill: the linear layers run the FP8 GEMV over 64-row chunks (no FP8 "
-                "GEMM yet: each chunk re-reads every weight) and attention a per-row kernel; "
-                "TTFT reflects that\n");
+        fprintf(info, "prefill: linear layers widen each e4m3 weight to bf16 and run a cuBLASLt "
+                "bf16 GEMM (not yet FP8 x FP8); attention is a per-row kernel (not yet flash "
+                "attention); TTFT reflects that\n");
     double bw = copy_bandwidth(be);
     if (bw > 0)
         fprintf(info, "bandwidth: %.0f GB/s measured (1 GiB device-to-device copy, read + write)\n",

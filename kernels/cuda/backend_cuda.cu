@@ -3,10 +3,11 @@
  * steps.
  *
  * Which kernel serves which op (docs/cuda.md has the table):
- * - linear: fp8_cuda_gemv_e4m3 (tensor cores, weight streaming). Steps of more than 64
- *   rows (prefill) run it over 64-row chunks: correct, but each chunk re-reads the whole
- *   weight, so prefill is far from the tensor-core rate. That is the current state,
- *   stated in docs/cuda.md and in `fp8d bench`'s output; an FP8 GEMM replaces it.
+ * - linear: up to 64 rows (decode), fp8_cuda_gemv_e4m3 (tensor cores, weight streaming).
+ *   More rows (prefill): the weight widened exactly to bf16 in a scratch buffer and one
+ *   cuBLASLt bf16 GEMM (fp32 accumulation), then the row scales: the same arithmetic as
+ *   the GEMV, on the tensor cores at the bf16 rate. Not yet an FP8 x FP8 GEMM (which
+ *   needs e4m3 activations): stated in docs/cuda.md and in `fp8d bench`'s output.
  * - attention: decode steps (every sequence one token, at its last position) with
  *   head_dim 128 and 1/2/4/8 query heads per KV head go to fp8_cuda_attn_decode; every
  *   other step (prefill chunks, other head sizes) to attn_rows_kernel below, one block
@@ -19,6 +20,7 @@
  * later step of the shape: step_begin copies the step's layout into the same device
  * buffer, the ops only check that the model calls them (the captured launches already
  * hold every pointer), and sync launches the graph. be->enforce_eager turns this off. */
+#include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdarg.h>
@@ -32,7 +34,8 @@
 namespace {
 
 constexpr int kMaxGraphs = 128;
-constexpr int kMaxRetired = 16;
+constexpr int kMaxRetired = 64;
+constexpr size_t kLtWorkspace = (size_t)32 << 20;
 constexpr int kRowsHeadDimMax = 256;
 constexpr int kAttnWarps = 4;
 
@@ -67,6 +70,12 @@ struct cuda_ctx {
 
     void *ws; /* decode-attention partial results */
     size_t ws_cap;
+    cublasLtHandle_t lt; /* prefill GEMMs */
+    void *lt_ws;         /* kLtWorkspace bytes */
+    void *wide;          /* a weight widened to bf16 for the GEMM */
+    size_t wide_cap;
+    void *acc;           /* fp32 GEMM output before the row scales */
+    size_t acc_cap;
     void *retired[kMaxRetired]; /* outgrown workspaces a captured graph may still use */
     int n_retired;
 
@@ -182,6 +191,7 @@ __global__ void embed_kernel(uint16_t *out, const uint16_t *table, const int32_t
 __global__ void gather_rows_kernel(uint16_t *out, const uint16_t *x, const int32_t *rows,
                                    int32_t dim)
 {
+    fp8_launch_dependents();
     const uint16_t *src = x + (size_t)rows[blockIdx.x] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         out[(size_t)blockIdx.x * dim + i] = src[i];
@@ -209,6 +219,7 @@ __global__ void qk_rows_kernel(uint16_t *q_out, const uint16_t *qkv, const float
                                const int32_t *slots, rows_kv kv, int32_t n_tokens,
                                int32_t n_heads)
 {
+    fp8_launch_dependents();
     __shared__ float buf[4][kRowsHeadDimMax];
     const int heads = n_heads + 2 * kv.kvh, hd = kv.hd, half = hd / 2;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -289,6 +300,7 @@ attn_rows_kernel(uint16_t *out, const uint16_t *q, rows_kv kv, const int32_t *po
                  const int32_t *tok_seq, const int32_t *block_table, int32_t max_blocks,
                  int32_t n_blocks, int32_t n_heads, float sm_scale, int32_t window)
 {
+    fp8_launch_dependents();
     __shared__ float qs[kRowsHeadDimMax];
     __shared__ float wm[kAttnWarps], wl[kAttnWarps];
     __shared__ float wacc[kAttnWarps][kRowsHeadDimMax];
@@ -391,6 +403,43 @@ __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *ids, const float 
                 bi = si[w];
             }
         ids[blockIdx.x] = bi == INT32_MAX ? 0 : bi; /* all-NaN row: 0 */
+    }
+}
+
+/* e4m3 -> bf16, exactly (every e4m3 value is a bf16 value); 16 bytes per thread. */
+__global__ void widen_e4m3_kernel(uint16_t *dst, const uint8_t *src, size_t n16)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n16;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const uint4 q = reinterpret_cast<const uint4 *>(src)[i];
+        const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+        uint32_t o[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const uint32_t lo = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)w[j]));
+            const uint32_t b1 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 8)));
+            const uint32_t b2 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 16)));
+            const uint32_t b3 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 24)));
+            o[2 * j] = lo | (b1 << 16);
+            o[2 * j + 1] = b2 | (b3 << 16);
+        }
+        uint4 *d = reinterpret_cast<uint4 *>(dst) + 2 * i;
+        d[0] = make_uint4(o[0], o[1], o[2], o[3]);
+        d[1] = make_uint4(o[4], o[5], o[6], o[7]);
+    }
+}
+
+/* y[r, o] = acc[r, o] * scale[o], to bf16 or in place as fp32. */
+__global__ void row_scale_kernel(void *y, bool y_f32, const float *acc, const float *scale,
+                                 size_t n, int32_t out)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float v = acc[i] * scale[i % out];
+        if (y_f32)
+            ((float *)y)[i] = v;
+        else
+            ((uint16_t *)y)[i] = fp8_f32_to_bf16_bits(v);
     }
 }
 
@@ -866,6 +915,113 @@ void cuda_add_rms_norm(struct fp8_backend *be, struct fp8_tensor *residual,
        &e);
 }
 
+/* Grows a scratch buffer to at least bytes. The old one may sit in a captured graph (or a
+ * capture in progress): it is kept until destroy. */
+bool grow(struct fp8_backend *be, void **buf, size_t *cap, size_t bytes, const char *what)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (bytes <= *cap)
+        return true;
+    if (c->n_retired == kMaxRetired) {
+        fail(be, -ENOMEM, "%s: scratch regrown too often", what);
+        return false;
+    }
+    if (*buf)
+        c->retired[c->n_retired++] = *buf;
+    *buf = NULL;
+    *cap = 0;
+    struct fp8_err e;
+    void *p = NULL;
+    if (!ok(be, dev_alloc(c, &p, bytes, &e), &e))
+        return false;
+    *buf = p;
+    *cap = bytes;
+    return true;
+}
+
+const char *lt_status(cublasStatus_t st)
+{
+    return cublasLtGetStatusString(st);
+}
+
+/* acc (n, out) fp32 = x (n, in) bf16 @ wide (out, in)^T bf16, fp32 accumulation: in
+ * cuBLASLt's column-major terms acc^T (out x n) = op_T(wide stored (in x out)) x (x^T
+ * stored (in x n)). */
+bool gemm_bf16(struct fp8_backend *be, float *acc, const void *wide, const void *x, int32_t n,
+               int32_t in, int32_t out)
+{
+    cuda_ctx *c = ctx_of(be);
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t h;
+    int found = 0;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const size_t wsb = kLtWorkspace;
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)in, (uint64_t)out, in);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)in, (uint64_t)n, in);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)out, (uint64_t)n, out);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &wsb, sizeof(wsb));
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, lc, lc, pref, 1, &h, &found);
+    if (st == CUBLAS_STATUS_SUCCESS && !found)
+        st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(c->lt, op, &alpha, wide, la, x, lb, &beta, acc, lc, acc, lc, &h.algo,
+                            c->lt_ws, wsb, c->stream);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (lc)
+        cublasLtMatrixLayoutDestroy(lc);
+    if (lb)
+        cublasLtMatrixLayoutDestroy(lb);
+    if (la)
+        cublasLtMatrixLayoutDestroy(la);
+    if (op)
+        cublasLtMatmulDescDestroy(op);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        fail(be, -EIO, "linear (n=%d in=%d out=%d): cuBLASLt bf16 GEMM: %s", (int)n, (int)in,
+             (int)out, lt_status(st));
+    return st == CUBLAS_STATUS_SUCCESS;
+}
+
+/* Steps of more than 64 rows: the weight widened exactly to bf16 in a scratch, one
+ * cuBLASLt GEMM (bf16 x bf16 on the tensor cores, fp32 accumulation: the GEMV's arithmetic
+ * in another order), then the row scales. */
+void linear_gemm(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                 struct fp8_tensor *out, int32_t n)
+{
+    cuda_ctx *c = ctx_of(be);
+    const int32_t in = (int32_t)w->ne[1], n_out = (int32_t)w->ne[0];
+    const size_t nw = (size_t)n_out * in, ny = (size_t)n * n_out;
+    const bool f32 = out->dtype == FP8_DTYPE_F32;
+    if (!grow(be, &c->wide, &c->wide_cap, nw * 2, "linear") ||
+        (!f32 && !grow(be, &c->acc, &c->acc_cap, ny * 4, "linear")))
+        return;
+    widen_e4m3_kernel<<<2048, 256, 0, c->stream>>>((uint16_t *)c->wide,
+                                                   (const uint8_t *)w->data, nw / 16);
+    if (!launched(be, "linear: widen e4m3"))
+        return;
+    float *acc = f32 ? (float *)out->data : (float *)c->acc;
+    if (!gemm_bf16(be, acc, c->wide, x->data, n, in, n_out))
+        return;
+    row_scale_kernel<<<2048, 256, 0, c->stream>>>(out->data, f32, acc, w->scale, ny, n_out);
+    launched(be, "linear: row scales");
+}
+
 void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
                  struct fp8_tensor *out)
 {
@@ -892,20 +1048,20 @@ void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struc
         return;
     }
     const int32_t in = (int32_t)w->ne[1], n_out = (int32_t)w->ne[0];
-    const size_t out_el = fp8_dtype_size(out->dtype);
-    /* Prefill: 64-row chunks through the GEMV (see the file comment). */
-    for (int64_t r0 = 0; r0 < n; r0 += FP8_CUDA_GEMV_MAX_ROWS) {
-        const int32_t rows = (int32_t)(n - r0 < FP8_CUDA_GEMV_MAX_ROWS ? n - r0
-                                                                       : FP8_CUDA_GEMV_MAX_ROWS);
-        struct fp8_err e;
-        if (!ok(be, fp8_cuda_gemv_e4m3((char *)out->data + (size_t)r0 * n_out * out_el,
-                                       out->dtype == FP8_DTYPE_F32,
-                                       (const uint16_t *)x->data + (size_t)r0 * in,
-                                       (const uint8_t *)w->data, w->scale, rows, in, n_out, NULL,
-                                       c->stream, &e),
-                &e))
+    if (n > FP8_CUDA_GEMV_MAX_ROWS) {
+        if (in % 16) {
+            fail(be, -ENOTSUP, "linear (n=%lld in=%d out=%d): in must be a multiple of 16",
+                 (long long)n, (int)in, (int)n_out);
             return;
+        }
+        linear_gemm(be, x, w, out, (int32_t)n);
+        return;
     }
+    struct fp8_err e;
+    ok(be, fp8_cuda_gemv_e4m3(out->data, out->dtype == FP8_DTYPE_F32, (const uint16_t *)x->data,
+                              (const uint8_t *)w->data, w->scale, (int32_t)n, in, n_out, NULL,
+                              c->stream, &e),
+       &e);
 }
 
 bool check_cache(struct fp8_backend *be, const char *op, const struct fp8_kv_cache *kc,
@@ -999,29 +1155,6 @@ void cuda_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor 
     launched(be, op);
 }
 
-bool ensure_ws(struct fp8_backend *be, size_t bytes)
-{
-    cuda_ctx *c = ctx_of(be);
-    if (bytes <= c->ws_cap)
-        return true;
-    if (c->n_retired == kMaxRetired) {
-        fail(be, -ENOMEM, "attention: workspace regrown too often");
-        return false;
-    }
-    /* The old one may sit in a captured graph (or a capture in progress): keep it until
-     * destroy. */
-    if (c->ws)
-        c->retired[c->n_retired++] = c->ws;
-    struct fp8_err e;
-    void *p = NULL;
-    const size_t cap = bytes * 2;
-    if (!ok(be, dev_alloc(c, &p, cap, &e), &e))
-        return false;
-    c->ws = p;
-    c->ws_cap = cap;
-    return true;
-}
-
 void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
                     const struct fp8_kv_cache *kc, int32_t layer, float scale, int32_t window,
                     struct fp8_tensor *out)
@@ -1051,7 +1184,7 @@ void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
         if (!ok(be, fp8_cuda_attn_decode_plan(&plan, c->n_seqs, (int32_t)h, &l,
                                               c->max_blocks * c->block_size, &e),
                 &e) ||
-            !ensure_ws(be, plan.workspace_bytes))
+            !grow(be, &c->ws, &c->ws_cap, 2 * plan.workspace_bytes, "attention"))
             return;
         ok(be, fp8_cuda_attn_decode((uint16_t *)out->data, (const uint16_t *)q->data, &l,
                                     c->d_block_table, c->d_seq_len, c->n_seqs, (int32_t)h,
@@ -1151,6 +1284,11 @@ void cuda_destroy(struct fp8_backend *be)
     for (int i = 0; i < c->n_retired; i++)
         cudaFree(c->retired[i]);
     cudaFree(c->ws);
+    cudaFree(c->wide);
+    cudaFree(c->acc);
+    cudaFree(c->lt_ws);
+    if (c->lt)
+        cublasLtDestroy(c->lt);
     cudaFree(c->d_step);
     cudaFreeHost(c->h_step);
     if (c->stream)
@@ -1214,6 +1352,20 @@ extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err 
         return fp8_err_prefix(err, rc, "backend cuda");
     }
     c->stream = (cudaStream_t)s;
+    cublasStatus_t st = cublasLtCreate(&c->lt);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        rc = fp8_err_set(err, -EIO, "backend cuda: cublasLtCreate: %s", lt_status(st));
+    } else if ((rc = dev_alloc(c, &c->lt_ws, kLtWorkspace, err)) < 0) {
+        fp8_err_prefix(err, rc, "backend cuda: GEMM workspace");
+    }
+    if (rc < 0) {
+        if (c->lt)
+            cublasLtDestroy(c->lt);
+        cudaStreamDestroy(c->stream);
+        free(be);
+        free(c);
+        return rc;
+    }
     be->ops = &cuda_ops;
     be->name = "cuda";
     be->act_dtype = FP8_DTYPE_BF16;

@@ -12,8 +12,8 @@
  *     (docs/numerics.md): rel L2 <= 0.060 / 0.080 and top-1 >= 0.97 / 0.75.
  * - A head_dim-128 Qwen3 (the qwen3-0.6b preset cut to 2 layers and a 2048 vocabulary,
  *   host synthetic weights), so that the decode kernels real models use run (the tiny
- *   checkpoints have head_dim 16/32 and take the general kernels): a 40-token prefill,
- *   then 24 decode steps, cuda (CUDA graphs, and eager) vs ref, prefill and decode rows
+ *   checkpoints have head_dim 16/32 and take the general kernels): two sequences, 40
+ *   tokens each in one 80-row step (the GEMM path), then 24 two-token decode steps, cuda (CUDA graphs, and eager) vs ref, prefill and decode rows
  *   apart: rel L2 <= HD128_REL_L2 and top-1 >= HD128_TOP1 (looser than the checkpoints':
  *   N(0, 0.02) weights over 1024 channels give flat logits full of near-ties; first
  *   measured 0.032 and 0.89 over all rows on an H100); and greedy generation
@@ -153,15 +153,16 @@ static struct fp8_model *load_hd128(struct fp8_backend *be)
     return m;
 }
 
-/* Block tables: seq 0 uses blocks 40, 39, ..., seq 1 blocks 1, 3, 5, ...: neither in
- * order nor contiguous, and disjoint. */
+/* Block tables: seq 0 uses blocks 63, 62, ..., 48, seq 1 blocks 1, 3, ..., 31: neither
+ * in order nor contiguous, and disjoint for two 64-token sequences (two sequences writing
+ * one slot in the same step would race). */
 #define MB (MAX_SEQ / BLOCK)
 static int32_t g_tables[2 * MB];
 
 static void tables_init(void)
 {
     for (int32_t i = 0; i < MB; i++) {
-        g_tables[i] = 40 - i;
+        g_tables[i] = 63 - i;
         g_tables[MB + i] = 1 + 2 * i;
     }
 }
@@ -204,7 +205,7 @@ static void run_step(struct fp8_model *m, int32_t vocab, int32_t n_seqs,
     free(logits);
 }
 
-enum schedule { SCHED_WHOLE, SCHED_CHUNKS, SCHED_TWO_SEQS, SCHED_PREFILL40 };
+enum schedule { SCHED_WHOLE, SCHED_CHUNKS, SCHED_TWO_SEQS };
 
 /* Every sequence under a schedule; out[s] (n[s], vocab). */
 static void run_schedule(struct fp8_model *m, int32_t vocab, int32_t n_seqs,
@@ -222,8 +223,6 @@ static void run_schedule(struct fp8_model *m, int32_t vocab, int32_t n_seqs,
             int32_t q;
             if (sched == SCHED_WHOLE)
                 q = n[s];
-            else if (sched == SCHED_PREFILL40)
-                q = p == 0 ? 40 : p + 1;
             else /* chunks of 7, then single decode tokens for the last 5 */
                 q = p < n[s] - 5 ? (p + 7 < n[s] - 5 ? p + 7 : n[s] - 5) : p + 1;
             /* sequence s alone, with its own block table row */
@@ -329,50 +328,61 @@ static void test_golden_qwen3_small(void **state)
     golden_case("qwen3-small", 0.080, 0.75);
 }
 
+/* Two sequences: their first 40 tokens in one 80-row step (the GEMM path), then 24 steps
+ * of one decode token each (the decode kernels; CUDA graphs unless eager). */
+static void run_hd128(struct fp8_model *m, int32_t (*tokens)[MAX_SEQ], float **out)
+{
+    int32_t start[2] = {0, 0}, end[2] = {40, 40};
+    run_step(m, 2048, 2, tokens, start, end, out);
+    for (int32_t p = 40; p < MAX_SEQ; p++) {
+        int32_t s1[2] = {p, p}, e1[2] = {p + 1, p + 1};
+        run_step(m, 2048, 2, tokens, s1, e1, out);
+    }
+}
+
 static void test_hd128_vs_ref(void **state)
 {
     (void)state;
     if (!have_gpu())
         skip();
     tables_init();
-    int32_t tokens[1][MAX_SEQ], n[1] = {MAX_SEQ};
+    int32_t tokens[2][MAX_SEQ];
     uint64_t st = 99;
-    for (int i = 0; i < MAX_SEQ; i++)
-        tokens[0][i] = (int32_t)(splitmix64_next(&st) % 2048);
-    struct fp8_backend *rb = backend("ref", true), *cb = backend("cuda", false),
-                       *eb = backend("cuda", true);
-    struct fp8_model *rm = load_hd128(rb), *cm = load_hd128(cb), *em = load_hd128(eb);
-    float *r = calloc((size_t)MAX_SEQ * 2048, sizeof(float)),
-          *c = calloc((size_t)MAX_SEQ * 2048, sizeof(float)),
-          *e = calloc((size_t)MAX_SEQ * 2048, sizeof(float));
-    run_schedule(rm, 2048, 1, tokens, n, SCHED_PREFILL40, &r);
-    run_schedule(cm, 2048, 1, tokens, n, SCHED_PREFILL40, &c);
-    run_schedule(em, 2048, 1, tokens, n, SCHED_PREFILL40, &e);
-    printf("head_dim 128, 40-token prefill + 24 decode steps:\n");
-    for (int phase = 0; phase < 2; phase++) {
-        size_t off = phase ? (size_t)40 * 2048 : 0;
-        int32_t rows = phase ? MAX_SEQ - 40 : 40;
-        struct errstats vs_ref = {0}, eager_ref = {0};
-        compare(r + off, c + off, rows, 2048, &vs_ref);
-        compare(r + off, e + off, rows, 2048, &eager_ref);
-        check(phase ? "decode rows: cuda (graphs) vs ref" : "prefill rows: cuda vs ref", &vs_ref,
-              HD128_REL_L2, HD128_TOP1);
-        check(phase ? "decode rows: cuda (eager) vs ref" : "prefill rows: cuda (eager) vs ref",
-              &eager_ref, HD128_REL_L2, HD128_TOP1);
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < MAX_SEQ; i++)
+            tokens[s][i] = (int32_t)(splitmix64_next(&st) % 2048);
+    struct fp8_backend *be[3] = {backend("ref", true), backend("cuda", false),
+                                 backend("cuda", true)};
+    float *out[3][2];
+    for (int k = 0; k < 3; k++) {
+        struct fp8_model *m = load_hd128(be[k]);
+        for (int s = 0; s < 2; s++)
+            out[k][s] = calloc((size_t)MAX_SEQ * 2048, sizeof(float));
+        run_hd128(m, tokens, out[k]);
+        fp8_model_free(m);
+        fp8_backend_free(be[k]);
     }
+    printf("head_dim 128, two sequences: 40 tokens each in one step, then 24 decode steps:\n");
+    const char *names[2][2] = {{"prefill rows: cuda vs ref", "prefill rows: cuda (eager) vs ref"},
+                               {"decode rows: cuda (graphs) vs ref",
+                                "decode rows: cuda (eager) vs ref"}};
+    for (int phase = 0; phase < 2; phase++)
+        for (int k = 1; k < 3; k++) {
+            size_t off = phase ? (size_t)40 * 2048 : 0;
+            int32_t rows = phase ? MAX_SEQ - 40 : 40;
+            struct errstats e = {0};
+            for (int s = 0; s < 2; s++)
+                compare(out[0][s] + off, out[k][s] + off, rows, 2048, &e);
+            check(names[phase][k - 1], &e, HD128_REL_L2, HD128_TOP1);
+        }
     double maxd = 0;
-    for (size_t i = 0; i < (size_t)MAX_SEQ * 2048; i++)
-        maxd = fmax(maxd, fabs((double)c[i] - e[i]));
-    printf("  graphs vs eager: max |diff| %g\n", maxd);
-    free(r);
-    free(c);
-    free(e);
-    fp8_model_free(rm);
-    fp8_model_free(cm);
-    fp8_model_free(em);
-    fp8_backend_free(rb);
-    fp8_backend_free(cb);
-    fp8_backend_free(eb);
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < (size_t)MAX_SEQ * 2048; i++)
+            maxd = fmax(maxd, fabs((double)out[1][s][i] - out[2][s][i]));
+    printf("  graphs vs eager: max |logit diff| %g\n", maxd);
+    for (int k = 0; k < 3; k++)
+        for (int s = 0; s < 2; s++)
+            free(out[k][s]);
 }
 
 /* Greedy: an 8-token prompt prefilled in one step, then 64 single-token steps, each fed
