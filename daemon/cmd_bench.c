@@ -62,10 +62,10 @@ static int parse_batches(const char *s, struct bench_args *a, struct fp8_err *er
         return fp8_err_set(err, -EINVAL, "--batch: at most 16 sizes");
     }
     for (int32_t i = 0; i < n; i++) {
-        if (v[i] < 1 || v[i] > BENCH_MAX_BATCH) {
+        int32_t b = v[i];
+        if (b < 1 || b > BENCH_MAX_BATCH) {
             free(v);
-            return fp8_err_set(err, -EINVAL, "--batch: %d is outside 1..%d", v[i],
-                               BENCH_MAX_BATCH);
+            return fp8_err_set(err, -EINVAL, "--batch: %d is outside 1..%d", b, BENCH_MAX_BATCH);
         }
         a->batch[i] = v[i];
     }

@@ -426,6 +426,23 @@ static void test_gather_and_softcap(void **state)
     drop(&x), drop(&o);
 }
 
+static void test_argmax_lowest_on_ties(void **state)
+{
+    (void)state;
+    /* row 0: the max 3 at indices 1 and 2 -> 1; row 1: the max -1 at 0 and 2 -> 0;
+     * row 2: a single max at the last index -> 4 */
+    const float lv[15] = {1, 3, 3, 2, 0, -1, -5, -1, -2, -7, 0, 0, 0, 0, 0.5f};
+    int64_t ln[2] = {3, 5}, in[1] = {3};
+    struct fp8_tensor l = make(FP8_DTYPE_F32, 2, ln, lv), ids = make(FP8_DTYPE_I32, 1, in, NULL);
+    step_one_seq(3, 0, NULL, 4);
+    be->ops->argmax(be, &l, &ids);
+    assert_ok();
+    assert_int_equal(((int32_t *)ids.data)[0], 1);
+    assert_int_equal(((int32_t *)ids.data)[1], 0);
+    assert_int_equal(((int32_t *)ids.data)[2], 4);
+    drop(&l), drop(&ids);
+}
+
 static void test_errors_are_sticky_and_clear(void **state)
 {
     (void)state;
@@ -491,6 +508,7 @@ int main(void)
         cmocka_unit_test(test_glu_activations),
         cmocka_unit_test(test_moe_route_and_experts),
         cmocka_unit_test(test_gather_and_softcap),
+        cmocka_unit_test(test_argmax_lowest_on_ties),
         cmocka_unit_test(test_errors_are_sticky_and_clear),
         cmocka_unit_test(test_backend_names),
     };
