@@ -19,7 +19,9 @@
  * block-table width, logit rows) shape is seen, and that graph is replayed for every
  * later step of the shape: step_begin copies the step's layout into the same device
  * buffer, the ops only check that the model calls them (the captured launches already
- * hold every pointer), and sync launches the graph. be->enforce_eager turns this off. */
+ * hold every pointer), and sync launches the graph. be->enforce_eager turns this off.
+ * The graphs hold one model's tensors, so a backend serves one model: a second KV cache
+ * is refused, and freeing the cache drops the graphs. */
 #include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <math.h>
@@ -604,12 +606,23 @@ int cuda_tensor_fill_random(struct fp8_backend *be, struct fp8_tensor *t, uint64
     return rc;
 }
 
+void graphs_clear(cuda_ctx *c)
+{
+    for (int i = 0; i < c->n_graphs; i++)
+        cudaGraphExecDestroy(c->graphs[i].exec);
+    c->n_graphs = 0;
+}
+
 int cuda_kv_cache_alloc(struct fp8_backend *be, struct fp8_kv_cache *kc,
                         const struct fp8_kv_cache_desc *d, struct fp8_err *err)
 {
     cuda_ctx *c = ctx_of(be);
     if (!kc || !d)
         return fp8_err_set(err, -EINVAL, "kv_cache_alloc: missing cache or description");
+    if (c->have_kv)
+        return fp8_err_set(err, -EBUSY, "kv_cache_alloc: this cuda backend already holds a "
+                           "KV cache (one model per backend: its decode graphs hold that "
+                           "model's tensors)");
     if (d->dtype != FP8_DTYPE_E4M3)
         return fp8_err_set(err, -ENOTSUP, "kv cache dtype %s is not supported on the cuda "
                            "backend (fp8 only; bf16 is not yet)", fp8_dtype_name(d->dtype));
@@ -674,16 +687,12 @@ void cuda_kv_cache_free(struct fp8_backend *be, struct fp8_kv_cache *kc)
     dev_free(c, kc->v_scale, heads * sizeof(float));
     memset(kc, 0, sizeof(*kc));
     c->have_kv = false;
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    graphs_clear(c);
 }
 
 /* ---- stepping and graphs -------------------------------------------------------------- */
-
-void graphs_clear(cuda_ctx *c)
-{
-    for (int i = 0; i < c->n_graphs; i++)
-        cudaGraphExecDestroy(c->graphs[i].exec);
-    c->n_graphs = 0;
-}
 
 bool key_eq(const graph_key &a, const graph_key &b)
 {
