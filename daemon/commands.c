@@ -10,5 +10,6 @@ const struct fp8d_command fp8d_commands[] = {
     {"tokenize", "encode/decode text and render chat templates (tokenizer files only)", cmd_tokenize},
     {"logits", "teacher-forced logits of a token sequence", cmd_logits},
     {"run", "generate from one prompt, streamed to stdout", cmd_run},
+    {"bench", "decode tok/s per batch size, memory, roofline, time to first token", cmd_bench},
     {NULL, NULL, NULL},
 };
