@@ -11,5 +11,6 @@ const struct fp8d_command fp8d_commands[] = {
     {"logits", "teacher-forced logits of a token sequence", cmd_logits},
     {"run", "generate from one prompt, streamed to stdout", cmd_run},
     {"serve", "serve the model to local clients (the daemon)", cmd_serve},
+    {"bench", "decode tok/s per batch size, memory, roofline, time to first token", cmd_bench},
     {NULL, NULL, NULL},
 };

@@ -33,6 +33,8 @@ int fp8d_single_open(struct fp8d_single *s, const struct fp8d_opts *o, int32_t m
     mo.block_size = SINGLE_BLOCK;
     mo.n_kv_blocks = n.n_blocks;
     rc = fp8_backend_create(o->backend, &n.be, err);
+    if (rc == 0)
+        n.be->enforce_eager = o->enforce_eager;
     if (rc == 0 && o->model_dir) {
         rc = fp8_model_load(o->model_dir, n.be, &mo, &n.model, err);
     } else if (rc == 0) {

@@ -133,7 +133,8 @@ static int alloc_activations(struct fp8_model *m, struct fp8_err *err)
         (rc = alloc_act(m, &m->moe_ids, FP8_DTYPE_I32, 2, k, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->moe_weights, FP8_DTYPE_F32, 2, k, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->last, a, 2, c->hidden_size, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->logits, FP8_DTYPE_F32, 2, c->vocab_size, 0, err)) < 0)
+        (rc = alloc_act(m, &m->logits, FP8_DTYPE_F32, 2, c->vocab_size, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->ids, FP8_DTYPE_I32, 1, 0, 0, err)) < 0)
         return rc;
     m->logit_rows = malloc((size_t)m->opts.max_tokens * sizeof(int32_t));
     if (!m->logit_rows)
@@ -174,6 +175,13 @@ int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
     int rc = check_config(cfg, &o, err);
     if (rc < 0)
         return rc;
+    /* The cuda backend has the dense Qwen3 ops only (no MoE routing/experts; Gemma3's
+     * sliding windows, soft-capping and embedding scale are untested there). */
+    if (!strcmp(be->name, "cuda") && cfg->arch != FP8_ARCH_QWEN3)
+        return fp8_err_set(err, -ENOTSUP, "not yet supported on the cuda backend: %s (%s); "
+                           "supported there: qwen3 dense", cfg->arch_name,
+                           cfg->arch == FP8_ARCH_QWEN3_MOE ? "MoE routing and experts"
+                                                           : "Gemma3 layers");
     struct fp8_model *m = calloc(1, sizeof(*m));
     if (!m)
         return fp8_err_set(err, -ENOMEM, "out of memory");
@@ -246,7 +254,7 @@ void fp8_model_free(struct fp8_model *m)
     struct fp8_tensor *ts[] = {&m->embed, &m->lm_head, &m->final_norm, &m->inv_freq,
                                &m->inv_freq_local, &m->x, &m->xb, &m->xb2, &m->qkv, &m->q,
                                &m->att, &m->hb, &m->hb2, &m->moe_logits, &m->moe_ids,
-                               &m->moe_weights, &m->last, &m->logits};
+                               &m->moe_weights, &m->last, &m->logits, &m->ids};
     for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
         free_tensor(m, ts[i]);
     m->be->ops->kv_cache_free(m->be, &m->kv);
@@ -283,8 +291,10 @@ int32_t fp8_batch_n_logit_rows(const struct fp8_batch *b)
     return b && b->seq_start ? logit_rows(b, NULL) : 0;
 }
 
-int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,
-                      struct fp8_err *err)
+/* Checks the step and launches it up to the logits (and the greedy picks when greedy);
+ * returns the number of logit rows. */
+static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool want_out,
+                          bool greedy, struct fp8_err *err)
 {
     if (!m || !b || !b->tokens || !b->seq_start || b->n_tokens <= 0 || b->n_seqs <= 0)
         return fp8_err_set(err, -EINVAL, "forward: empty or incomplete batch");
@@ -301,9 +311,11 @@ int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *log
         if (b->seq_start[s + 1] < b->seq_start[s])
             return fp8_err_set(err, -EINVAL, "forward: seq_start decreases at sequence %d", s);
     int32_t n_rows = logit_rows(b, m->logit_rows);
-    if (n_rows > 0 && !logits)
+    if (n_rows > 0 && !want_out)
         return fp8_err_set(err, -EINVAL, "forward: no buffer for %d logit rows", n_rows);
     const struct fp8_backend_ops *op = m->be->ops;
+    if (greedy && !op->argmax)
+        return fp8_err_set(err, -ENOTSUP, "forward: backend %s has no argmax", m->be->name);
     int rc = op->step_begin(m->be, b, m->logit_rows, n_rows, err);
     if (rc < 0)
         return rc;
@@ -319,13 +331,35 @@ int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *log
         op->linear(m->be, &last, &m->lm_head, &lg);
         if (m->cfg.final_logit_softcapping > 0.0f)
             op->softcap(m->be, &lg, m->cfg.final_logit_softcapping);
+        if (greedy) {
+            struct fp8_tensor ids = model_rows(&m->ids, n_rows);
+            op->argmax(m->be, &lg, &ids);
+        }
     }
     rc = op->sync(m->be, err);
-    if (rc < 0)
-        return rc;
+    return rc < 0 ? rc : n_rows;
+}
+
+int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,
+                      struct fp8_err *err)
+{
+    int n_rows = forward_launch(m, b, logits != NULL, false, err);
     if (n_rows > 0) {
         struct fp8_tensor lg = model_rows(&m->logits, n_rows);
-        rc = op->tensor_get(m->be, &lg, logits, NULL, err);
+        int rc = m->be->ops->tensor_get(m->be, &lg, logits, NULL, err);
+        if (rc < 0)
+            return rc;
+    }
+    return n_rows;
+}
+
+int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,
+                             struct fp8_err *err)
+{
+    int n_rows = forward_launch(m, b, ids != NULL, true, err);
+    if (n_rows > 0) {
+        struct fp8_tensor t = model_rows(&m->ids, n_rows);
+        int rc = m->be->ops->tensor_get(m->be, &t, ids, NULL, err);
         if (rc < 0)
             return rc;
     }

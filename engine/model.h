@@ -3,6 +3,7 @@
 #ifndef FP8_ENGINE_MODEL_H
 #define FP8_ENGINE_MODEL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -18,6 +19,9 @@ struct fp8_model_opts {
     int32_t block_size;          /* KV slots per block */
     int32_t n_kv_blocks;         /* KV pool size (the block manager sizes it with
                                     fp8_kv_block_bytes) */
+    bool device_random_weights;  /* benchmarks: every tensor filled in backend memory by
+                                    the backend's tensor_fill_random (shapes from the
+                                    config, the checkpoint or preset values unused) */
 };
 
 /* E4M3 weights and KV, 512 tokens a step, blocks of 16, a pool of 256 blocks. */
@@ -54,5 +58,10 @@ int32_t fp8_batch_n_logit_rows(const struct fp8_batch *b);
  * Returns the number of rows or a negative errno. */
 int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,
                       struct fp8_err *err);
+
+/* The same step, but only the greedy pick (argmax, lowest id on ties) of each logit row
+ * leaves the backend: ids (fp8_batch_n_logit_rows(b)) in host memory. */
+int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,
+                             struct fp8_err *err);
 
 #endif

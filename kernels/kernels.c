@@ -7,6 +7,9 @@
 
 #include "common/numeric.h"
 #include "kernels/ref/ref.h"
+#ifdef FP8D_WITH_CUDA
+#include "kernels/cuda/backend_cuda.h"
+#endif
 
 size_t fp8_dtype_size(enum fp8_dtype dtype)
 {
@@ -99,6 +102,35 @@ void fp8_quantize_rows_e4m3(const float *src, int64_t rows, int64_t cols, uint8_
     }
 }
 
+int fp8_batch_check(const struct fp8_batch *b, const int32_t *logit_rows, int32_t n_logit_rows,
+                    struct fp8_err *err)
+{
+    if (!b || b->n_tokens <= 0 || b->n_seqs <= 0 || !b->tokens || !b->positions || !b->slots ||
+        !b->seq_start || !b->seq_len || !b->block_table || b->block_size <= 0 ||
+        b->max_blocks_per_seq <= 0 || n_logit_rows < 0 || (n_logit_rows && !logit_rows))
+        return fp8_err_set(err, -EINVAL, "step: incomplete batch description");
+    if (b->seq_start[0] != 0 || b->seq_start[b->n_seqs] != b->n_tokens)
+        return fp8_err_set(err, -EINVAL, "step: seq_start must run from 0 to n_tokens (%d)",
+                           b->n_tokens);
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        if (b->seq_start[s + 1] < b->seq_start[s])
+            return fp8_err_set(err, -EINVAL, "step: seq_start decreases at sequence %d", s);
+        int64_t cap = (int64_t)b->max_blocks_per_seq * b->block_size;
+        if (b->seq_len[s] <= 0 || b->seq_len[s] > cap)
+            return fp8_err_set(err, -EINVAL, "step: sequence %d has length %d (block table "
+                               "holds %lld)", s, b->seq_len[s], (long long)cap);
+        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
+            if (b->positions[t] < 0 || b->positions[t] >= b->seq_len[s])
+                return fp8_err_set(err, -EINVAL, "step: token %d at position %d is outside "
+                                   "its sequence's length %d", t, b->positions[t], b->seq_len[s]);
+    }
+    for (int32_t i = 0; i < n_logit_rows; i++)
+        if (logit_rows[i] < 0 || logit_rows[i] >= b->n_tokens)
+            return fp8_err_set(err, -EINVAL, "step: logit row %d outside the %d tokens",
+                               logit_rows[i], b->n_tokens);
+    return 0;
+}
+
 int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_err *err)
 {
     if (!name || !out)
@@ -106,9 +138,13 @@ int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_er
     if (!strcmp(name, "ref"))
         return fp8_backend_ref_create(out, err);
     if (!strcmp(name, "cuda"))
+#ifdef FP8D_WITH_CUDA
+        return fp8_backend_cuda_create(out, err);
+#else
         return fp8_err_set(err, -ENOTSUP,
-                           "backend 'cuda' is not available: this fp8d was built without the "
-                           "CUDA backend (use --backend ref for the CPU reference)");
+                           "backend 'cuda' is not available: this fp8d was built without CUDA "
+                           "(WITH_CUDA=0; use --backend ref for the CPU reference)");
+#endif
     return fp8_err_set(err, -EINVAL, "unknown backend '%s' (supported: ref, cuda)", name);
 }
 

@@ -172,6 +172,17 @@ struct fp8_backend_ops {
     void (*gather_rows)(struct fp8_backend *be, const struct fp8_tensor *x, struct fp8_tensor *out);
     /* In place: x = cap * tanh(x / cap) (Gemma's final logit soft-capping). */
     void (*softcap)(struct fp8_backend *be, struct fp8_tensor *x, float cap);
+
+    /* Optional (NULL: unsupported): fills t in backend memory with random values from
+     * seed, for benchmarks with the exact shapes of a real model and no host copy (the
+     * values are not the host generator's): E4M3 random finite codes with row scales
+     * that keep a linear layer's outputs O(1) for O(1) inputs, BF16 uniform with std
+     * 0.02, F32 uniform in [0.9, 1.1] (norm weights). */
+    int (*tensor_fill_random)(struct fp8_backend *be, struct fp8_tensor *t, uint64_t seed,
+                              struct fp8_err *err);
+    /* ids (L) I32 = index of the largest value of each row of logits (L, V) F32, the lowest
+     * index on ties (greedy sampling, as engine/sampling.c's temperature 0). */
+    void (*argmax)(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids);
 };
 
 struct fp8_backend {
@@ -179,6 +190,8 @@ struct fp8_backend {
     const char *name;         /* "ref", "cuda" */
     enum fp8_dtype act_dtype; /* activations between ops */
     bool kv_f32_ok;           /* whether F32 KV caches are allowed (ref only) */
+    bool enforce_eager;       /* set by the caller before the first step: cuda launches
+                                 every op (no CUDA graphs for decode steps) */
     void *ctx;                /* the backend's own state */
 };
 
@@ -186,6 +199,12 @@ struct fp8_backend {
  * fallback to another one. *out untouched on failure. */
 int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_err *err);
 void fp8_backend_free(struct fp8_backend *be); /* accepts NULL */
+
+/* The step checks every backend's step_begin makes before copying the step: seq_start
+ * runs from 0 to n_tokens without decreasing, every sequence's length fits its block
+ * table, every position lies inside its sequence, logit rows inside the step. */
+int fp8_batch_check(const struct fp8_batch *b, const int32_t *logit_rows, int32_t n_logit_rows,
+                    struct fp8_err *err);
 
 /* ---- descriptor helpers (host-side, backend independent; kernels/kernels.c) ---- */
 size_t fp8_dtype_size(enum fp8_dtype dtype);

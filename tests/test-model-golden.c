@@ -291,11 +291,53 @@ static void test_fp8_mode_bounded(void **state)
     fp8_backend_free(be);
 }
 
+/* fp8_model_forward_greedy returns, per logit row, the argmax (lowest id on ties) of the
+ * logits fp8_model_forward gives for the same step, found here by a plain scan. */
+static void test_forward_greedy_is_argmax(void **state)
+{
+    (void)state;
+    struct golden g;
+    golden_load("qwen3-small", &g);
+    struct fp8_backend *be = NULL;
+    assert_int_equal(fp8_backend_create("ref", &be, NULL), 0);
+    struct fp8_model *m = load(&g, be, FP8_DTYPE_E4M3, FP8_DTYPE_E4M3);
+    int32_t n = g.seqs[0].n, pos[MAX_SEQ], table[MAX_SEQ / BLOCK], start[2] = {0, n},
+            len[1] = {n}, ids[MAX_SEQ];
+    for (int32_t i = 0; i < n; i++)
+        pos[i] = i;
+    for (int32_t i = 0; i < MAX_SEQ / BLOCK; i++)
+        table[i] = i;
+    uint8_t want = 1, all = 1;
+    struct fp8_batch b = {
+        .n_tokens = n, .tokens = g.seqs[0].tokens, .positions = pos, .slots = pos,
+        .n_seqs = 1, .seq_start = start, .seq_len = len, .block_table = table,
+        .max_blocks_per_seq = MAX_SEQ / BLOCK, .block_size = BLOCK, .want_logits = &want,
+        .want_all_logits = &all,
+    };
+    float *logits = malloc((size_t)n * (size_t)g.vocab * sizeof(float));
+    struct fp8_err err = {{0}};
+    assert_int_equal(fp8_model_forward(m, &b, logits, &err), n);
+    assert_int_equal(fp8_model_forward_greedy(m, &b, ids, &err), n);
+    for (int32_t r = 0; r < n; r++) {
+        const float *row = logits + (size_t)r * (size_t)g.vocab;
+        int32_t best = 0;
+        for (int32_t i = 1; i < g.vocab; i++)
+            if (row[i] > row[best])
+                best = i;
+        assert_int_equal(ids[r], best);
+    }
+    free(logits);
+    fp8_model_free(m);
+    fp8_backend_free(be);
+    golden_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_mode_matches_hf),
         cmocka_unit_test(test_fp8_mode_bounded),
+        cmocka_unit_test(test_forward_greedy_is_argmax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

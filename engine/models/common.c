@@ -54,11 +54,33 @@ static int find_source(struct fp8_weights *src, const char *name, int64_t rows, 
     return 0;
 }
 
+/* A tensor of the right shape filled on the device, seeded by its (first) name. */
+static int load_random(struct fp8_model *m, struct fp8_tensor *t, enum fp8_dtype dtype,
+                       int32_t n_dims, const int64_t *ne, const char *name, struct fp8_err *err)
+{
+    struct fp8_tensor dev = {0};
+    if (!m->be->ops->tensor_fill_random)
+        return fp8_err_set(err, -ENOTSUP, "backend %s cannot fill weights in place (device "
+                           "random weights are for the cuda backend)", m->be->name);
+    int rc = m->be->ops->tensor_alloc(m->be, &dev, dtype, n_dims, ne, err);
+    if (rc < 0)
+        return rc;
+    rc = m->be->ops->tensor_fill_random(m->be, &dev, fp8_synth_tensor_seed(0, name), err);
+    if (rc < 0) {
+        m->be->ops->tensor_free(m->be, &dev);
+        return rc;
+    }
+    *t = dev;
+    return 0;
+}
+
 int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
                       enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
                       const char *const *names, const int64_t *part_rows, int32_t n_names,
                       struct fp8_err *err)
 {
+    if (m->opts.device_random_weights)
+        return load_random(m, t, dtype, n_dims, ne, names[0], err);
     struct fp8_tensor shape = {.dtype = dtype, .n_dims = n_dims};
     memcpy(shape.ne, ne, (size_t)n_dims * sizeof(int64_t));
     int64_t rows = fp8_tensor_rows(&shape), cols = ne[n_dims - 1], o = 0;

@@ -50,6 +50,7 @@ struct fp8_model {
     struct fp8_tensor moe_weights; /* (T, k) f32 */
     struct fp8_tensor last;    /* (T, D) rows that get logits */
     struct fp8_tensor logits;  /* (T, V) f32 */
+    struct fp8_tensor ids;     /* (T) i32 greedy picks */
     int32_t *logit_rows;       /* (T) host */
 };
 

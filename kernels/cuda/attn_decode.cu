@@ -99,6 +99,7 @@ template <int G, int TPT>
 __global__ void __launch_bounds__(kThreads)
 attn_decode_kernel(const attn_args a)
 {
+    fp8_launch_dependents();
     /* DPL dims per lane; NGRP lane groups per block; kUnroll tokens per group in flight
      * (32 K+V bytes per lane either way) */
     constexpr int DPL = kHeadDim / TPT, NGRP = kThreads / TPT, GPW = 32 / TPT;
@@ -265,6 +266,7 @@ template <int G>
 __global__ void __launch_bounds__(kThreads)
 attn_decode_mma_kernel(const attn_args a)
 {
+    fp8_launch_dependents();
     const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
@@ -425,6 +427,7 @@ attn_decode_mma_kernel(const attn_args a)
 
 __global__ void __launch_bounds__(kHeadDim) attn_merge_kernel(const attn_args a)
 {
+    fp8_launch_dependents();
     const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
     const int len = a.seq_len[s];
     int pieces = len <= 0 ? 0 : (len + a.split_tokens - 1) / a.split_tokens;

@@ -67,6 +67,17 @@ static __device__ __forceinline__ void fp8_mma_bf16_16816(float (&c)[4], uint32_
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* Lets the next kernel of the stream start now when it was launched as a programmatic
+ * dependent (the GEMV): it only streams its weights until its griddepcontrol.wait, which
+ * still waits for this whole grid to finish. Called first thing by the small kernels so
+ * that the following GEMV's weight loads overlap them. No-op before sm_90. */
+static __device__ __forceinline__ void fp8_launch_dependents()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 static __device__ __forceinline__ float fp8_warp_sum(float v)
 {
     for (int o = 16; o > 0; o >>= 1)

@@ -37,6 +37,9 @@ struct fp8_cuda_device {
 int fp8_cuda_device_count(int32_t *count, struct fp8_err *err);
 int fp8_cuda_device_get(struct fp8_cuda_device *info, struct fp8_err *err);
 
+/* Free and total bytes of the current device (cudaMemGetInfo). */
+int fp8_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, struct fp8_err *err);
+
 int fp8_cuda_malloc(void **d_ptr, size_t bytes, struct fp8_err *err);
 void fp8_cuda_free(void *d_ptr); /* NULL is fine */
 int fp8_cuda_memcpy_h2d(void *d_dst, const void *src, size_t bytes, struct fp8_err *err);

@@ -67,6 +67,17 @@ int fp8_cuda_device_get(struct fp8_cuda_device *info, struct fp8_err *err)
     return 0;
 }
 
+int fp8_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, struct fp8_err *err)
+{
+    size_t f = 0, t = 0;
+    int rc = fp8_cuda_check(cudaMemGetInfo(&f, &t), err, "cudaMemGetInfo");
+    if (rc == 0) {
+        *free_bytes = f;
+        *total_bytes = t;
+    }
+    return rc;
+}
+
 int fp8_cuda_malloc(void **d_ptr, size_t bytes, struct fp8_err *err)
 {
     void *p = NULL;

@@ -13,6 +13,7 @@ __global__ void __launch_bounds__(kNormThreads)
 rmsnorm_kernel(uint16_t *y, const uint16_t *x, uint16_t *residual, const float *__restrict__ w,
                int dim, float eps, bool plus_one)
 {
+    fp8_launch_dependents();
     const size_t row = (size_t)blockIdx.x * dim;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < dim; i += kNormThreads) {
@@ -57,6 +58,7 @@ struct qk_args {
  * rotate-half partner of a lane is lane ^ 16. */
 __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
 {
+    fp8_launch_dependents();
     const int heads = a.n_heads + 2 * a.n_kv;
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -119,6 +121,7 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
 
 __global__ void glu_kernel(uint16_t *y, const uint16_t *gu, int rows, int inter, int act)
 {
+    fp8_launch_dependents();
     const size_t n = (size_t)rows * inter;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {

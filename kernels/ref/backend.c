@@ -247,29 +247,9 @@ static int ref_step_begin(struct fp8_backend *be, const struct fp8_batch *b,
                           const int32_t *logit_rows, int32_t n_logit_rows, struct fp8_err *err)
 {
     struct ref_ctx *c = ref_ctx_of(be);
-    if (!b || b->n_tokens <= 0 || b->n_seqs <= 0 || !b->tokens || !b->positions || !b->slots ||
-        !b->seq_start || !b->seq_len || !b->block_table || b->block_size <= 0 ||
-        b->max_blocks_per_seq <= 0 || n_logit_rows < 0 || (n_logit_rows && !logit_rows))
-        return fp8_err_set(err, -EINVAL, "step: incomplete batch description");
-    if (b->seq_start[0] != 0 || b->seq_start[b->n_seqs] != b->n_tokens)
-        return fp8_err_set(err, -EINVAL, "step: seq_start must run from 0 to n_tokens (%d)",
-                           b->n_tokens);
-    for (int32_t s = 0; s < b->n_seqs; s++) {
-        if (b->seq_start[s + 1] < b->seq_start[s])
-            return fp8_err_set(err, -EINVAL, "step: seq_start decreases at sequence %d", s);
-        int64_t cap = (int64_t)b->max_blocks_per_seq * b->block_size;
-        if (b->seq_len[s] <= 0 || b->seq_len[s] > cap)
-            return fp8_err_set(err, -EINVAL, "step: sequence %d has length %d (block table "
-                               "holds %lld)", s, b->seq_len[s], (long long)cap);
-        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
-            if (b->positions[t] < 0 || b->positions[t] >= b->seq_len[s])
-                return fp8_err_set(err, -EINVAL, "step: token %d at position %d is outside "
-                                   "its sequence's length %d", t, b->positions[t], b->seq_len[s]);
-    }
-    for (int32_t i = 0; i < n_logit_rows; i++)
-        if (logit_rows[i] < 0 || logit_rows[i] >= b->n_tokens)
-            return fp8_err_set(err, -EINVAL, "step: logit row %d outside the %d tokens",
-                               logit_rows[i], b->n_tokens);
+    int rc = fp8_batch_check(b, logit_rows, n_logit_rows, err);
+    if (rc < 0)
+        return rc;
     step_clear(c);
     size_t nt = (size_t)b->n_tokens, ns = (size_t)b->n_seqs;
     c->tokens = dup_i32(b->tokens, nt);
@@ -339,6 +319,7 @@ static const struct fp8_backend_ops ref_ops = {
     .moe_experts = ref_moe_experts,
     .gather_rows = ref_gather_rows,
     .softcap = ref_softcap,
+    .argmax = ref_argmax,
 };
 
 int fp8_backend_ref_create(struct fp8_backend **out, struct fp8_err *err)

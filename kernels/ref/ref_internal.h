@@ -81,6 +81,7 @@ void ref_moe_experts(struct fp8_backend *be, const struct fp8_tensor *x,
                      enum fp8_glu_act act, struct fp8_tensor *out);
 void ref_gather_rows(struct fp8_backend *be, const struct fp8_tensor *x, struct fp8_tensor *out);
 void ref_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap);
+void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids);
 
 void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *qkv,
                                const struct fp8_tensor *q_norm, const struct fp8_tensor *k_norm,

@@ -1,0 +1,1393 @@
+/* The CUDA backend: kernels.h's ops over device memory on one stream, with a sticky first
+ * error, the step layout copied to the device once per step, and CUDA graphs for decode
+ * steps.
+ *
+ * Which kernel serves which op (docs/cuda.md has the table):
+ * - linear: up to 64 rows (decode), fp8_cuda_gemv_e4m3 (tensor cores, weight streaming).
+ *   More rows (prefill): the weight widened exactly to bf16 in a scratch buffer and one
+ *   cuBLASLt bf16 GEMM (fp32 accumulation), then the row scales: the same arithmetic as
+ *   the GEMV, on the tensor cores at the bf16 rate. Not yet an FP8 x FP8 GEMM (which
+ *   needs e4m3 activations): stated in docs/cuda.md and in `fp8d bench`'s output.
+ * - attention: decode steps (every sequence one token, at its last position) with
+ *   head_dim 128 and 1/2/4/8 query heads per KV head go to fp8_cuda_attn_decode; every
+ *   other step (prefill chunks, other head sizes) to attn_rows_kernel below, one block
+ *   per (token, head) with an online softmax over the visible positions.
+ * - qk_norm_rope_kv_write: fp8_cuda_qk_norm_rope_kv_write for head_dim 128, the general
+ *   qk_rows_kernel below for other even head_dim up to 256.
+ *
+ * CUDA graphs: a decode step's ops are captured the first time a (tokens, sequences,
+ * block-table width, logit rows) shape is seen, and that graph is replayed for every
+ * later step of the shape: step_begin copies the step's layout into the same device
+ * buffer, the ops only check that the model calls them (the captured launches already
+ * hold every pointer), and sync launches the graph. be->enforce_eager turns this off.
+ * The graphs hold one model's tensors, so a backend serves one model: a second KV cache
+ * is refused, and freeing the cache drops the graphs. */
+#include <cublasLt.h>
+#include <cuda_fp16.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/backend_cuda.h"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace {
+
+constexpr int kMaxGraphs = 128;
+constexpr int kMaxRetired = 64;
+constexpr size_t kLtWorkspace = (size_t)32 << 20;
+constexpr int kRowsHeadDimMax = 256;
+constexpr int kAttnWarps = 4;
+
+struct graph_key {
+    int32_t n_tokens, n_seqs, max_blocks, n_logit_rows, block_size;
+};
+
+struct graph_entry {
+    graph_key key;
+    cudaGraphExec_t exec;
+};
+
+enum step_mode { MODE_EAGER, MODE_CAPTURE, MODE_REPLAY };
+
+struct cuda_ctx {
+    cudaStream_t stream;
+    int err_code; /* first failure since the last sync, 0 when none */
+    struct fp8_err err;
+    size_t bytes; /* device memory held */
+
+    /* The current step; d_* point into d_step. */
+    bool have_step, decode;
+    int32_t n_tokens, n_seqs, max_blocks, block_size, n_logit_rows;
+    int32_t *h_step; /* pinned staging */
+    int32_t *d_step;
+    size_t step_cap; /* int32 values */
+    int32_t *d_tokens, *d_positions, *d_slots, *d_tok_seq, *d_seq_len, *d_block_table,
+        *d_logit_rows;
+
+    bool have_kv;
+    struct fp8_kv_cache_desc kv;
+
+    void *ws; /* decode-attention partial results */
+    size_t ws_cap;
+    cublasLtHandle_t lt; /* prefill GEMMs */
+    void *lt_ws;         /* kLtWorkspace bytes */
+    void *wide;          /* a weight widened to bf16 for the GEMM */
+    size_t wide_cap;
+    void *acc;           /* fp32 GEMM output before the row scales */
+    size_t acc_cap;
+    void *retired[kMaxRetired]; /* outgrown workspaces a captured graph may still use */
+    int n_retired;
+
+    step_mode mode;
+    graph_key key;
+    int replay; /* graphs[] index in MODE_REPLAY */
+    graph_entry graphs[kMaxGraphs];
+    int n_graphs;
+};
+
+cuda_ctx *ctx_of(struct fp8_backend *be)
+{
+    return (cuda_ctx *)be->ctx;
+}
+
+__attribute__((format(printf, 3, 4))) void fail(struct fp8_backend *be, int code,
+                                                const char *fmt, ...)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (c->err_code)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err.msg, sizeof(c->err.msg), fmt, ap);
+    va_end(ap);
+    c->err_code = code;
+}
+
+/* Records a failed kernel-wrapper call (its message already names op and shape). */
+bool ok(struct fp8_backend *be, int rc, const struct fp8_err *e)
+{
+    if (rc < 0)
+        fail(be, rc, "%s", e->msg);
+    return rc >= 0;
+}
+
+bool launched(struct fp8_backend *be, const char *op)
+{
+    struct fp8_err e;
+    return ok(be, fp8_cuda_check(cudaGetLastError(), &e, "%s", op), &e);
+}
+
+/* True when the op should enqueue work: no earlier failure, a step is open, and the step
+ * is not a replayed graph (whose launches were captured). */
+bool active(struct fp8_backend *be, const char *op)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (c->err_code)
+        return false;
+    if (!c->have_step) {
+        fail(be, -EINVAL, "%s: no step_begin before the op", op);
+        return false;
+    }
+    return c->mode != MODE_REPLAY;
+}
+
+bool is_act(const struct fp8_tensor *t)
+{
+    return t && t->data && t->n_dims >= 1 && t->dtype == FP8_DTYPE_BF16;
+}
+
+bool check_act(struct fp8_backend *be, const char *op, const char *what,
+               const struct fp8_tensor *t, int64_t rows, int64_t cols)
+{
+    if (!is_act(t)) {
+        fail(be, -EINVAL, "%s: %s must be a bf16 activation tensor (the cuda backend's)", op,
+             what);
+        return false;
+    }
+    int64_t cc = t->ne[t->n_dims - 1], r = fp8_tensor_rows(t);
+    if ((rows >= 0 && r != rows) || (cols >= 0 && cc != cols)) {
+        fail(be, -EINVAL, "%s: %s is %lld x %lld, expected %lld x %lld", op, what, (long long)r,
+             (long long)cc, (long long)rows, (long long)cols);
+        return false;
+    }
+    if (r > INT32_MAX || cc > INT32_MAX) {
+        fail(be, -EINVAL, "%s: %s of %lld x %lld exceeds the kernels' int32 sizes", op, what,
+             (long long)r, (long long)cc);
+        return false;
+    }
+    return true;
+}
+
+bool check_f32_vec(struct fp8_backend *be, const char *op, const char *what,
+                   const struct fp8_tensor *t, int64_t n)
+{
+    if (!t || !t->data || t->dtype != FP8_DTYPE_F32 || fp8_tensor_numel(t) != n) {
+        fail(be, -EINVAL, "%s: %s must be f32 of %lld values", op, what, (long long)n);
+        return false;
+    }
+    return true;
+}
+
+/* ---- kernels the wrappers in cuda_ops.h do not cover --------------------------------- */
+
+__device__ __forceinline__ float e4m3_to_f32(uint8_t b)
+{
+    return __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
+}
+
+__global__ void embed_kernel(uint16_t *out, const uint16_t *table, const int32_t *tokens,
+                             int32_t vocab, int32_t dim, float scale)
+{
+    const int32_t id = tokens[blockIdx.x];
+    uint16_t *o = out + (size_t)blockIdx.x * dim;
+    const bool in = id >= 0 && id < vocab; /* the model checked ids; never read outside */
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        o[i] = in ? fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(table[(size_t)id * dim + i]) *
+                                         scale)
+                  : 0;
+}
+
+__global__ void gather_rows_kernel(uint16_t *out, const uint16_t *x, const int32_t *rows,
+                                   int32_t dim)
+{
+    fp8_launch_dependents();
+    const uint16_t *src = x + (size_t)rows[blockIdx.x] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[(size_t)blockIdx.x * dim + i] = src[i];
+}
+
+__global__ void softcap_kernel(float *x, size_t n, float cap)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
+struct rows_kv {
+    uint8_t *k, *v;     /* this layer's (n_blocks, block_size, kvh, hd) */
+    float *ks, *vs;     /* this layer's (n_blocks, block_size, kvh) */
+    int32_t n_slots, kvh, hd, block_size;
+};
+
+/* One warp per (token, head of the fused projection) for any even head_dim <= 256: lane l
+ * holds dims l, l + 32, ...; rotate-half partners go through shared memory. The same
+ * arithmetic as the head_dim-128 kernel and the ref backend. */
+__global__ void qk_rows_kernel(uint16_t *q_out, const uint16_t *qkv, const float *qw,
+                               const float *kw, const float *inv_freq, float attn_factor,
+                               float eps, bool plus_one, const int32_t *positions,
+                               const int32_t *slots, rows_kv kv, int32_t n_tokens,
+                               int32_t n_heads)
+{
+    fp8_launch_dependents();
+    __shared__ float buf[4][kRowsHeadDimMax];
+    const int heads = n_heads + 2 * kv.kvh, hd = kv.hd, half = hd / 2;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t wid = (int64_t)blockIdx.x * 4 + warp;
+    if (wid >= (int64_t)n_tokens * heads)
+        return;
+    const int t = (int)(wid / heads), hs = (int)(wid % heads);
+    const uint16_t *src = qkv + ((size_t)t * heads + hs) * hd;
+    float v[kRowsHeadDimMax / 32];
+    float ss = 0.0f, amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+        const int d = lane + 32 * i;
+        v[i] = d < hd ? fp8_bf16_bits_to_f32(src[d]) : 0.0f;
+        ss = fmaf(v[i], v[i], ss);
+    }
+    if (hs < n_heads + kv.kvh) {
+        const float *nw = hs < n_heads ? qw : kw;
+        const float inv = 1.0f / sqrtf(fp8_warp_sum(ss) / (float)hd + eps);
+#pragma unroll
+        for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+            const int d = lane + 32 * i;
+            if (d < hd) {
+                v[i] = v[i] * inv * (plus_one ? 1.0f + nw[d] : nw[d]);
+                buf[warp][d] = v[i];
+            }
+        }
+        __syncwarp();
+        const float pos = (float)positions[t];
+#pragma unroll
+        for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+            const int d = lane + 32 * i;
+            if (d < hd) {
+                const int j = d < half ? d : d - half;
+                const float a = pos * inv_freq[j];
+                const float cs = cosf(a) * attn_factor, sn = sinf(a) * attn_factor;
+                v[i] = d < half ? buf[warp][d] * cs - buf[warp][d + half] * sn
+                                : buf[warp][d] * cs + buf[warp][d - half] * sn;
+            }
+        }
+    }
+    if (hs < n_heads) {
+#pragma unroll
+        for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+            const int d = lane + 32 * i;
+            if (d < hd)
+                q_out[((size_t)t * n_heads + hs) * hd + d] = fp8_f32_to_bf16_bits(v[i]);
+        }
+        return;
+    }
+    const int32_t slot = slots[t];
+    if (slot < 0 || slot >= kv.n_slots)
+        return;
+    const bool is_k = hs < n_heads + kv.kvh;
+    const int g = is_k ? hs - n_heads : hs - n_heads - kv.kvh;
+#pragma unroll
+    for (int i = 0; i < kRowsHeadDimMax / 32; i++)
+        amax = fmaxf(amax, fabsf(v[i]));
+    amax = fp8_warp_max(amax);
+    const float s = amax > 0.0f ? amax / 448.0f : 1.0f;
+    const size_t idx = (size_t)slot * kv.kvh + g;
+    uint8_t *dst = (is_k ? kv.k : kv.v) + idx * hd;
+#pragma unroll
+    for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+        const int d = lane + 32 * i;
+        if (d < hd)
+            dst[d] = fp8_f32_to_e4m3(__fdiv_rn(v[i], s));
+    }
+    if (lane == 0)
+        (is_k ? kv.ks : kv.vs)[idx] = s;
+}
+
+/* Attention for any query row: one block of kAttnWarps warps per (token, query head); each
+ * warp keeps an online softmax over every kAttnWarps-th visible position, then the warps
+ * merge. O(positions) per row: the prefill path until a flash-attention kernel lands. */
+__global__ void __launch_bounds__(kAttnWarps * 32)
+attn_rows_kernel(uint16_t *out, const uint16_t *q, rows_kv kv, const int32_t *positions,
+                 const int32_t *tok_seq, const int32_t *block_table, int32_t max_blocks,
+                 int32_t n_blocks, int32_t n_heads, float sm_scale, int32_t window)
+{
+    fp8_launch_dependents();
+    __shared__ float qs[kRowsHeadDimMax];
+    __shared__ float wm[kAttnWarps], wl[kAttnWarps];
+    __shared__ float wacc[kAttnWarps][kRowsHeadDimMax];
+    const int t = blockIdx.x, h = blockIdx.y, hd = kv.hd;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = h / (n_heads / kv.kvh);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        qs[d] = fp8_bf16_bits_to_f32(q[((size_t)t * n_heads + h) * hd + d]);
+    __syncthreads();
+    const int32_t pos = positions[t];
+    const int32_t *bt = block_table + (size_t)tok_seq[t] * max_blocks;
+    const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    float m = -INFINITY, l = 0.0f, acc[kRowsHeadDimMax / 32];
+#pragma unroll
+    for (int i = 0; i < kRowsHeadDimMax / 32; i++)
+        acc[i] = 0.0f;
+    for (int32_t j = lo + warp; j <= pos; j += kAttnWarps) {
+        const int32_t blk = bt[j / kv.block_size];
+        if (blk < 0 || blk >= n_blocks) /* step_begin checked the table; never read outside */
+            continue;
+        const size_t idx = ((size_t)blk * kv.block_size + j % kv.block_size) * kv.kvh + g;
+        const uint8_t *kr = kv.k + idx * hd, *vr = kv.v + idx * hd;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+            const int d = lane + 32 * i;
+            if (d < hd)
+                dot = fmaf(qs[d], e4m3_to_f32(kr[d]), dot);
+        }
+        const float s = fp8_warp_sum(dot) * kv.ks[idx] * sm_scale;
+        const float mn = fmaxf(m, s), corr = expf(m - mn), p = expf(s - mn);
+        const float vsc = kv.vs[idx] * p;
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+            const int d = lane + 32 * i;
+            if (d < hd)
+                acc[i] = acc[i] * corr + vsc * e4m3_to_f32(vr[d]);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        wm[warp] = m;
+        wl[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < kRowsHeadDimMax / 32; i++) {
+        const int d = lane + 32 * i;
+        if (d < hd)
+            wacc[warp][d] = acc[i];
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; w++)
+        mx = fmaxf(mx, wm[w]);
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; w++)
+        sum += wm[w] == -INFINITY ? 0.0f : wl[w] * expf(wm[w] - mx);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kAttnWarps; w++)
+            o += wm[w] == -INFINITY ? 0.0f : wacc[w][d] * expf(wm[w] - mx);
+        out[((size_t)t * n_heads + h) * hd + d] = fp8_f32_to_bf16_bits(sum > 0.0f ? o / sum : 0.0f);
+    }
+}
+
+/* One block per row; lowest index on ties. */
+__global__ void __launch_bounds__(1024) argmax_kernel(int32_t *ids, const float *x, int32_t v)
+{
+    const float *row = x + (size_t)blockIdx.x * v;
+    float best = -INFINITY;
+    int32_t bi = INT32_MAX;
+    for (int32_t i = threadIdx.x; i < v; i += blockDim.x)
+        if (row[i] > best || (row[i] == best && i < bi)) {
+            best = row[i];
+            bi = i;
+        }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ob > best || (ob == best && oi < bi)) {
+            best = ob;
+            bi = oi;
+        }
+    }
+    __shared__ float sb[32];
+    __shared__ int32_t si[32];
+    if ((threadIdx.x & 31) == 0) {
+        sb[threadIdx.x >> 5] = best;
+        si[threadIdx.x >> 5] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+            if (sb[w] > best || (sb[w] == best && si[w] < bi)) {
+                best = sb[w];
+                bi = si[w];
+            }
+        ids[blockIdx.x] = bi == INT32_MAX ? 0 : bi; /* all-NaN row: 0 */
+    }
+}
+
+/* e4m3 -> bf16, exactly (every e4m3 value is a bf16 value); 16 bytes per thread. */
+__global__ void widen_e4m3_kernel(uint16_t *dst, const uint8_t *src, size_t n16)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n16;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const uint4 q = reinterpret_cast<const uint4 *>(src)[i];
+        const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+        uint32_t o[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const uint32_t lo = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)w[j]));
+            const uint32_t b1 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 8)));
+            const uint32_t b2 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 16)));
+            const uint32_t b3 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 24)));
+            o[2 * j] = lo | (b1 << 16);
+            o[2 * j + 1] = b2 | (b3 << 16);
+        }
+        uint4 *d = reinterpret_cast<uint4 *>(dst) + 2 * i;
+        d[0] = make_uint4(o[0], o[1], o[2], o[3]);
+        d[1] = make_uint4(o[4], o[5], o[6], o[7]);
+    }
+}
+
+/* y[r, o] = acc[r, o] * scale[o], to bf16 or in place as fp32. */
+__global__ void row_scale_kernel(void *y, bool y_f32, const float *acc, const float *scale,
+                                 size_t n, int32_t out)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float v = acc[i] * scale[i % out];
+        if (y_f32)
+            ((float *)y)[i] = v;
+        else
+            ((uint16_t *)y)[i] = fp8_f32_to_bf16_bits(v);
+    }
+}
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* bf16: uniform with std 0.02; f32: uniform in [0.9, 1.1]. */
+__global__ void fill_uniform_kernel(void *dst, size_t n, uint64_t seed, bool bf16)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float u = (float)(mix64(seed + (i + 1) * 0x9e3779b97f4a7c15ull) >> 40) * 0x1p-24f;
+        if (bf16)
+            ((uint16_t *)dst)[i] = fp8_f32_to_bf16_bits((2.0f * u - 1.0f) * 0.0346f);
+        else
+            ((float *)dst)[i] = 0.9f + 0.2f * u;
+    }
+}
+
+__global__ void fill_f32_kernel(float *dst, size_t n, float v)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = v;
+}
+
+/* ---- memory --------------------------------------------------------------------------- */
+
+int dev_alloc(cuda_ctx *c, void **p, size_t bytes, struct fp8_err *err)
+{
+    int rc = fp8_cuda_malloc(p, bytes ? bytes : 1, err);
+    if (rc == 0)
+        c->bytes += bytes;
+    return rc;
+}
+
+void dev_free(cuda_ctx *c, void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    cudaFree(p);
+    c->bytes -= bytes;
+}
+
+size_t scale_bytes(const struct fp8_tensor *t)
+{
+    return t->dtype == FP8_DTYPE_E4M3 ? (size_t)fp8_tensor_rows(t) * sizeof(float) : 0;
+}
+
+int cuda_tensor_alloc(struct fp8_backend *be, struct fp8_tensor *t, enum fp8_dtype dtype,
+                      int32_t n_dims, const int64_t *ne, struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    struct fp8_tensor n;
+    memset(&n, 0, sizeof(n));
+    n.dtype = dtype;
+    n.n_dims = n_dims;
+    if (!t || !ne || n_dims < 1 || n_dims > FP8_TENSOR_MAX_DIMS || dtype >= FP8_DTYPE_COUNT)
+        return fp8_err_set(err, -EINVAL, "tensor_alloc: bad dtype or rank %d", (int)n_dims);
+    int64_t numel = 1;
+    for (int32_t i = 0; i < n_dims; i++) {
+        if (ne[i] <= 0 || ne[i] > ((int64_t)1 << 40) / numel)
+            return fp8_err_set(err, -EINVAL, "tensor_alloc: dimension %lld makes more than "
+                               "2^40 elements", (long long)ne[i]);
+        numel *= ne[i];
+        n.ne[i] = ne[i];
+    }
+    int rc = dev_alloc(c, &n.data, fp8_tensor_nbytes(&n), err);
+    if (rc == 0 && dtype == FP8_DTYPE_E4M3) {
+        void *s = NULL;
+        rc = dev_alloc(c, &s, scale_bytes(&n), err);
+        n.scale = (float *)s;
+        if (rc < 0)
+            dev_free(c, n.data, fp8_tensor_nbytes(&n));
+    }
+    if (rc < 0)
+        return fp8_err_prefix(err, rc, "tensor_alloc(%s, %lld elements)", fp8_dtype_name(dtype),
+                              (long long)numel);
+    *t = n;
+    return 0;
+}
+
+void cuda_tensor_free(struct fp8_backend *be, struct fp8_tensor *t)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!t || !t->data)
+        return;
+    dev_free(c, t->data, fp8_tensor_nbytes(t));
+    dev_free(c, t->scale, scale_bytes(t));
+    t->data = NULL;
+    t->scale = NULL;
+}
+
+int copy_sync(cuda_ctx *c, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+              struct fp8_err *err, const char *what)
+{
+    int rc = fp8_cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, c->stream), err,
+                            "%s of %zu bytes", what, bytes);
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "%s of %zu bytes", what,
+                            bytes);
+    return rc;
+}
+
+int cuda_tensor_set(struct fp8_backend *be, struct fp8_tensor *t, const void *data,
+                    const float *scale, struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!t || !t->data || !data || (t->dtype == FP8_DTYPE_E4M3 && !scale))
+        return fp8_err_set(err, -EINVAL, "tensor_set: missing tensor, data or e4m3 scales");
+    int rc = copy_sync(c, t->data, data, fp8_tensor_nbytes(t), cudaMemcpyHostToDevice, err,
+                       "tensor_set");
+    if (rc == 0 && t->dtype == FP8_DTYPE_E4M3)
+        rc = copy_sync(c, t->scale, scale, scale_bytes(t), cudaMemcpyHostToDevice, err,
+                       "tensor_set scales");
+    return rc;
+}
+
+int cuda_tensor_get(struct fp8_backend *be, const struct fp8_tensor *t, void *data, float *scale,
+                    struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!t || !t->data || !data)
+        return fp8_err_set(err, -EINVAL, "tensor_get: missing tensor or destination");
+    int rc = copy_sync(c, data, t->data, fp8_tensor_nbytes(t), cudaMemcpyDeviceToHost, err,
+                       "tensor_get");
+    if (rc == 0 && t->dtype == FP8_DTYPE_E4M3 && scale)
+        rc = copy_sync(c, scale, t->scale, scale_bytes(t), cudaMemcpyDeviceToHost, err,
+                       "tensor_get scales");
+    return rc;
+}
+
+int cuda_tensor_fill_random(struct fp8_backend *be, struct fp8_tensor *t, uint64_t seed,
+                            struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!t || !t->data || t->dtype == FP8_DTYPE_I32)
+        return fp8_err_set(err, -EINVAL, "tensor_fill_random: missing or i32 tensor");
+    const size_t n = (size_t)fp8_tensor_numel(t);
+    int rc;
+    if (t->dtype == FP8_DTYPE_E4M3) {
+        rc = fp8_cuda_fill_e4m3_random((uint8_t *)t->data, n, seed, c->stream, err);
+        if (rc < 0)
+            return rc;
+        /* Uniform finite codes have an rms near 128 (the top binades dominate): this row
+         * scale makes a dot product over `cols` O(1) inputs O(1). */
+        const float cols = (float)t->ne[t->n_dims - 1];
+        fill_f32_kernel<<<256, 256, 0, c->stream>>>(t->scale, (size_t)fp8_tensor_rows(t),
+                                                    1.0f / (128.0f * sqrtf(cols)));
+    } else {
+        fill_uniform_kernel<<<1024, 256, 0, c->stream>>>(t->data, n, seed,
+                                                         t->dtype == FP8_DTYPE_BF16);
+    }
+    rc = fp8_cuda_check(cudaGetLastError(), err, "tensor_fill_random(%s, %zu elements)",
+                        fp8_dtype_name(t->dtype), n);
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "tensor_fill_random");
+    return rc;
+}
+
+void graphs_clear(cuda_ctx *c)
+{
+    for (int i = 0; i < c->n_graphs; i++)
+        cudaGraphExecDestroy(c->graphs[i].exec);
+    c->n_graphs = 0;
+}
+
+int cuda_kv_cache_alloc(struct fp8_backend *be, struct fp8_kv_cache *kc,
+                        const struct fp8_kv_cache_desc *d, struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!kc || !d)
+        return fp8_err_set(err, -EINVAL, "kv_cache_alloc: missing cache or description");
+    if (c->have_kv)
+        return fp8_err_set(err, -EBUSY, "kv_cache_alloc: this cuda backend already holds a "
+                           "KV cache (one model per backend: its decode graphs hold that "
+                           "model's tensors)");
+    if (d->dtype != FP8_DTYPE_E4M3)
+        return fp8_err_set(err, -ENOTSUP, "kv cache dtype %s is not supported on the cuda "
+                           "backend (fp8 only; bf16 is not yet)", fp8_dtype_name(d->dtype));
+    if (fp8_kv_block_bytes(d) <= 0 || d->n_blocks <= 0)
+        return fp8_err_set(err, -EINVAL, "kv cache: bad shape (%d layers, %d blocks of %d, "
+                           "%d kv heads x %d)", d->n_layers, d->n_blocks, d->block_size,
+                           d->n_kv_heads, d->head_dim);
+    if (d->head_dim % 2 || d->head_dim > kRowsHeadDimMax ||
+        (int64_t)d->n_blocks * d->block_size > INT32_MAX)
+        return fp8_err_set(err, -ENOTSUP, "kv cache: head_dim %d (even, at most %d) or %lld "
+                           "slots (int32) not supported on the cuda backend", d->head_dim,
+                           kRowsHeadDimMax, (long long)d->n_blocks * d->block_size);
+    const size_t heads = (size_t)d->n_layers * d->n_blocks * d->block_size * d->n_kv_heads;
+    const size_t bytes = heads * (size_t)d->head_dim;
+    struct fp8_kv_cache n;
+    memset(&n, 0, sizeof(n));
+    n.desc = *d;
+    void *ks = NULL, *vs = NULL;
+    int rc;
+    if ((rc = dev_alloc(c, &n.k, bytes, err)) < 0 || (rc = dev_alloc(c, &n.v, bytes, err)) < 0 ||
+        (rc = dev_alloc(c, &ks, heads * sizeof(float), err)) < 0 ||
+        (rc = dev_alloc(c, &vs, heads * sizeof(float), err)) < 0) {
+        dev_free(c, n.k, bytes);
+        dev_free(c, n.v, n.v ? bytes : 0);
+        dev_free(c, ks, ks ? heads * sizeof(float) : 0);
+        return fp8_err_prefix(err, rc, "kv cache (%zu bytes)", 2 * bytes);
+    }
+    n.k_scale = (float *)ks;
+    n.v_scale = (float *)vs;
+    /* Unwritten slots are never read (attention stops at each token's position), but
+     * zeroed scales keep a stray read finite. */
+    rc = fp8_cuda_check(cudaMemsetAsync(ks, 0, heads * sizeof(float), c->stream), err,
+                        "kv cache clear");
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaMemsetAsync(vs, 0, heads * sizeof(float), c->stream), err,
+                            "kv cache clear");
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "kv cache clear");
+    if (rc < 0) {
+        dev_free(c, n.k, bytes);
+        dev_free(c, n.v, bytes);
+        dev_free(c, ks, heads * sizeof(float));
+        dev_free(c, vs, heads * sizeof(float));
+        return rc;
+    }
+    c->kv = *d;
+    c->have_kv = true;
+    *kc = n;
+    return 0;
+}
+
+void cuda_kv_cache_free(struct fp8_backend *be, struct fp8_kv_cache *kc)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!kc || !kc->k)
+        return;
+    const struct fp8_kv_cache_desc *d = &kc->desc;
+    const size_t heads = (size_t)d->n_layers * d->n_blocks * d->block_size * d->n_kv_heads;
+    dev_free(c, kc->k, heads * d->head_dim);
+    dev_free(c, kc->v, heads * d->head_dim);
+    dev_free(c, kc->k_scale, heads * sizeof(float));
+    dev_free(c, kc->v_scale, heads * sizeof(float));
+    memset(kc, 0, sizeof(*kc));
+    c->have_kv = false;
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    graphs_clear(c);
+}
+
+/* ---- stepping and graphs -------------------------------------------------------------- */
+
+bool key_eq(const graph_key &a, const graph_key &b)
+{
+    return a.n_tokens == b.n_tokens && a.n_seqs == b.n_seqs && a.max_blocks == b.max_blocks &&
+           a.n_logit_rows == b.n_logit_rows && a.block_size == b.block_size;
+}
+
+/* Slots inside the pool (or < 0: padding), blocks a sequence can reach inside the pool. */
+int check_step_cache(const cuda_ctx *c, const struct fp8_batch *b, struct fp8_err *err)
+{
+    if (!c->have_kv)
+        return fp8_err_set(err, -EINVAL, "step: no KV cache allocated on the cuda backend");
+    if (b->block_size != c->kv.block_size)
+        return fp8_err_set(err, -EINVAL, "step: block_size %d differs from the cache's %d",
+                           b->block_size, c->kv.block_size);
+    const int64_t n_slots = (int64_t)c->kv.n_blocks * c->kv.block_size;
+    for (int32_t t = 0; t < b->n_tokens; t++)
+        if (b->slots[t] >= n_slots)
+            return fp8_err_set(err, -EINVAL, "step: token %d's slot %d is outside the cache's "
+                               "%lld", t, b->slots[t], (long long)n_slots);
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const int32_t used = (b->seq_len[s] + b->block_size - 1) / b->block_size;
+        for (int32_t i = 0; i < used; i++) {
+            const int32_t blk = b->block_table[(size_t)s * b->max_blocks_per_seq + i];
+            if (blk < 0 || blk >= c->kv.n_blocks)
+                return fp8_err_set(err, -EINVAL, "step: sequence %d's block %d is %d, outside "
+                                   "the pool of %d", s, i, blk, c->kv.n_blocks);
+        }
+    }
+    return 0;
+}
+
+int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int32_t *logit_rows,
+                    int32_t n_logit_rows, struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    int rc = fp8_batch_check(b, logit_rows, n_logit_rows, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_step_cache(c, b, err)) < 0)
+        return rc;
+    if (c->mode != MODE_EAGER || c->err_code)
+        return fp8_err_set(err, -EINVAL, "step: the previous step was not synced");
+    const size_t nt = (size_t)b->n_tokens, ns = (size_t)b->n_seqs,
+                 nbt = ns * (size_t)b->max_blocks_per_seq, nl = (size_t)n_logit_rows;
+    const size_t need = 4 * nt + ns + nbt + nl;
+    if ((rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "step: waiting for the "
+                             "previous step")) < 0)
+        return rc;
+    if (need > c->step_cap) {
+        /* Captured graphs hold the old buffer's addresses. */
+        graphs_clear(c);
+        cudaFreeHost(c->h_step);
+        dev_free(c, c->d_step, c->step_cap * sizeof(int32_t));
+        c->h_step = NULL;
+        c->d_step = NULL;
+        c->step_cap = 0;
+        size_t cap = need * 2;
+        void *d = NULL;
+        rc = fp8_cuda_check(cudaMallocHost((void **)&c->h_step, cap * sizeof(int32_t)), err,
+                            "step: pinned buffer of %zu bytes", cap * sizeof(int32_t));
+        if (rc == 0)
+            rc = dev_alloc(c, &d, cap * sizeof(int32_t), err);
+        if (rc < 0)
+            return rc;
+        c->d_step = (int32_t *)d;
+        c->step_cap = cap;
+    }
+    int32_t *h = c->h_step;
+    memcpy(h, b->tokens, nt * sizeof(int32_t));
+    memcpy(h + nt, b->positions, nt * sizeof(int32_t));
+    memcpy(h + 2 * nt, b->slots, nt * sizeof(int32_t));
+    bool decode = true;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
+            h[3 * nt + t] = s;
+        if (b->seq_start[s + 1] - b->seq_start[s] != 1 ||
+            b->positions[b->seq_start[s]] != b->seq_len[s] - 1)
+            decode = false;
+    }
+    memcpy(h + 4 * nt, b->seq_len, ns * sizeof(int32_t));
+    memcpy(h + 4 * nt + ns, b->block_table, nbt * sizeof(int32_t));
+    if (nl)
+        memcpy(h + 4 * nt + ns + nbt, logit_rows, nl * sizeof(int32_t));
+    rc = fp8_cuda_check(cudaMemcpyAsync(c->d_step, h, need * sizeof(int32_t),
+                                        cudaMemcpyHostToDevice, c->stream),
+                        err, "step: copy of %zu bytes to the device", need * sizeof(int32_t));
+    if (rc < 0)
+        return rc;
+    c->d_tokens = c->d_step;
+    c->d_positions = c->d_step + nt;
+    c->d_slots = c->d_step + 2 * nt;
+    c->d_tok_seq = c->d_step + 3 * nt;
+    c->d_seq_len = c->d_step + 4 * nt;
+    c->d_block_table = c->d_step + 4 * nt + ns;
+    c->d_logit_rows = c->d_step + 4 * nt + ns + nbt;
+    c->n_tokens = b->n_tokens;
+    c->n_seqs = b->n_seqs;
+    c->max_blocks = b->max_blocks_per_seq;
+    c->block_size = b->block_size;
+    c->n_logit_rows = n_logit_rows;
+    c->decode = decode;
+    c->have_step = true;
+    c->mode = MODE_EAGER;
+    if (decode && !be->enforce_eager) {
+        c->key = {b->n_tokens, b->n_seqs, b->max_blocks_per_seq, n_logit_rows, b->block_size};
+        for (int i = 0; i < c->n_graphs; i++)
+            if (key_eq(c->graphs[i].key, c->key)) {
+                c->mode = MODE_REPLAY;
+                c->replay = i;
+                return 0;
+            }
+        if (c->n_graphs < kMaxGraphs) {
+            /* Relaxed: the ops may still allocate workspace while being captured. */
+            rc = fp8_cuda_check(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed),
+                                err, "step: begin graph capture");
+            if (rc < 0)
+                return rc;
+            c->mode = MODE_CAPTURE;
+        }
+    }
+    return 0;
+}
+
+int cuda_sync(struct fp8_backend *be, struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    struct fp8_err e;
+    int rc = 0;
+    if (c->mode == MODE_CAPTURE) {
+        cudaGraph_t g = NULL;
+        cudaGraphExec_t exec = NULL;
+        rc = fp8_cuda_check(cudaStreamEndCapture(c->stream, &g), &e, "end of graph capture");
+        if (rc == 0 && !c->err_code)
+            rc = fp8_cuda_check(cudaGraphInstantiate(&exec, g, 0), &e, "graph instantiate");
+        if (g)
+            cudaGraphDestroy(g);
+        if (rc < 0)
+            fail(be, rc, "decode step graph (%d tokens): %s", c->key.n_tokens, e.msg);
+        if (exec && !c->err_code) {
+            c->graphs[c->n_graphs].key = c->key;
+            c->graphs[c->n_graphs].exec = exec;
+            c->replay = c->n_graphs++;
+        } else if (exec) {
+            cudaGraphExecDestroy(exec);
+        }
+    }
+    if ((c->mode == MODE_CAPTURE || c->mode == MODE_REPLAY) && !c->err_code) {
+        rc = fp8_cuda_check(cudaGraphLaunch(c->graphs[c->replay].exec, c->stream), &e,
+                            "decode step graph (%d tokens) launch", c->key.n_tokens);
+        if (rc < 0)
+            fail(be, rc, "%s", e.msg);
+    }
+    c->mode = MODE_EAGER;
+    rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), &e, "step");
+    if (rc < 0)
+        fail(be, rc, "%s", e.msg);
+    rc = c->err_code;
+    if (rc) {
+        fp8_err_set(err, rc, "%s", c->err.msg);
+        c->err_code = 0;
+    }
+    return rc;
+}
+
+/* ---- ops ------------------------------------------------------------------------------ */
+
+void cuda_embed(struct fp8_backend *be, const struct fp8_tensor *table, float scale,
+                struct fp8_tensor *out)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!active(be, "embed"))
+        return;
+    if (!table || !table->data || table->dtype != FP8_DTYPE_BF16 || table->n_dims != 2) {
+        fail(be, -ENOTSUP, "embed: the cuda backend takes a bf16 (vocab, dim) table");
+        return;
+    }
+    if (!check_act(be, "embed", "out", out, -1, table->ne[1]))
+        return;
+    const int64_t n = fp8_tensor_rows(out);
+    if (n > c->n_tokens) {
+        fail(be, -EINVAL, "embed: %lld rows but the step has %d tokens", (long long)n,
+             c->n_tokens);
+        return;
+    }
+    embed_kernel<<<(unsigned)n, 256, 0, c->stream>>>((uint16_t *)out->data,
+                                                     (const uint16_t *)table->data, c->d_tokens,
+                                                     (int32_t)table->ne[0], (int32_t)table->ne[1],
+                                                     scale);
+    launched(be, "embed");
+}
+
+bool check_norm(struct fp8_backend *be, const char *op, const struct fp8_tensor *x,
+                const struct fp8_tensor *w, const struct fp8_tensor *out)
+{
+    if (!check_act(be, op, "x", x, -1, -1))
+        return false;
+    const int64_t cols = x->ne[x->n_dims - 1];
+    return check_f32_vec(be, op, "weight", w, cols) &&
+           check_act(be, op, "out", out, fp8_tensor_rows(x), cols);
+}
+
+void cuda_rms_norm(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                   float eps, enum fp8_norm kind, struct fp8_tensor *out)
+{
+    struct fp8_err e;
+    if (!active(be, "rms_norm") || !check_norm(be, "rms_norm", x, w, out))
+        return;
+    ok(be, fp8_cuda_rmsnorm((uint16_t *)out->data, (const uint16_t *)x->data, NULL,
+                            (const float *)w->data, (int32_t)fp8_tensor_rows(x),
+                            (int32_t)x->ne[x->n_dims - 1], eps, kind == FP8_NORM_RMS_PLUS_ONE,
+                            ctx_of(be)->stream, &e),
+       &e);
+}
+
+void cuda_add_rms_norm(struct fp8_backend *be, struct fp8_tensor *residual,
+                       const struct fp8_tensor *x, const struct fp8_tensor *w, float eps,
+                       enum fp8_norm kind, struct fp8_tensor *out)
+{
+    struct fp8_err e;
+    if (!active(be, "add_rms_norm") || !check_norm(be, "add_rms_norm", x, w, out) ||
+        !check_act(be, "add_rms_norm", "residual", residual, fp8_tensor_rows(x),
+                   x->ne[x->n_dims - 1]))
+        return;
+    ok(be, fp8_cuda_rmsnorm((uint16_t *)out->data, (const uint16_t *)x->data,
+                            (uint16_t *)residual->data, (const float *)w->data,
+                            (int32_t)fp8_tensor_rows(x), (int32_t)x->ne[x->n_dims - 1], eps,
+                            kind == FP8_NORM_RMS_PLUS_ONE, ctx_of(be)->stream, &e),
+       &e);
+}
+
+/* Grows a scratch buffer to at least bytes. The old one may sit in a captured graph (or a
+ * capture in progress): it is kept until destroy. */
+bool grow(struct fp8_backend *be, void **buf, size_t *cap, size_t bytes, const char *what)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (bytes <= *cap)
+        return true;
+    if (c->n_retired == kMaxRetired) {
+        fail(be, -ENOMEM, "%s: scratch regrown too often", what);
+        return false;
+    }
+    if (*buf)
+        c->retired[c->n_retired++] = *buf;
+    *buf = NULL;
+    *cap = 0;
+    struct fp8_err e;
+    void *p = NULL;
+    if (!ok(be, dev_alloc(c, &p, bytes, &e), &e))
+        return false;
+    *buf = p;
+    *cap = bytes;
+    return true;
+}
+
+const char *lt_status(cublasStatus_t st)
+{
+    return cublasLtGetStatusString(st);
+}
+
+/* acc (n, out) fp32 = x (n, in) bf16 @ wide (out, in)^T bf16, fp32 accumulation: in
+ * cuBLASLt's column-major terms acc^T (out x n) = op_T(wide stored (in x out)) x (x^T
+ * stored (in x n)). */
+bool gemm_bf16(struct fp8_backend *be, float *acc, const void *wide, const void *x, int32_t n,
+               int32_t in, int32_t out)
+{
+    cuda_ctx *c = ctx_of(be);
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t h;
+    int found = 0;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const size_t wsb = kLtWorkspace;
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)in, (uint64_t)out, in);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)in, (uint64_t)n, in);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)out, (uint64_t)n, out);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &wsb, sizeof(wsb));
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, lc, lc, pref, 1, &h, &found);
+    if (st == CUBLAS_STATUS_SUCCESS && !found)
+        st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(c->lt, op, &alpha, wide, la, x, lb, &beta, acc, lc, acc, lc, &h.algo,
+                            c->lt_ws, wsb, c->stream);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (lc)
+        cublasLtMatrixLayoutDestroy(lc);
+    if (lb)
+        cublasLtMatrixLayoutDestroy(lb);
+    if (la)
+        cublasLtMatrixLayoutDestroy(la);
+    if (op)
+        cublasLtMatmulDescDestroy(op);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        fail(be, -EIO, "linear (n=%d in=%d out=%d): cuBLASLt bf16 GEMM: %s", (int)n, (int)in,
+             (int)out, lt_status(st));
+    return st == CUBLAS_STATUS_SUCCESS;
+}
+
+/* Steps of more than 64 rows: the weight widened exactly to bf16 in a scratch, one
+ * cuBLASLt GEMM (bf16 x bf16 on the tensor cores, fp32 accumulation: the GEMV's arithmetic
+ * in another order), then the row scales. */
+void linear_gemm(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                 struct fp8_tensor *out, int32_t n)
+{
+    cuda_ctx *c = ctx_of(be);
+    const int32_t in = (int32_t)w->ne[1], n_out = (int32_t)w->ne[0];
+    const size_t nw = (size_t)n_out * in, ny = (size_t)n * n_out;
+    const bool f32 = out->dtype == FP8_DTYPE_F32;
+    if (!grow(be, &c->wide, &c->wide_cap, nw * 2, "linear") ||
+        (!f32 && !grow(be, &c->acc, &c->acc_cap, ny * 4, "linear")))
+        return;
+    widen_e4m3_kernel<<<2048, 256, 0, c->stream>>>((uint16_t *)c->wide,
+                                                   (const uint8_t *)w->data, nw / 16);
+    if (!launched(be, "linear: widen e4m3"))
+        return;
+    float *acc = f32 ? (float *)out->data : (float *)c->acc;
+    if (!gemm_bf16(be, acc, c->wide, x->data, n, in, n_out))
+        return;
+    row_scale_kernel<<<2048, 256, 0, c->stream>>>(out->data, f32, acc, w->scale, ny, n_out);
+    launched(be, "linear: row scales");
+}
+
+void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                 struct fp8_tensor *out)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!active(be, "linear"))
+        return;
+    if (!w || !w->data || w->n_dims != 2) {
+        fail(be, -EINVAL, "linear: w must be 2-d (out, in)");
+        return;
+    }
+    if (w->dtype != FP8_DTYPE_E4M3 || !w->scale) {
+        fail(be, -ENOTSUP, "linear: %s weights (%lld x %lld) are not supported on the cuda "
+             "backend (e4m3 with row scales only; --weights bf16 is ref-only for now)",
+             fp8_dtype_name(w->dtype), (long long)w->ne[0], (long long)w->ne[1]);
+        return;
+    }
+    if (!check_act(be, "linear", "x", x, -1, w->ne[1]))
+        return;
+    const int64_t n = fp8_tensor_rows(x);
+    if (!out || !out->data || (out->dtype != FP8_DTYPE_BF16 && out->dtype != FP8_DTYPE_F32) ||
+        fp8_tensor_rows(out) != n || out->ne[out->n_dims - 1] != w->ne[0]) {
+        fail(be, -EINVAL, "linear: out must be bf16 or f32 (%lld, %lld)", (long long)n,
+             (long long)w->ne[0]);
+        return;
+    }
+    const int32_t in = (int32_t)w->ne[1], n_out = (int32_t)w->ne[0];
+    if (n > FP8_CUDA_GEMV_MAX_ROWS) {
+        if (in % 16) {
+            fail(be, -ENOTSUP, "linear (n=%lld in=%d out=%d): in must be a multiple of 16",
+                 (long long)n, (int)in, (int)n_out);
+            return;
+        }
+        linear_gemm(be, x, w, out, (int32_t)n);
+        return;
+    }
+    struct fp8_err e;
+    ok(be, fp8_cuda_gemv_e4m3(out->data, out->dtype == FP8_DTYPE_F32, (const uint16_t *)x->data,
+                              (const uint8_t *)w->data, w->scale, (int32_t)n, in, n_out, NULL,
+                              c->stream, &e),
+       &e);
+}
+
+bool check_cache(struct fp8_backend *be, const char *op, const struct fp8_kv_cache *kc,
+                 int32_t layer)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!kc || !kc->k || layer < 0 || layer >= kc->desc.n_layers) {
+        fail(be, -EINVAL, "%s: no cache or layer %d outside it", op, layer);
+        return false;
+    }
+    if (c->block_size != kc->desc.block_size) {
+        fail(be, -EINVAL, "%s: step block_size %d differs from the cache's %d", op,
+             c->block_size, kc->desc.block_size);
+        return false;
+    }
+    return true;
+}
+
+rows_kv layer_view(const struct fp8_kv_cache *kc, int32_t layer)
+{
+    const struct fp8_kv_cache_desc *d = &kc->desc;
+    const size_t heads = (size_t)layer * d->n_blocks * d->block_size * d->n_kv_heads;
+    rows_kv v;
+    v.k = (uint8_t *)kc->k + heads * d->head_dim;
+    v.v = (uint8_t *)kc->v + heads * d->head_dim;
+    v.ks = kc->k_scale + heads;
+    v.vs = kc->v_scale + heads;
+    v.n_slots = d->n_blocks * d->block_size;
+    v.kvh = d->n_kv_heads;
+    v.hd = d->head_dim;
+    v.block_size = d->block_size;
+    return v;
+}
+
+struct fp8_cuda_kv_cache cuda_layer(const struct fp8_kv_cache *kc, int32_t layer)
+{
+    const rows_kv v = layer_view(kc, layer);
+    struct fp8_cuda_kv_cache l;
+    l.k = v.k;
+    l.v = v.v;
+    l.k_scale = v.ks;
+    l.v_scale = v.vs;
+    l.n_blocks = kc->desc.n_blocks;
+    l.block_size = kc->desc.block_size;
+    l.n_kv_heads = kc->desc.n_kv_heads;
+    l.head_dim = kc->desc.head_dim;
+    return l;
+}
+
+void cuda_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                                const struct fp8_tensor *q_norm, const struct fp8_tensor *k_norm,
+                                float eps, enum fp8_norm kind, const struct fp8_tensor *inv_freq,
+                                float attn_factor, struct fp8_kv_cache *kc, int32_t layer,
+                                struct fp8_tensor *q_out)
+{
+    cuda_ctx *c = ctx_of(be);
+    const char *op = "qk_norm_rope_kv_write";
+    if (!active(be, op) || !check_cache(be, op, kc, layer) || !check_act(be, op, "qkv", qkv, -1, -1))
+        return;
+    const int64_t hd = kc->desc.head_dim, kvh = kc->desc.n_kv_heads, n = fp8_tensor_rows(qkv);
+    const int64_t h = qkv->ne[qkv->n_dims - 1] / hd - 2 * kvh;
+    if (h <= 0 || (h + 2 * kvh) * hd != qkv->ne[qkv->n_dims - 1] || n > c->n_tokens) {
+        fail(be, -EINVAL, "%s: qkv must be (n <= %d, (heads + 2 x %lld) x %lld)", op,
+             c->n_tokens, (long long)kvh, (long long)hd);
+        return;
+    }
+    if (!check_f32_vec(be, op, "q_norm", q_norm, hd) ||
+        !check_f32_vec(be, op, "k_norm", k_norm, hd) ||
+        !check_f32_vec(be, op, "inv_freq", inv_freq, hd / 2) ||
+        !check_act(be, op, "q_out", q_out, n * h, hd))
+        return;
+    const bool plus_one = kind == FP8_NORM_RMS_PLUS_ONE;
+    if (hd == 128) {
+        struct fp8_err e;
+        const struct fp8_cuda_kv_cache l = cuda_layer(kc, layer);
+        ok(be, fp8_cuda_qk_norm_rope_kv_write((uint16_t *)q_out->data,
+                                              (const uint16_t *)qkv->data,
+                                              (const float *)q_norm->data,
+                                              (const float *)k_norm->data, eps, plus_one,
+                                              (const float *)inv_freq->data, attn_factor,
+                                              c->d_positions, c->d_slots, &l, (int32_t)n,
+                                              (int32_t)h, c->stream, &e),
+           &e);
+        return;
+    }
+    const int64_t warps = n * (h + 2 * kvh);
+    qk_rows_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, c->stream>>>(
+        (uint16_t *)q_out->data, (const uint16_t *)qkv->data, (const float *)q_norm->data,
+        (const float *)k_norm->data, (const float *)inv_freq->data, attn_factor, eps, plus_one,
+        c->d_positions, c->d_slots, layer_view(kc, layer), (int32_t)n, (int32_t)h);
+    launched(be, op);
+}
+
+void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
+                    const struct fp8_kv_cache *kc, int32_t layer, float scale, int32_t window,
+                    struct fp8_tensor *out)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!active(be, "attention") || !check_cache(be, "attention", kc, layer))
+        return;
+    const int64_t hd = kc->desc.head_dim, kvh = kc->desc.n_kv_heads;
+    if (!check_act(be, "attention", "q", q, -1, hd))
+        return;
+    const int64_t h = q->n_dims == 3 ? q->ne[1] : 0, n = q->n_dims == 3 ? q->ne[0] : 0;
+    if (h <= 0 || h % kvh || n > c->n_tokens || n > 65535 * 65535LL) {
+        fail(be, -EINVAL, "attention: q must be (n <= %d, heads multiple of %lld, %lld)",
+             c->n_tokens, (long long)kvh, (long long)hd);
+        return;
+    }
+    if (!check_act(be, "attention", "out", out, n, h * hd))
+        return;
+    const int64_t g = h / kvh;
+    if (c->decode && n == c->n_seqs && window == 0 && hd == 128 &&
+        (g == 1 || g == 2 || g == 4 || g == 8)) {
+        struct fp8_err e;
+        const struct fp8_cuda_kv_cache l = cuda_layer(kc, layer);
+        struct fp8_cuda_attn_plan plan;
+        /* Planned for the block table's capacity, so a captured graph holds for every
+         * length up to it. */
+        if (!ok(be, fp8_cuda_attn_decode_plan(&plan, c->n_seqs, (int32_t)h, &l,
+                                              c->max_blocks * c->block_size, &e),
+                &e) ||
+            !grow(be, &c->ws, &c->ws_cap, 2 * plan.workspace_bytes, "attention"))
+            return;
+        ok(be, fp8_cuda_attn_decode((uint16_t *)out->data, (const uint16_t *)q->data, &l,
+                                    c->d_block_table, c->d_seq_len, c->n_seqs, (int32_t)h,
+                                    c->max_blocks, scale, &plan, c->ws, c->ws_cap, c->stream,
+                                    &e),
+           &e);
+        return;
+    }
+    attn_rows_kernel<<<dim3((unsigned)n, (unsigned)h), kAttnWarps * 32, 0, c->stream>>>(
+        (uint16_t *)out->data, (const uint16_t *)q->data, layer_view(kc, layer), c->d_positions,
+        c->d_tok_seq, c->d_block_table, c->max_blocks, kc->desc.n_blocks, (int32_t)h, scale,
+        window);
+    launched(be, "attention");
+}
+
+void cuda_glu(struct fp8_backend *be, const struct fp8_tensor *gate_up, enum fp8_glu_act act,
+              struct fp8_tensor *out)
+{
+    if (!active(be, "glu") || !check_act(be, "glu", "gate_up", gate_up, -1, -1))
+        return;
+    const int64_t two = gate_up->ne[gate_up->n_dims - 1], n = fp8_tensor_rows(gate_up);
+    if (two % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH)) {
+        fail(be, -EINVAL, "glu: odd gate_up width %lld or unknown activation", (long long)two);
+        return;
+    }
+    if (!check_act(be, "glu", "out", out, n, two / 2))
+        return;
+    struct fp8_err e;
+    ok(be, fp8_cuda_glu((uint16_t *)out->data, (const uint16_t *)gate_up->data, (int32_t)n,
+                        (int32_t)(two / 2),
+                        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH,
+                        ctx_of(be)->stream, &e),
+       &e);
+}
+
+void cuda_gather_rows(struct fp8_backend *be, const struct fp8_tensor *x, struct fp8_tensor *out)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!active(be, "gather_rows") || !check_act(be, "gather_rows", "x", x, -1, -1) ||
+        !check_act(be, "gather_rows", "out", out, c->n_logit_rows, x->ne[x->n_dims - 1]))
+        return;
+    if (fp8_tensor_rows(x) > c->n_tokens || fp8_tensor_rows(x) < c->n_tokens) {
+        fail(be, -EINVAL, "gather_rows: x has %lld rows, the step %d tokens",
+             (long long)fp8_tensor_rows(x), c->n_tokens);
+        return;
+    }
+    if (c->n_logit_rows == 0)
+        return;
+    gather_rows_kernel<<<(unsigned)c->n_logit_rows, 256, 0, c->stream>>>(
+        (uint16_t *)out->data, (const uint16_t *)x->data, c->d_logit_rows,
+        (int32_t)x->ne[x->n_dims - 1]);
+    launched(be, "gather_rows");
+}
+
+void cuda_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!active(be, "softcap"))
+        return;
+    if (!x || !x->data || x->dtype != FP8_DTYPE_F32 || !(cap > 0.0f)) {
+        fail(be, -EINVAL, "softcap: x must be f32 logits and cap positive (got %g)", (double)cap);
+        return;
+    }
+    softcap_kernel<<<1024, 256, 0, c->stream>>>((float *)x->data, (size_t)fp8_tensor_numel(x),
+                                                cap);
+    launched(be, "softcap");
+}
+
+void cuda_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!active(be, "argmax"))
+        return;
+    if (!logits || !logits->data || logits->dtype != FP8_DTYPE_F32 || logits->n_dims != 2 ||
+        !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 ||
+        fp8_tensor_numel(ids) != logits->ne[0] || logits->ne[1] > INT32_MAX) {
+        fail(be, -EINVAL, "argmax: logits must be f32 (rows, vocab) and ids i32 (rows)");
+        return;
+    }
+    argmax_kernel<<<(unsigned)logits->ne[0], 1024, 0, c->stream>>>(
+        (int32_t *)ids->data, (const float *)logits->data, (int32_t)logits->ne[1]);
+    launched(be, "argmax");
+}
+
+void cuda_destroy(struct fp8_backend *be)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (c->mode == MODE_CAPTURE) {
+        cudaGraph_t g = NULL;
+        cudaStreamEndCapture(c->stream, &g);
+        if (g)
+            cudaGraphDestroy(g);
+    }
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    graphs_clear(c);
+    for (int i = 0; i < c->n_retired; i++)
+        cudaFree(c->retired[i]);
+    cudaFree(c->ws);
+    cudaFree(c->wide);
+    cudaFree(c->acc);
+    cudaFree(c->lt_ws);
+    if (c->lt)
+        cublasLtDestroy(c->lt);
+    cudaFree(c->d_step);
+    cudaFreeHost(c->h_step);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    free(c);
+    free(be);
+}
+
+const struct fp8_backend_ops cuda_ops = {
+    .tensor_alloc = cuda_tensor_alloc,
+    .tensor_free = cuda_tensor_free,
+    .tensor_set = cuda_tensor_set,
+    .tensor_get = cuda_tensor_get,
+    .kv_cache_alloc = cuda_kv_cache_alloc,
+    .kv_cache_free = cuda_kv_cache_free,
+    .step_begin = cuda_step_begin,
+    .sync = cuda_sync,
+    .destroy = cuda_destroy,
+    .embed = cuda_embed,
+    .rms_norm = cuda_rms_norm,
+    .add_rms_norm = cuda_add_rms_norm,
+    .linear = cuda_linear,
+    .rope = NULL,
+    .kv_write = NULL,
+    .qk_norm_rope_kv_write = cuda_qk_norm_rope_kv_write,
+    .attention = cuda_attention,
+    .glu = cuda_glu,
+    .moe_route = NULL,
+    .moe_experts = NULL,
+    .gather_rows = cuda_gather_rows,
+    .softcap = cuda_softcap,
+    .tensor_fill_random = cuda_tensor_fill_random,
+    .argmax = cuda_argmax,
+};
+
+} // namespace
+
+extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err *err)
+{
+    if (!out)
+        return fp8_err_set(err, -EINVAL, "backend cuda: no output given");
+    int32_t n = 0;
+    int rc = fp8_cuda_device_count(&n, err);
+    if (rc < 0)
+        return fp8_err_prefix(err, rc, "backend cuda");
+    if (n == 0)
+        return fp8_err_set(err, -ENODEV, "backend cuda: no CUDA device found (no driver or no "
+                           "GPU; use --backend ref for the CPU reference)");
+    struct fp8_backend *be = (struct fp8_backend *)calloc(1, sizeof(*be));
+    cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof(*c));
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return fp8_err_set(err, -ENOMEM, "backend cuda: out of memory");
+    }
+    void *s = NULL;
+    rc = fp8_cuda_stream_create(&s, err);
+    if (rc < 0) {
+        free(be);
+        free(c);
+        return fp8_err_prefix(err, rc, "backend cuda");
+    }
+    c->stream = (cudaStream_t)s;
+    cublasStatus_t st = cublasLtCreate(&c->lt);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        rc = fp8_err_set(err, -EIO, "backend cuda: cublasLtCreate: %s", lt_status(st));
+    } else if ((rc = dev_alloc(c, &c->lt_ws, kLtWorkspace, err)) < 0) {
+        fp8_err_prefix(err, rc, "backend cuda: GEMM workspace");
+    }
+    if (rc < 0) {
+        if (c->lt)
+            cublasLtDestroy(c->lt);
+        cudaStreamDestroy(c->stream);
+        free(be);
+        free(c);
+        return rc;
+    }
+    be->ops = &cuda_ops;
+    be->name = "cuda";
+    be->act_dtype = FP8_DTYPE_BF16;
+    be->kv_f32_ok = false;
+    be->ctx = c;
+    *out = be;
+    return 0;
+}
+
+extern "C" size_t fp8_backend_cuda_bytes(const struct fp8_backend *be)
+{
+    if (!be || !be->name || strcmp(be->name, "cuda"))
+        return 0;
+    const cuda_ctx *c = (const cuda_ctx *)be->ctx;
+    return c->bytes;
+}
