@@ -249,6 +249,7 @@ int fp8d_backend_model_open(struct fp8d_backend *out, const struct fp8d_opts *o,
     rc = fp8_backend_create(o->backend, &m->be, err);
     if (rc < 0)
         goto fail;
+    m->be->enforce_eager = o->enforce_eager;
     rc = fp8_engine_init(&m->engine, w, m->be, &p, err);
     if (rc < 0)
         goto fail;
