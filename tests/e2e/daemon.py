@@ -17,6 +17,7 @@ Checks, each against something the daemon does not compute itself:
   - SIGTERM mid-stream: the client gets shutting_down, the daemon exits 0, and none of
     the segments it created is left in /dev/shm;
   - socket activation through systemd-socket-activate (skipped with a message if absent).
+  - bad serve options exit 2 with a line naming the option.
 Every wait is bounded; polling loops only pace bounded checks of observable state.
 """
 import os
@@ -170,6 +171,18 @@ def main():
     tmp = tempfile.mkdtemp(prefix="fp8d-e2e-daemon-")
     daemon = None
     try:
+        # bad serve options: exit status 2 and a line naming the option
+        for args, what in ((["--ring-bytes", "300"], "--ring-bytes"),
+                           (["--stream-timeout", "0"], "--stream-timeout"),
+                           (["--log-level", "loud"], "--log-level"),
+                           (["--allow-gid", "no-such-group-fp8d"], "--allow-gid"),
+                           (["--synthetic", "qwen3-tiny", "--config", "x"], "--config"),
+                           ([], "--model")):
+            r = subprocess.run([FP8D, "serve"] + args, capture_output=True, text=True,
+                               timeout=30)
+            check(r.returncode == 2 and what in r.stderr,
+                  "serve %s: exit %d, %s" % (" ".join(args), r.returncode, r.stderr.strip()))
+
         model = os.path.join(tmp, "m")
         subprocess.run([FP8D, "mkmodel", "--arch", "qwen3", "--out", model], check=True,
                        stdout=subprocess.DEVNULL)
