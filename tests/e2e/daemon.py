@@ -16,7 +16,7 @@ Checks, each against something the daemon does not compute itself:
   - SIGHUP reopens the log file;
   - SIGTERM mid-stream: the client gets shutting_down, the daemon exits 0, and none of
     the segments it created is left in /dev/shm;
-  - socket activation through systemd-socket-activate (skipped with a message if absent).
+  - socket activation through systemd-socket-activate (skipped with a message if absent);
   - bad serve options exit 2 with a line naming the option.
 Every wait is bounded; polling loops only pace bounded checks of observable state.
 """
