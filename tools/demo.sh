@@ -11,9 +11,10 @@ dir=$build/demo/qwen3-tiny
 # The backend is the demo's visible choice, never a fallback inside the engine: the engine
 # itself runs exactly the backend it is told to, or fails.
 backend=ref
-why="no GPU found"
+why="no GPU found: the plain-C reference backend"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
-  why="a GPU is present, but this build has no CUDA model backend yet (issue 7)"
+  backend=cuda
+  why="a GPU is present: FP8 weights and KV cache on the GPU"
 fi
 echo "demo: backend '$backend' ($why)"
 
