@@ -11,8 +11,7 @@ const char fp8d_opts_help[] =
     "  --backend cuda|ref           (default cuda; ref is the CPU reference)\n"
     "  --weights auto|fp8|bf16      stored weight format (auto: fp8 e4m3)\n"
     "  --kv-cache-dtype fp8|bf16|f32  (f32: ref backend only)\n"
-    "  --max-model-len N  --max-num-seqs N  --max-num-batched-tokens N\n"
-    "  --gpu-memory-utilization F  --endpoint URL  --config FILE  --enforce-eager\n"
+    "  --max-model-len N  --max-num-seqs N  --max-num-batched-tokens N  --enforce-eager\n"
     "  --temperature T  --top-p P  --top-k K  --min-p P  --seed S  --max-tokens N\n"
     "  --repetition-penalty R  --presence-penalty P  --ignore-eos\n";
 
@@ -22,7 +21,6 @@ void fp8d_opts_init(struct fp8d_opts *o)
     o->backend = "cuda";
     o->max_num_seqs = 16;
     o->max_num_batched_tokens = 2048;
-    o->gpu_memory_utilization = 0.9f;
     o->kv_cache_dtype = FP8_DTYPE_E4M3;
     o->weights = FP8_DTYPE_E4M3;
     o->sampling = fp8_sampling_params_default();
@@ -122,7 +120,7 @@ int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct f
         {"--max-model-len", OPT_I32, &o->max_model_len, 1, INT32_MAX},
         {"--max-num-seqs", OPT_I32, &o->max_num_seqs, 1, 65536},
         {"--max-num-batched-tokens", OPT_I32, &o->max_num_batched_tokens, 1, INT32_MAX},
-        {"--gpu-memory-utilization", OPT_FLOAT, &o->gpu_memory_utilization, 0.01, 1.0},
+        {"--gpu-memory-utilization", OPT_SPECIAL, NULL, 0, 0},
         {"--kv-cache-dtype", OPT_SPECIAL, NULL, 0, 0},
         {"--weights", OPT_SPECIAL, NULL, 0, 0},
         {"--enforce-eager", OPT_FLAG, &o->enforce_eager, 0, 0},
@@ -169,6 +167,11 @@ int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct f
                 if (strcmp(v, "cuda") && strcmp(v, "ref"))
                     return fp8_err_set(err, -EINVAL, "--backend '%s': expected cuda or ref", v);
                 o->backend = v;
+            } else if (!strcmp(a, "--gpu-memory-utilization")) {
+                /* Refused rather than ignored: the pool is not sized from free memory yet. */
+                return fp8_err_set(err, -ENOTSUP,
+                                   "--gpu-memory-utilization is not supported yet: the KV pool "
+                                   "holds --max-num-seqs sequences of --max-model-len tokens");
             } else if (!strcmp(a, "--seed")) {
                 if (fp8d_parse_i64(v, 0, INT64_MAX, &x) < 0)
                     return fp8_err_set(err, -EINVAL, "--seed '%s': expected an integer >= 0", v);

@@ -19,7 +19,6 @@ struct fp8d_opts {
     int32_t max_model_len;      /* --max-model-len N (0: the model's) */
     int32_t max_num_seqs;       /* --max-num-seqs N */
     int32_t max_num_batched_tokens; /* --max-num-batched-tokens N */
-    float gpu_memory_utilization;   /* --gpu-memory-utilization F */
     enum fp8_dtype kv_cache_dtype;  /* --kv-cache-dtype fp8|bf16|f32 */
     enum fp8_dtype weights;         /* --weights auto|fp8|bf16 (auto: fp8) */
     bool enforce_eager;             /* --enforce-eager */
