@@ -120,6 +120,7 @@ struct stream {
     size_t text_len, text_cap, released;
     struct rec *pend, **pend_tail; /* records waiting for room in the ring */
     int64_t paused_ns;          /* when the ring was first found full, 0 not paused */
+    bool be_paused;             /* the backend holds the generation (backpressure) */
     bool live;                  /* submitted and not yet ended by the backend */
     bool ended;
     struct fp8d_gen_result res;
@@ -325,6 +326,10 @@ static bool stream_flush(struct fp8d_server *s, struct stream *st)
         if (rc == -EAGAIN) {
             if (!st->paused_ns)
                 st->paused_ns = fp8_now_ns();
+            /* Hold the sequence itself: it keeps its KV and resumes when the reader has
+             * made room, so at most one token's records wait here. */
+            if (st->live && !st->be_paused && s->be->pause(s->be->ctx, st->key, true) == 0)
+                st->be_paused = true;
             return false;
         }
         if (rc < 0) {
@@ -339,6 +344,11 @@ static bool stream_flush(struct fp8d_server *s, struct stream *st)
     if (!st->sess || st->sess->broken) /* nobody reads */
         pend_drop(st);
     st->paused_ns = 0;
+    if (st->be_paused) {
+        st->be_paused = false;
+        if (st->live)
+            s->be->pause(s->be->ctx, st->key, false);
+    }
     return true;
 }
 
