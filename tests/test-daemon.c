@@ -910,6 +910,41 @@ static void test_access(void **state)
 }
 
 /* tcp:// (a wildcard port, resolved by the server): no shared memory, tokens as chunks. */
+/* Another session of the same user cancels a generation by the daemon-wide handle that
+ * `accepted` carried; unknown, finished and zero handles are refused with a clear error.
+ * (These tests run as one uid: the foreign-uid refusal is not exercised here.) */
+static void test_cancel_by_handle(void **state)
+{
+    (void)state;
+    struct fixture f;
+    start(&f, NULL);
+    fp8d_client *c, *other;
+    fp8d_stream *st, *st2;
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &c), 0);
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &other), 0);
+    assert_int_equal(fp8d_generate(c, "!hold", NULL, &st), 0);
+    assert_int_equal(fp8d_generate(c, "!also", NULL, &st2), 0);
+    uint64_t h = fp8d_stream_handle(st), h2 = fp8d_stream_handle(st2);
+    assert_true(h != 0 && h2 != 0 && h != h2);
+    struct fp8d_token t;
+    assert_int_equal(fp8d_stream_next(st, &t, TIMEOUT_MS), 1);
+    assert_int_equal(fp8d_cancel_handle(other, h), 0);
+    assert_int_equal(fp8d_stream_next(st, &t, TIMEOUT_MS), -ECANCELED);
+    /* the other generation of that session runs on */
+    assert_int_equal(fp8d_stream_next(st2, &t, TIMEOUT_MS), 1);
+    assert_int_equal(t.id, '!');
+    assert_true(wait_counters(f.endpoint, 2, 1, TIMEOUT_MS) >= 0);
+    assert_int_equal(fp8d_cancel_handle(other, h), -EINVAL); /* already ended */
+    assert_non_null(strstr(fp8d_last_error(other), "no running generation with handle"));
+    assert_int_equal(fp8d_cancel_handle(other, h2 + 1000), -EINVAL);
+    assert_int_equal(fp8d_cancel_handle(other, 0), -EINVAL);
+    fp8d_stream_free(st);
+    fp8d_stream_free(st2);
+    fp8d_close(other);
+    fp8d_close(c);
+    stop(&f);
+}
+
 static void test_tcp(void **state)
 {
     (void)state;
@@ -935,6 +970,12 @@ static void test_tcp(void **state)
     int n;
     assert_int_equal(read_all(st, text, sizeof(text), ids, &n), 0);
     assert_string_equal(text, "tcptcpt");
+    fp8d_stream_free(st);
+    /* no peer uid over tcp: cancel by handle is refused, saying why */
+    assert_int_equal(fp8d_generate(c, "!hold", NULL, &st), 0);
+    assert_true(fp8d_stream_handle(st) != 0);
+    assert_int_equal(fp8d_cancel_handle(c, fp8d_stream_handle(st)), -EOPNOTSUPP);
+    assert_non_null(strstr(fp8d_last_error(c), "ipc://"));
     fp8d_stream_free(st);
     fp8d_close(c);
     fp8d_server_stop(f.srv);
@@ -986,6 +1027,7 @@ int main(void)
         cmocka_unit_test(test_systemd_notify),
         cmocka_unit_test(test_second_daemon_refused),
         cmocka_unit_test(test_access),
+        cmocka_unit_test(test_cancel_by_handle),
         cmocka_unit_test(test_tcp),
         cmocka_unit_test(test_shutdown_then_read),
     };
