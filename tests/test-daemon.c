@@ -912,7 +912,7 @@ static void test_access(void **state)
 /* tcp:// (a wildcard port, resolved by the server): no shared memory, tokens as chunks. */
 /* Another session of the same user cancels a generation by the daemon-wide handle that
  * `accepted` carried; unknown, finished and zero handles are refused with a clear error.
- * (These tests run as one uid: the foreign-uid refusal is not exercised here.) */
+ * Other uids: test_cancel_by_handle_other_uid. */
 static void test_cancel_by_handle(void **state)
 {
     (void)state;
@@ -941,6 +941,69 @@ static void test_cancel_by_handle(void **state)
     fp8d_stream_free(st);
     fp8d_stream_free(st2);
     fp8d_close(other);
+    fp8d_close(c);
+    stop(&f);
+}
+
+/* As root (skipped otherwise): a process of uid 65534 cannot cancel root's generation by
+ * its handle, and root can cancel the other user's. */
+static void test_cancel_by_handle_other_uid(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    struct fixture f;
+    start(&f, NULL);
+    char path[160];
+    snprintf(path, sizeof(path), "%s/d.sock", f.dir);
+    assert_int_equal(chmod(f.dir, 0755), 0);
+    assert_int_equal(chmod(path, 0666), 0);
+    fp8d_client *c;
+    fp8d_stream *st;
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &c), 0);
+    assert_int_equal(fp8d_generate(c, "!root", NULL, &st), 0);
+    uint64_t h = fp8d_stream_handle(st);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        fp8d_client *o;
+        fp8d_stream *s2;
+        struct fp8d_token t;
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+            _exit(10);
+        if (fp8d_connect(f.endpoint, FP8D_CONNECT_NO_SHM, TIMEOUT_MS, &o) < 0)
+            _exit(11);
+        if (fp8d_cancel_handle(o, h) != -EINVAL) /* root's: refused */
+            _exit(12);
+        if (fp8d_generate(o, "!nobody", NULL, &s2) < 0)
+            _exit(13);
+        uint64_t h2 = fp8d_stream_handle(s2);
+        if (write(pfd[1], &h2, sizeof(h2)) != (ssize_t)sizeof(h2))
+            _exit(14);
+        int rc;
+        while ((rc = fp8d_stream_next(s2, &t, TIMEOUT_MS)) == 1)
+            ;
+        _exit(rc == -ECANCELED ? 0 : 15); /* root cancelled it */
+    }
+    close(pfd[1]);
+    uint64_t h2 = 0;
+    assert_int_equal(read(pfd[0], &h2, sizeof(h2)), (ssize_t)sizeof(h2));
+    close(pfd[0]);
+    assert_true(h2 != 0 && h2 != h);
+    assert_int_equal(fp8d_cancel_handle(c, h2), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* root's own generation was not touched */
+    struct fp8d_token t;
+    assert_int_equal(fp8d_stream_next(st, &t, TIMEOUT_MS), 1);
+    assert_int_equal(t.id, '!');
+    assert_true(wait_counters(f.endpoint, 1, 1, TIMEOUT_MS) >= 0);
+    fp8d_stream_free(st);
     fp8d_close(c);
     stop(&f);
 }
@@ -1028,6 +1091,7 @@ int main(void)
         cmocka_unit_test(test_second_daemon_refused),
         cmocka_unit_test(test_access),
         cmocka_unit_test(test_cancel_by_handle),
+        cmocka_unit_test(test_cancel_by_handle_other_uid),
         cmocka_unit_test(test_tcp),
         cmocka_unit_test(test_shutdown_then_read),
     };
