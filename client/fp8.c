@@ -5,12 +5,15 @@
  *   chat     [sampling options] [--system TEXT]     (one user turn per input line)
  *   tokenize [--add-special] TEXT                   (prints a JSON array of ids)
  *   info                                            (prints the model as JSON)
+ *   cancel HANDLE                                   (stops a generation of this user)
  * sampling options: --max-tokens N --temperature T --top-p P --top-k K --min-p P --seed S
  *                   --stop STR (repeatable) --ignore-eos --priority N
  *
  * generate streams the text to stdout; with --json it prints one object instead:
  * {"tokens": [int], "text", "finish_reason", "usage", "timings"}. Ctrl-C cancels the
- * generation in flight (the daemon stops it) and exits 130. */
+ * generation in flight (the daemon stops it) and exits 130. generate prints the daemon's
+ * handle of its generation to stderr ("fp8: handle N"), for `fp8 cancel N` from another
+ * shell. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +41,7 @@ static void usage(FILE *f)
           "  chat     [sampling] [--system TEXT]\n"
           "  tokenize [--add-special] TEXT\n"
           "  info\n"
+          "  cancel HANDLE\n"
           "sampling: --max-tokens N --temperature T --top-p P --top-k K --min-p P --seed S\n"
           "          --stop STR (repeatable) --ignore-eos --priority N\n", f);
 }
@@ -230,6 +234,10 @@ static int cmd_generate(fp8d_client *c, struct opts *o, const char *prompt)
                        : fp8d_generate(c, prompt, &o->sp, &s);
     if (rc < 0)
         return fail(c, "generate", rc);
+    if (fp8d_stream_handle(s)) {
+        fprintf(stderr, "fp8: handle %llu\n", (unsigned long long)fp8d_stream_handle(s));
+        fflush(stderr);
+    }
     int status = run_stream(c, s, o->json, NULL);
     fp8d_stream_free(s);
     return status;
@@ -296,6 +304,20 @@ static int cmd_tokenize(fp8d_client *c, struct opts *o, const char *text)
     return 0;
 }
 
+static int cmd_cancel(fp8d_client *c, const char *arg)
+{
+    char *end;
+    errno = 0;
+    unsigned long long h = arg && *arg >= '0' && *arg <= '9' ? strtoull(arg, &end, 10) : 0;
+    if (!h || errno || *end) {
+        fprintf(stderr, "fp8: cancel needs a HANDLE, the number fp8 generate printed "
+                        "(\"fp8: handle N\")\n");
+        return 2;
+    }
+    int rc = fp8d_cancel_handle(c, h);
+    return rc < 0 ? fail(c, "cancel", rc) : 0;
+}
+
 static int cmd_info(fp8d_client *c)
 {
     struct fp8d_info i;
@@ -353,7 +375,7 @@ int main(int argc, char **argv)
         arg = argv[i];
     }
     if (strcmp(cmd, "generate") && strcmp(cmd, "chat") && strcmp(cmd, "tokenize") &&
-        strcmp(cmd, "info")) {
+        strcmp(cmd, "info") && strcmp(cmd, "cancel")) {
         fprintf(stderr, "fp8: unknown command \"%s\"\n", cmd);
         usage(stderr);
         return 2;
@@ -372,6 +394,8 @@ int main(int argc, char **argv)
         status = cmd_chat(c, &o);
     else if (!strcmp(cmd, "tokenize"))
         status = cmd_tokenize(c, &o, arg);
+    else if (!strcmp(cmd, "cancel"))
+        status = cmd_cancel(c, arg);
     else
         status = cmd_info(c);
     fp8d_close(c);

@@ -38,6 +38,7 @@ struct fp8d_stream {
     uint64_t id;
     int32_t slot;            /* ring slot, -1 when tokens come as chunks */
     bool accepted;
+    uint64_t handle;         /* daemon-wide, from `accepted` (0: none) */
     bool ended;              /* `done` or `error` received */
     bool ring_final;         /* FINAL record seen */
     bool need_advance;       /* the last token returned still lies in the ring */
@@ -204,6 +205,7 @@ static void dispatch(fp8d_client *c, struct fp8_msg *m)
             else
                 s->slot = slot;
             s->result.prompt_tokens = m->u.accepted.prompt_tokens;
+            s->handle = m->u.accepted.handle;
         } else if (m->op == FP8_MSG_OP_CHUNK && s->accepted && s->slot < 0) {
             struct chunk *k = calloc(1, sizeof(*k));
             if (!k) {
@@ -740,6 +742,25 @@ int fp8d_cancel(fp8d_stream *s)
     fp8_msg_init(&m, FP8_MSG_OP_CANCEL, s->c->next_id++);
     m.u.cancel.target = s->id;
     return send_msg(s->c, &m);
+}
+
+uint64_t fp8d_stream_handle(const fp8d_stream *s)
+{
+    return s ? s->handle : 0;
+}
+
+int fp8d_cancel_handle(fp8d_client *c, uint64_t handle)
+{
+    if (!c || !handle)
+        return -EINVAL;
+    struct fp8_msg m, r;
+    fp8_msg_init(&m, FP8_MSG_OP_CANCEL, 0);
+    m.u.cancel.handle = handle;
+    int rc = request(c, &m, FP8_MSG_OP_OK, &r);
+    if (rc < 0)
+        return rc;
+    fp8_msg_free(&r);
+    return 0;
 }
 
 void fp8d_stream_free(fp8d_stream *s)

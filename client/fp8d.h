@@ -154,6 +154,16 @@ int fp8d_stream_result(const fp8d_stream *s, struct fp8d_result *result);
  * produced and returns -ECANCELED (or 0 if it finished first). Per client. */
 int fp8d_cancel(fp8d_stream *s);
 
+/* The daemon-wide handle of the generation (from `accepted`): another process of the same
+ * user can stop it with fp8d_cancel_handle. 0 when the daemon gave none. Per client. */
+uint64_t fp8d_stream_handle(const fp8d_stream *s);
+
+/* Cancels the generation with that handle, whichever session started it, and waits for the
+ * daemon's answer: 0, or -EINVAL when no running generation of this user (same uid, or any
+ * for root) has it, -EOPNOTSUPP over tcp:// (the daemon cannot see the peer's uid); the
+ * message is in fp8d_last_error. Per client. */
+int fp8d_cancel_handle(fp8d_client *c, uint64_t handle);
+
 /* Cancels the generation if it is still running, waits (bounded by the client timeout)
  * for the daemon to close it, and frees the stream. Accepts NULL. Per client. */
 void fp8d_stream_free(fp8d_stream *s);

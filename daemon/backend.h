@@ -84,7 +84,12 @@ struct fp8d_backend {
     /* Ends key with FP8D_GEN_END_CANCELLED at the next step; its KV blocks are freed now.
      * -ENOENT when key is not live. */
     int (*cancel)(void *ctx, uint64_t key);
-    /* Whether step has anything to do (running, waiting or ended-but-unreported work). */
+    /* Pauses (paused true) or resumes key (ring backpressure): a paused generation keeps
+     * its KV blocks but makes no progress and holds no one else up. May be called from
+     * on_token. -ENOENT when key is not live. */
+    int (*pause)(void *ctx, uint64_t key, bool paused);
+    /* Whether step has anything to do (unpaused running or waiting, or ended-but-unreported
+     * work). */
     bool (*busy)(void *ctx);
     /* One engine step: reports new tokens and ends. 0, or a negative errno when the step
      * failed as a whole (the requests it carried were ended with FP8D_GEN_END_ERROR). */

@@ -139,10 +139,16 @@ static int mb_cancel(void *ctx, uint64_t key)
     return fp8_sched_cancel(&m->engine.sched, key);
 }
 
+static int mb_pause(void *ctx, uint64_t key, bool paused)
+{
+    struct mb *m = ctx;
+    return fp8_sched_pause(&m->engine.sched, key, paused);
+}
+
 static bool mb_busy(void *ctx)
 {
     struct mb *m = ctx;
-    return !fp8_sched_idle(&m->engine.sched) || m->engine.sched.n_done > 0;
+    return !fp8_sched_all_paused(&m->engine.sched) || m->engine.sched.n_done > 0;
 }
 
 static void mb_reap(struct mb *m, const struct fp8d_gen_events *ev)
@@ -178,7 +184,7 @@ static int mb_step(void *ctx, const struct fp8d_gen_events *ev, struct fp8_err *
     int rc = 0;
     m->ev = ev;
     mb_reap(m, ev); /* cancelled since the last step */
-    if (!fp8_sched_idle(&m->engine.sched))
+    if (!fp8_sched_all_paused(&m->engine.sched))
         rc = fp8_sched_step(&m->engine.sched, err);
     mb_reap(m, ev);
     m->ev = NULL;
@@ -308,6 +314,7 @@ int fp8d_backend_model_open(struct fp8d_backend *out, const struct fp8d_opts *o,
         .detok_free = mb_detok_free,
         .submit = mb_submit,
         .cancel = mb_cancel,
+        .pause = mb_pause,
         .busy = mb_busy,
         .step = mb_step,
         .load = mb_load,

@@ -65,6 +65,8 @@ struct session {
     int fd;                     /* the connection's fd in this process (ZMQ_SRCFD) */
     ino_t ino;                  /* its socket inode: a reused fd has another */
     pid_t pid;                  /* peer process (Unix sockets), 0 unknown */
+    uid_t uid;                  /* peer user, when has_uid (Unix sockets) */
+    bool has_uid;
     char name[64];
     bool has_shm;
     bool unlinked;
@@ -73,13 +75,14 @@ struct session {
     struct fp8_seg seg;         /* rings: written by the engine thread only */
 };
 
-enum cmd_kind { CMD_GENERATE, CMD_CANCEL, CMD_CLOSE, CMD_SHUTDOWN };
+enum cmd_kind { CMD_GENERATE, CMD_CANCEL, CMD_CANCEL_HANDLE, CMD_CLOSE, CMD_SHUTDOWN };
 
 struct cmd {
     struct cmd *next;
     enum cmd_kind kind;
     struct session *sess;
-    uint64_t id;                /* GENERATE: request id; CANCEL: target */
+    uint64_t id;                /* GENERATE: request id; CANCEL: target; CANCEL_HANDLE: handle */
+    uint64_t req_id;            /* CANCEL_HANDLE: the cancel's id, for its reply */
     int32_t *prompt;            /* (n_prompt) */
     int32_t n_prompt;
     struct fp8d_gen_params params;
@@ -120,6 +123,7 @@ struct stream {
     size_t text_len, text_cap, released;
     struct rec *pend, **pend_tail; /* records waiting for room in the ring */
     int64_t paused_ns;          /* when the ring was first found full, 0 not paused */
+    bool be_paused;             /* the backend holds the generation (backpressure) */
     bool live;                  /* submitted and not yet ended by the backend */
     bool ended;
     struct fp8d_gen_result res;
@@ -325,6 +329,10 @@ static bool stream_flush(struct fp8d_server *s, struct stream *st)
         if (rc == -EAGAIN) {
             if (!st->paused_ns)
                 st->paused_ns = fp8_now_ns();
+            /* Hold the sequence itself: it keeps its KV and resumes when the reader has
+             * made room, so at most one token's records wait here. */
+            if (st->live && !st->be_paused && s->be->pause(s->be->ctx, st->key, true) == 0)
+                st->be_paused = true;
             return false;
         }
         if (rc < 0) {
@@ -339,6 +347,11 @@ static bool stream_flush(struct fp8d_server *s, struct stream *st)
     if (!st->sess || st->sess->broken) /* nobody reads */
         pend_drop(st);
     st->paused_ns = 0;
+    if (st->be_paused) {
+        st->be_paused = false;
+        if (st->live)
+            s->be->pause(s->be->ctx, st->key, false);
+    }
     return true;
 }
 
@@ -602,6 +615,7 @@ static void engine_generate(struct fp8d_server *s, struct cmd *c)
     fp8_msg_init(&m, FP8_MSG_OP_ACCEPTED, c->id);
     m.u.accepted.slot = slot;
     m.u.accepted.prompt_tokens = (uint32_t)c->n_prompt;
+    m.u.accepted.handle = key;
     outbox_msg(s, sess, &m);
 }
 
@@ -620,6 +634,33 @@ static void engine_close(struct fp8d_server *s, struct session *sess)
     session_free(sess);
 }
 
+/* A cancel naming a daemon-wide handle, possibly another session's: honoured only for the
+ * same peer uid (or root), known only on Unix sockets. A foreign handle is answered like
+ * an unknown one, so that other users' handles cannot be probed. */
+static void engine_cancel_handle(struct fp8d_server *s, const struct cmd *c)
+{
+    struct stream *st = stream_by_key(s, c->id);
+    struct session *me = c->sess;
+    if (!me->has_uid) {
+        outbox_error(s, me, c->req_id, FP8_MSG_ERRC_UNSUPPORTED,
+                     "cancel by handle needs a Unix-socket (ipc://) connection: the daemon "
+                     "checks the peer's uid");
+        return;
+    }
+    if (!st || !st->live || st->why[0] || !st->sess || !st->sess->has_uid ||
+        (st->sess->uid != me->uid && me->uid != 0)) {
+        char why[160];
+        snprintf(why, sizeof(why), "no running generation with handle %llu owned by uid %u",
+                 (unsigned long long)c->id, (unsigned)me->uid);
+        outbox_error(s, me, c->req_id, FP8_MSG_ERRC_BAD_REQUEST, why);
+        return;
+    }
+    s->be->cancel(s->be->ctx, st->key);
+    struct fp8_msg m;
+    fp8_msg_init(&m, FP8_MSG_OP_OK, c->req_id);
+    outbox_msg(s, me, &m);
+}
+
 static void engine_commands(struct fp8d_server *s, struct cmd *c)
 {
     while (c) {
@@ -632,6 +673,9 @@ static void engine_commands(struct fp8d_server *s, struct cmd *c)
             for (struct stream *st = s->streams; st; st = st->next)
                 if (st->sess == c->sess && st->id == c->id && st->live)
                     s->be->cancel(s->be->ctx, st->key);
+            break;
+        case CMD_CANCEL_HANDLE:
+            engine_cancel_handle(s, c);
             break;
         case CMD_CLOSE:
             engine_close(s, c->sess);
@@ -858,8 +902,11 @@ static void on_hello(struct fp8d_server *s, const uint8_t *rid, size_t rid_len, 
         x->fd = -1;
     struct ucred cr;
     socklen_t crl = sizeof(cr);
-    if (fd >= 0 && s->local && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
+    if (fd >= 0 && s->local && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0) {
         x->pid = cr.pid;
+        x->uid = cr.uid;
+        x->has_uid = true;
+    }
     /* the client's name goes into log lines: printable ASCII only */
     char cname[41];
     uint32_t cn = req->u.hello.client.len < 40 ? req->u.hello.client.len : 40;
@@ -1054,19 +1101,30 @@ static void on_request(struct fp8d_server *s, const uint8_t *rid, size_t rid_len
     case FP8_MSG_OP_GENERATE:
         on_generate(s, x, rid, rid_len, &req);
         break;
-    case FP8_MSG_OP_CANCEL:
-        if (x) {
-            struct cmd *c = calloc(1, sizeof(*c));
-            if (c) {
-                c->kind = CMD_CANCEL;
-                c->sess = x;
-                c->id = req.u.cancel.target;
-                engine_send(s, c);
+    case FP8_MSG_OP_CANCEL: {
+        struct cmd *c = x ? calloc(1, sizeof(*c)) : NULL;
+        if (req.u.cancel.handle) { /* the engine thread knows the owner and replies */
+            if (!c) {
+                send_error(s, rid, rid_len, req.id, x ? FP8_MSG_ERRC_INTERNAL
+                                                      : FP8_MSG_ERRC_BAD_REQUEST,
+                           x ? "out of memory" : "no session: send hello first");
+                break;
             }
+            *c = (struct cmd){.kind = CMD_CANCEL_HANDLE, .sess = x, .id = req.u.cancel.handle,
+                              .req_id = req.id};
+            engine_send(s, c);
+            break;
+        }
+        if (c) {
+            c->kind = CMD_CANCEL;
+            c->sess = x;
+            c->id = req.u.cancel.target;
+            engine_send(s, c);
         }
         fp8_msg_init(&m, FP8_MSG_OP_OK, req.id);
         send_msg(s, rid, rid_len, &m);
         break;
+    }
     case FP8_MSG_OP_TOKENIZE: {
         int32_t *ids = NULL;
         size_t n = 0;

@@ -274,6 +274,37 @@ int fp8_sched_cancel(struct fp8_sched *s, uint64_t id)
     return -ENOENT;
 }
 
+static struct fp8_request *live_find(struct fp8_sched *s, uint64_t id)
+{
+    for (int32_t i = 0; i < s->n_waiting; i++)
+        if (s->waiting[i]->id == id)
+            return s->waiting[i];
+    for (int32_t i = 0; i < s->n_running; i++)
+        if (s->running[i]->id == id)
+            return s->running[i];
+    return NULL;
+}
+
+int fp8_sched_pause(struct fp8_sched *s, uint64_t id, bool paused)
+{
+    struct fp8_request *r = live_find(s, id);
+    if (!r)
+        return -ENOENT;
+    r->paused = paused;
+    return 0;
+}
+
+bool fp8_sched_all_paused(const struct fp8_sched *s)
+{
+    for (int32_t i = 0; i < s->n_waiting; i++)
+        if (!s->waiting[i]->paused)
+            return false;
+    for (int32_t i = 0; i < s->n_running; i++)
+        if (!s->running[i]->paused)
+            return false;
+    return true;
+}
+
 void fp8_sched_idle_until(struct fp8_sched *s, int64_t step)
 {
     if (fp8_sched_idle(s) && step > s->stats.n_steps)
@@ -373,10 +404,13 @@ static int32_t schedule(struct fp8_sched *s, int64_t t0)
     int32_t budget = s->params.max_num_batched_tokens, n_sched = 0, decodes_left = 0;
     bool preempted = false;
     for (int32_t i = 0; i < s->n_running; i++)
-        decodes_left += s->running[i]->n_tokens - s->running[i]->n_computed == 1;
+        decodes_left += !s->running[i]->paused &&
+                        s->running[i]->n_tokens - s->running[i]->n_computed == 1;
 
     for (int32_t i = 0; i < s->n_running; i++) {
         struct fp8_request *r = s->running[i];
+        if (r->paused)
+            continue;
         int32_t n = r->n_tokens - r->n_computed;
         if (n == 1)
             decodes_left--;
@@ -387,7 +421,7 @@ static int32_t schedule(struct fp8_sched *s, int64_t t0)
         int32_t fit;
         while ((fit = fit_tokens(s, r)) < 1) {
             struct fp8_request *victim = s->running[s->n_running - 1];
-            if (victim != r && victim->n_tokens - victim->n_computed == 1)
+            if (victim != r && !victim->paused && victim->n_tokens - victim->n_computed == 1)
                 decodes_left--;
             preempt_last(s);
             preempted = true;
@@ -405,9 +439,14 @@ static int32_t schedule(struct fp8_sched *s, int64_t t0)
         budget -= n;
     }
 
-    while (!preempted && s->n_waiting > 0 && s->n_running < s->params.max_num_seqs &&
-           budget > 0) {
-        struct fp8_request *r = s->waiting[0];
+    /* Paused waiting requests are passed over, never in the way of those behind them. */
+    for (int32_t i = 0; !preempted && i < s->n_waiting &&
+                        s->n_running < s->params.max_num_seqs && budget > 0;) {
+        struct fp8_request *r = s->waiting[i];
+        if (r->paused) {
+            i++;
+            continue;
+        }
         int32_t matched = fp8_kv_blocks_match_prefix(&s->kv, &r->kv, r->tokens, r->n_tokens - 1);
         int32_t n = r->n_tokens - matched;
         if (n > budget)
@@ -418,7 +457,7 @@ static int32_t schedule(struct fp8_sched *s, int64_t t0)
             r->n_computed = 0;
             break;
         }
-        queue_remove_at(s->waiting, &s->n_waiting, 0);
+        queue_remove_at(s->waiting, &s->n_waiting, i);
         queue_insert(s->running, &s->n_running, r);
         r->state = FP8_REQ_RUNNING;
         s->stats.n_cached_tokens += matched;

@@ -91,6 +91,7 @@ struct fp8_request {
 
     struct fp8_req_usage usage;
     struct fp8_req_timings timings;
+    bool paused;        /* fp8_sched_pause: left out of every step's batch */
     uint64_t order;     /* submission order, the FCFS tie-break */
     int32_t step_tokens; /* tokens scheduled in the current step (scratch) */
 };
@@ -191,6 +192,13 @@ int fp8_sched_submit(struct fp8_sched *s, uint64_t id, const int32_t *prompt, in
  * list with FP8_REQ_FINISH_CANCELLED. -ENOENT if no live request has that id. */
 int fp8_sched_cancel(struct fp8_sched *s, uint64_t id);
 
+/* Pauses (paused true) or resumes a waiting or running request. A paused request keeps
+ * its place, its tokens and its KV blocks but is left out of every step's batch, so it
+ * neither advances nor takes token budget; it is not admitted while waiting, and may still
+ * be preempted like any other when blocks run out. Cancel works while paused. -ENOENT if no
+ * live request has that id. */
+int fp8_sched_pause(struct fp8_sched *s, uint64_t id, bool paused);
+
 /* One engine step (see docs/scheduler.md): schedules decodes, prefill chunks and
  * admissions within the token budget, preempting the last running request when blocks run
  * out, runs the model once, samples, retires finished requests. Returns the number of
@@ -207,6 +215,9 @@ static inline bool fp8_sched_idle(const struct fp8_sched *s)
 {
     return s->n_waiting == 0 && s->n_running == 0;
 }
+
+/* Whether a step would find nothing to run: every live request is paused. */
+bool fp8_sched_all_paused(const struct fp8_sched *s);
 
 /* An idle scheduler's steps run nothing: jumps the step counter forward to step (for a
  * driver whose next arrival is far ahead). No effect unless idle. */

@@ -394,11 +394,11 @@ int fp8_msg_encode(const struct fp8_msg *msg, void **buf, size_t *len, struct fp
     switch (msg->op) {
     case FP8_MSG_OP_HELLO: put_map(&e, base + 2); break;
     case FP8_MSG_OP_GENERATE: put_generate(&e, &msg->u.generate, base); break;
-    case FP8_MSG_OP_CANCEL: put_map(&e, base + 1); break;
+    case FP8_MSG_OP_CANCEL: put_map(&e, base + 1 + (msg->u.cancel.handle != 0)); break;
     case FP8_MSG_OP_TOKENIZE: put_map(&e, base + 2); break;
     case FP8_MSG_OP_DETOKENIZE: put_map(&e, base + 1); break;
     case FP8_MSG_OP_WELCOME: put_map(&e, base + 5); break;
-    case FP8_MSG_OP_ACCEPTED: put_map(&e, base + 2); break;
+    case FP8_MSG_OP_ACCEPTED: put_map(&e, base + 2 + (msg->u.accepted.handle != 0)); break;
     case FP8_MSG_OP_CHUNK: put_map(&e, base + 2); break;
     case FP8_MSG_OP_DONE: put_map(&e, base + 3); break;
     case FP8_MSG_OP_TOKENS: put_map(&e, base + 1); break;
@@ -422,6 +422,8 @@ int fp8_msg_encode(const struct fp8_msg *msg, void **buf, size_t *len, struct fp
         break;
     case FP8_MSG_OP_CANCEL:
         put_u64(&e, "target", msg->u.cancel.target);
+        if (msg->u.cancel.handle)
+            put_u64(&e, "handle", msg->u.cancel.handle);
         break;
     case FP8_MSG_OP_TOKENIZE:
         put_str(&e, "text", &msg->u.tokenize.text);
@@ -442,6 +444,8 @@ int fp8_msg_encode(const struct fp8_msg *msg, void **buf, size_t *len, struct fp
     case FP8_MSG_OP_ACCEPTED:
         put_i64(&e, "slot", msg->u.accepted.slot);
         put_u64(&e, "prompt_tokens", msg->u.accepted.prompt_tokens);
+        if (msg->u.accepted.handle)
+            put_u64(&e, "handle", msg->u.accepted.handle);
         break;
     case FP8_MSG_OP_CHUNK:
         put_ids(&e, "tokens", &msg->u.chunk.tokens);
@@ -1040,12 +1044,15 @@ static int generate_field(struct rd *r, int idx, void *ctx, int depth)
     }
 }
 
-static const char *const cancel_keys[] = {"target"};
+static const char *const cancel_keys[] = {"target", "handle"};
 
 static int cancel_field(struct rd *r, int idx, void *ctx, int depth)
 {
-    (void)idx, (void)depth;
-    return rd_uint(r, "target", UINT64_MAX, &((struct fp8_msg_cancel *)ctx)->target);
+    struct fp8_msg_cancel *m = ctx;
+    (void)depth;
+    if (idx == 0)
+        return rd_uint(r, "target", UINT64_MAX, &m->target);
+    return rd_uint(r, "handle", UINT64_MAX, &m->handle);
 }
 
 static const char *const tokenize_keys[] = {"text", "add_special"};
@@ -1095,7 +1102,7 @@ static int welcome_field(struct rd *r, int idx, void *ctx, int depth)
     }
 }
 
-static const char *const accepted_keys[] = {"slot", "prompt_tokens"};
+static const char *const accepted_keys[] = {"slot", "prompt_tokens", "handle"};
 
 static int accepted_field(struct rd *r, int idx, void *ctx, int depth)
 {
@@ -1103,7 +1110,9 @@ static int accepted_field(struct rd *r, int idx, void *ctx, int depth)
     (void)depth;
     if (idx == 0)
         return rd_i32(r, "slot", &m->slot); /* >= -1: check_msg */
-    return rd_u32(r, "prompt_tokens", &m->prompt_tokens);
+    if (idx == 1)
+        return rd_u32(r, "prompt_tokens", &m->prompt_tokens);
+    return rd_uint(r, "handle", UINT64_MAX, &m->handle);
 }
 
 static const char *const chunk_keys[] = {"tokens", "text"};

@@ -156,7 +156,8 @@ struct fp8_msg_generate {
 };
 
 struct fp8_msg_cancel {
-    uint64_t target; /* id of the generate request to cancel */
+    uint64_t target; /* id of the generate request to cancel (this session's) */
+    uint64_t handle; /* nonzero: the daemon-wide handle of a generation instead */
 };
 
 struct fp8_msg_tokenize {
@@ -186,6 +187,8 @@ struct fp8_msg_welcome {
 struct fp8_msg_accepted {
     int32_t slot;           /* ring slot of the segment, -1 when tokens stream as chunks */
     uint32_t prompt_tokens; /* prompt length after tokenization / templating */
+    uint64_t handle;        /* daemon-wide id of the generation (for `cancel` from elsewhere); 0
+                             * from a daemon that has none */
 };
 
 struct fp8_msg_chunk {

@@ -38,7 +38,7 @@
 /* ---- the stub backend ------------------------------------------------------------------ */
 
 struct stub_req {
-    bool used, cancelled;
+    bool used, cancelled, paused;
     uint64_t key;
     int32_t prompt[64];
     int32_t n_prompt, n_gen, max_tokens;
@@ -50,6 +50,9 @@ struct stub {
     pthread_mutex_t lock; /* only for the counters the test reads */
     struct stub_req req[MAX_REQ];
     int n_live;
+    int n_paused;        /* pause(true) calls minus pause(false) calls */
+    int32_t max_paused_gen; /* most tokens a request had generated when it was paused */
+    int32_t cancelled_gen;  /* tokens the last cancelled request generated */
 };
 
 static int stub_tokenize(void *ctx, const char *text, size_t len, bool add_special,
@@ -165,12 +168,32 @@ static int stub_cancel(void *ctx, uint64_t key)
     return -ENOENT;
 }
 
+static int stub_pause(void *ctx, uint64_t key, bool paused)
+{
+    struct stub *s = ctx;
+    for (int i = 0; i < MAX_REQ; i++) {
+        struct stub_req *r = &s->req[i];
+        if (!r->used || r->key != key)
+            continue;
+        pthread_mutex_lock(&s->lock);
+        if (paused != r->paused)
+            s->n_paused += paused ? 1 : -1;
+        if (paused && r->n_gen > s->max_paused_gen)
+            s->max_paused_gen = r->n_gen;
+        pthread_mutex_unlock(&s->lock);
+        r->paused = paused;
+        return 0;
+    }
+    return -ENOENT;
+}
+
 static bool stub_busy(void *ctx)
 {
     struct stub *s = ctx;
     for (int i = 0; i < MAX_REQ; i++)
-        if (s->req[i].used && (s->req[i].cancelled || !s->req[i].hold_after ||
-                               s->req[i].n_gen < s->req[i].hold_after))
+        if (s->req[i].used &&
+            (s->req[i].cancelled || (!s->req[i].paused && (!s->req[i].hold_after ||
+                                                           s->req[i].n_gen < s->req[i].hold_after))))
             return true;
     return false;
 }
@@ -182,6 +205,10 @@ static void stub_end(struct stub *s, struct stub_req *r, const struct fp8d_gen_e
     uint64_t key = r->key;
     r->used = false;
     pthread_mutex_lock(&s->lock);
+    if (r->paused)
+        s->n_paused--;
+    if (end == FP8D_GEN_END_CANCELLED)
+        s->cancelled_gen = r->n_gen;
     s->n_live--;
     pthread_mutex_unlock(&s->lock);
     ev->on_end(ev->ctx, key, &res);
@@ -199,7 +226,7 @@ static int stub_step(void *ctx, const struct fp8d_gen_events *ev, struct fp8_err
             stub_end(s, r, ev, FP8D_GEN_END_CANCELLED);
             continue;
         }
-        if (r->hold_after && r->n_gen >= r->hold_after)
+        if (r->paused || (r->hold_after && r->n_gen >= r->hold_after))
             continue;
         int32_t t = r->prompt[r->n_gen % r->n_prompt];
         r->n_gen++;
@@ -238,6 +265,9 @@ static struct fp8d_backend stub_backend(void)
 {
     memset(g_stub.req, 0, sizeof(g_stub.req));
     g_stub.n_live = 0;
+    g_stub.n_paused = 0;
+    g_stub.max_paused_gen = 0;
+    g_stub.cancelled_gen = 0;
     struct fp8d_backend b = {
         .ctx = &g_stub,
         .model = {.name = {"stub", 4}, .arch = {"qwen3", 5}, .backend = {"ref", 3},
@@ -253,6 +283,7 @@ static struct fp8d_backend stub_backend(void)
         .detok_free = stub_detok_free,
         .submit = stub_submit,
         .cancel = stub_cancel,
+        .pause = stub_pause,
         .busy = stub_busy,
         .step = stub_step,
         .load = stub_load,
@@ -553,8 +584,19 @@ static void test_client_killed(void **state)
     stop(&f);
 }
 
-/* A reader that does not read: its ring fills, the stream pauses, and after the stream
- * timeout it is cancelled with a message saying so; what was published is intact. */
+static void stub_counts(int *n_paused, int32_t *max_paused_gen, int32_t *cancelled_gen)
+{
+    pthread_mutex_lock(&g_stub.lock);
+    *n_paused = g_stub.n_paused;
+    *max_paused_gen = g_stub.max_paused_gen;
+    *cancelled_gen = g_stub.cancelled_gen;
+    pthread_mutex_unlock(&g_stub.lock);
+}
+
+/* A reader that does not read: its ring fills and the daemon pauses the sequence itself,
+ * which stops generating at the ring's capacity (not at its 150 tokens) while another
+ * client is served in full; after the stream timeout it is cancelled with a message saying
+ * so, and what was published is intact. */
 static void test_slow_reader(void **state)
 {
     (void)state;
@@ -570,7 +612,8 @@ static void test_slow_reader(void **state)
     assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &c2), 0);
     struct fp8d_sampling sp;
     fp8d_sampling_init(&sp);
-    assert_int_equal(fp8d_generate(c, "~abcdefghi", &sp, &st), 0);
+    sp.max_tokens = 150;
+    assert_int_equal(fp8d_generate(c, "abcdefghij", &sp, &st), 0);
     /* another client is unaffected meanwhile */
     sp.max_tokens = 100;
     assert_int_equal(fp8d_generate(c2, "xy", &sp, &st2), 0);
@@ -580,16 +623,62 @@ static void test_slow_reader(void **state)
     assert_int_equal(read_all(st2, text, sizeof(text), ids, &n), 0);
     assert_int_equal(n, 100);
     fp8d_stream_free(st2);
-    /* the slow one (30 tokens, then it waits) is cut: no generation runs any more */
+    /* the slow one is cut: no generation runs any more */
     assert_true(wait_counters(f.endpoint, 2, 0, TIMEOUT_MS) >= 0);
     assert_int_equal(read_all(st, text, sizeof(text), ids, &n), -ECANCELED);
     assert_non_null(strstr(fp8d_last_error(c), "backpressure"));
-    assert_true(n >= 9 && n < 30); /* what the ring held; the rest was dropped */
+    assert_true(n >= 9 && n <= 10); /* what the ring held */
     for (int i = 0; i < n; i++)
-        assert_int_equal(ids[i], "~abcdefghi"[i % 10]);
+        assert_int_equal(ids[i], "abcdefghij"[i % 10]);
+    int n_paused;
+    int32_t max_paused_gen, cancelled_gen;
+    stub_counts(&n_paused, &max_paused_gen, &cancelled_gen);
+    /* it generated what the ring held plus the one token that found the ring full */
+    assert_int_equal(cancelled_gen, n + 1);
+    assert_int_equal(n_paused, 0);
     fp8d_stream_free(st);
     fp8d_close(c);
     fp8d_close(c2);
+    stop(&f);
+}
+
+/* A stalled reader's sequence is paused at the ring's capacity and, once the reader reads,
+ * resumes and delivers every token, in order, none lost or repeated. */
+static void test_stalled_reader_resumes(void **state)
+{
+    (void)state;
+    struct fixture f;
+    struct fp8d_server_opts o;
+    fp8d_server_opts_init(&o);
+    o.slot_bytes = 256; /* 10 records fit in a ring */
+    start(&f, &o);
+    fp8d_client *c;
+    fp8d_stream *st;
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &c), 0);
+    struct fp8d_sampling sp;
+    fp8d_sampling_init(&sp);
+    sp.max_tokens = 150;
+    assert_int_equal(fp8d_generate(c, "abcdefghij", &sp, &st), 0);
+    int n_paused;
+    int32_t max_paused_gen, cancelled_gen;
+    int64_t t0 = now_ms();
+    do {
+        poll(NULL, 0, 5); /* pacing of a bounded poll, not synchronization */
+        stub_counts(&n_paused, &max_paused_gen, &cancelled_gen);
+    } while (n_paused != 1 && now_ms() - t0 < TIMEOUT_MS);
+    assert_int_equal(n_paused, 1);
+    assert_true(max_paused_gen <= 11); /* 10 in the ring, 1 waiting for room */
+    char text[512];
+    int32_t ids[512];
+    int n;
+    assert_int_equal(read_all(st, text, sizeof(text), ids, &n), 0);
+    assert_int_equal(n, 150);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(ids[i], "abcdefghij"[i % 10]);
+    stub_counts(&n_paused, &max_paused_gen, &cancelled_gen);
+    assert_int_equal(n_paused, 0);
+    fp8d_stream_free(st);
+    fp8d_close(c);
     stop(&f);
 }
 
@@ -821,6 +910,104 @@ static void test_access(void **state)
 }
 
 /* tcp:// (a wildcard port, resolved by the server): no shared memory, tokens as chunks. */
+/* Another session of the same user cancels a generation by the daemon-wide handle that
+ * `accepted` carried; unknown, finished and zero handles are refused with a clear error.
+ * Other uids: test_cancel_by_handle_other_uid. */
+static void test_cancel_by_handle(void **state)
+{
+    (void)state;
+    struct fixture f;
+    start(&f, NULL);
+    fp8d_client *c, *other;
+    fp8d_stream *st, *st2;
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &c), 0);
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &other), 0);
+    assert_int_equal(fp8d_generate(c, "!hold", NULL, &st), 0);
+    assert_int_equal(fp8d_generate(c, "!also", NULL, &st2), 0);
+    uint64_t h = fp8d_stream_handle(st), h2 = fp8d_stream_handle(st2);
+    assert_true(h != 0 && h2 != 0 && h != h2);
+    struct fp8d_token t;
+    assert_int_equal(fp8d_stream_next(st, &t, TIMEOUT_MS), 1);
+    assert_int_equal(fp8d_cancel_handle(other, h), 0);
+    assert_int_equal(fp8d_stream_next(st, &t, TIMEOUT_MS), -ECANCELED);
+    /* the other generation of that session runs on */
+    assert_int_equal(fp8d_stream_next(st2, &t, TIMEOUT_MS), 1);
+    assert_int_equal(t.id, '!');
+    assert_true(wait_counters(f.endpoint, 2, 1, TIMEOUT_MS) >= 0);
+    assert_int_equal(fp8d_cancel_handle(other, h), -EINVAL); /* already ended */
+    assert_non_null(strstr(fp8d_last_error(other), "no running generation with handle"));
+    assert_int_equal(fp8d_cancel_handle(other, h2 + 1000), -EINVAL);
+    assert_int_equal(fp8d_cancel_handle(other, 0), -EINVAL);
+    fp8d_stream_free(st);
+    fp8d_stream_free(st2);
+    fp8d_close(other);
+    fp8d_close(c);
+    stop(&f);
+}
+
+/* As root (skipped otherwise): a process of uid 65534 cannot cancel root's generation by
+ * its handle, and root can cancel the other user's. */
+static void test_cancel_by_handle_other_uid(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    struct fixture f;
+    start(&f, NULL);
+    char path[160];
+    snprintf(path, sizeof(path), "%s/d.sock", f.dir);
+    assert_int_equal(chmod(f.dir, 0755), 0);
+    assert_int_equal(chmod(path, 0666), 0);
+    fp8d_client *c;
+    fp8d_stream *st;
+    assert_int_equal(fp8d_connect(f.endpoint, 0, TIMEOUT_MS, &c), 0);
+    assert_int_equal(fp8d_generate(c, "!root", NULL, &st), 0);
+    uint64_t h = fp8d_stream_handle(st);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        fp8d_client *o;
+        fp8d_stream *s2;
+        struct fp8d_token t;
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+            _exit(10);
+        if (fp8d_connect(f.endpoint, FP8D_CONNECT_NO_SHM, TIMEOUT_MS, &o) < 0)
+            _exit(11);
+        if (fp8d_cancel_handle(o, h) != -EINVAL) /* root's: refused */
+            _exit(12);
+        if (fp8d_generate(o, "!nobody", NULL, &s2) < 0)
+            _exit(13);
+        uint64_t h2 = fp8d_stream_handle(s2);
+        if (write(pfd[1], &h2, sizeof(h2)) != (ssize_t)sizeof(h2))
+            _exit(14);
+        int rc;
+        while ((rc = fp8d_stream_next(s2, &t, TIMEOUT_MS)) == 1)
+            ;
+        _exit(rc == -ECANCELED ? 0 : 15); /* root cancelled it */
+    }
+    close(pfd[1]);
+    uint64_t h2 = 0;
+    assert_int_equal(read(pfd[0], &h2, sizeof(h2)), (ssize_t)sizeof(h2));
+    close(pfd[0]);
+    assert_true(h2 != 0 && h2 != h);
+    assert_int_equal(fp8d_cancel_handle(c, h2), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* root's own generation was not touched */
+    struct fp8d_token t;
+    assert_int_equal(fp8d_stream_next(st, &t, TIMEOUT_MS), 1);
+    assert_int_equal(t.id, '!');
+    assert_true(wait_counters(f.endpoint, 1, 1, TIMEOUT_MS) >= 0);
+    fp8d_stream_free(st);
+    fp8d_close(c);
+    stop(&f);
+}
+
 static void test_tcp(void **state)
 {
     (void)state;
@@ -846,6 +1033,12 @@ static void test_tcp(void **state)
     int n;
     assert_int_equal(read_all(st, text, sizeof(text), ids, &n), 0);
     assert_string_equal(text, "tcptcpt");
+    fp8d_stream_free(st);
+    /* no peer uid over tcp: cancel by handle is refused, saying why */
+    assert_int_equal(fp8d_generate(c, "!hold", NULL, &st), 0);
+    assert_true(fp8d_stream_handle(st) != 0);
+    assert_int_equal(fp8d_cancel_handle(c, fp8d_stream_handle(st)), -EOPNOTSUPP);
+    assert_non_null(strstr(fp8d_last_error(c), "ipc://"));
     fp8d_stream_free(st);
     fp8d_close(c);
     fp8d_server_stop(f.srv);
@@ -891,11 +1084,14 @@ int main(void)
         cmocka_unit_test(test_cancel_mid_stream),
         cmocka_unit_test(test_client_killed),
         cmocka_unit_test(test_slow_reader),
+        cmocka_unit_test(test_stalled_reader_resumes),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_systemd_notify),
         cmocka_unit_test(test_second_daemon_refused),
         cmocka_unit_test(test_access),
+        cmocka_unit_test(test_cancel_by_handle),
+        cmocka_unit_test(test_cancel_by_handle_other_uid),
         cmocka_unit_test(test_tcp),
         cmocka_unit_test(test_shutdown_then_read),
     };

@@ -144,6 +144,11 @@ static void test_round_trip_requests(void **state)
     m.u.cancel.target = 0xfedcba9876543210ull;
     o = round_trip(&m);
     assert_true(o.u.cancel.target == 0xfedcba9876543210ull);
+    assert_true(o.u.cancel.handle == 0); /* absent: a cancel of this session's request */
+    fp8_msg_free(&o);
+    m.u.cancel.handle = 0x8000000000000001ull;
+    o = round_trip(&m);
+    assert_true(o.u.cancel.handle == 0x8000000000000001ull);
     fp8_msg_free(&o);
 
     fp8_msg_init(&m, FP8_MSG_OP_TOKENIZE, 5);
@@ -213,6 +218,11 @@ static void test_round_trip_replies(void **state)
     o = round_trip(&m);
     assert_int_equal(o.u.accepted.slot, -1);
     assert_int_equal(o.u.accepted.prompt_tokens, 77);
+    assert_true(o.u.accepted.handle == 0); /* a daemon without handles */
+    fp8_msg_free(&o);
+    m.u.accepted.handle = 123456789012ull;
+    o = round_trip(&m);
+    assert_true(o.u.accepted.handle == 123456789012ull);
     fp8_msg_free(&o);
 
     fp8_msg_init(&m, FP8_MSG_OP_CHUNK, 2);

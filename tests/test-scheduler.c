@@ -411,6 +411,126 @@ static void test_preempt_newest_and_recompute(void **state)
     rig_free(&g);
 }
 
+/* A paused request keeps its blocks and its tokens but is left out of the batch; the other
+ * request runs on; resumed, it ends with exactly its never-paused output. */
+static void test_pause_resume(void **state)
+{
+    (void)state;
+    struct rig g;
+    rig_init(&g, 32, 4, 64, 4, 64, false);
+    int32_t prompt[21];
+    for (int i = 0; i < 21; i++)
+        prompt[i] = 2 + i;
+    struct fp8_err err = {{0}};
+    struct fp8_req_params p = greedy(30);
+    struct fp8_request *q7, *q8;
+    assert_int_equal(fp8_sched_submit(&g.s, 7, prompt, 21, &p, &q7, &err), 0);
+    assert_int_equal(fp8_sched_submit(&g.s, 8, prompt, 21, &p, &q8, &err), 0);
+    step_ok(&g.s);
+    step_ok(&g.s);
+    assert_int_equal(fp8_sched_pause(&g.s, 7, true), 0);
+    assert_int_equal(fp8_sched_pause(&g.s, 99, true), -ENOENT);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(fp8_sched_step(&g.s, &err), 1); /* only 8 runs */
+        check_now(&g.s);
+    }
+    assert_int_equal(q7->usage.completion_tokens, 2);
+    assert_int_equal(q7->state, FP8_REQ_RUNNING);
+    assert_int_equal(q7->kv.n_blocks, 6); /* 22 positions: its blocks stay */
+    assert_int_equal(q8->usage.completion_tokens, 7);
+    /* 8 ends while 7 is paused; then the scheduler has only paused work */
+    while (q8->state != FP8_REQ_FINISHED)
+        step_ok(&g.s);
+    assert_true(fp8_sched_all_paused(&g.s));
+    assert_false(fp8_sched_idle(&g.s));
+    assert_int_equal(fp8_sched_step(&g.s, &err), 0);
+    assert_int_equal(q7->usage.completion_tokens, 2);
+    assert_int_equal(fp8_sched_pause(&g.s, 7, false), 0);
+    assert_false(fp8_sched_all_paused(&g.s));
+    while (!fp8_sched_idle(&g.s))
+        step_ok(&g.s);
+    assert_int_equal(q7->finish, FP8_REQ_FINISH_LENGTH);
+    expect_reference(&g, q7);
+    expect_reference(&g, q8);
+    assert_int_equal(q7->usage.n_preemptions, 0);
+    assert_int_equal(g.s.kv.n_free, 32);
+    struct fp8_request *q;
+    while (fp8_sched_reap(&g.s, &q))
+        fp8_request_free(q);
+
+    /* Cancel while paused frees its blocks at once. */
+    assert_int_equal(fp8_sched_submit(&g.s, 9, prompt, 21, &p, &q, &err), 0);
+    step_ok(&g.s);
+    assert_int_equal(fp8_sched_pause(&g.s, 9, true), 0);
+    assert_int_equal(g.s.kv.n_free, 32 - 6);
+    assert_int_equal(fp8_sched_cancel(&g.s, 9), 0);
+    assert_int_equal(g.s.kv.n_free, 32);
+    check_now(&g.s);
+    assert_true(fp8_sched_reap(&g.s, &q));
+    assert_int_equal(q->finish, FP8_REQ_FINISH_CANCELLED);
+    fp8_request_free(q);
+    rig_free(&g);
+}
+
+/* A paused waiting request is passed over by admission (one sequence at a time here), and
+ * a paused running one is preempted like any other when blocks run out. */
+static void test_pause_never_blocks_others(void **state)
+{
+    (void)state;
+    struct rig g;
+    rig_init(&g, 8, 4, 32, 1, 32, false);
+    int32_t a[10], b[10];
+    for (int i = 0; i < 10; i++) {
+        a[i] = 2 + i;
+        b[i] = 20 + i;
+    }
+    struct fp8_err err = {{0}};
+    struct fp8_req_params p = greedy(20);
+    struct fp8_request *qa, *qb;
+    assert_int_equal(fp8_sched_submit(&g.s, 1, a, 10, &p, &qa, &err), 0);
+    assert_int_equal(fp8_sched_submit(&g.s, 2, b, 10, &p, &qb, &err), 0);
+    assert_int_equal(fp8_sched_pause(&g.s, 1, true), 0); /* first in line, paused */
+    step_ok(&g.s);
+    assert_int_equal(qb->state, FP8_REQ_RUNNING);
+    assert_int_equal(qa->state, FP8_REQ_WAITING);
+    assert_int_equal(qa->usage.completion_tokens, 0);
+    while (qb->state != FP8_REQ_FINISHED)
+        step_ok(&g.s);
+    expect_reference(&g, qb);
+    assert_int_equal(fp8_sched_pause(&g.s, 1, false), 0);
+    while (!fp8_sched_idle(&g.s))
+        step_ok(&g.s);
+    expect_reference(&g, qa);
+    struct fp8_request *q;
+    while (fp8_sched_reap(&g.s, &q))
+        fp8_request_free(q);
+    rig_free(&g);
+
+    /* Two sequences, a pool for one at full length: b, paused, is preempted as a grows. */
+    rig_init(&g, 8, 4, 32, 4, 32, false);
+    assert_int_equal(fp8_sched_submit(&g.s, 1, a, 10, &p, &qa, &err), 0);
+    assert_int_equal(fp8_sched_submit(&g.s, 2, b, 10, &p, &qb, &err), 0);
+    step_ok(&g.s);
+    assert_int_equal(qb->state, FP8_REQ_RUNNING);
+    assert_int_equal(fp8_sched_pause(&g.s, 2, true), 0);
+    while (qa->state != FP8_REQ_FINISHED)
+        step_ok(&g.s);
+    assert_int_equal(qb->state, FP8_REQ_WAITING);
+    assert_int_equal(qb->kv.n_blocks, 0);
+    assert_int_equal(qb->usage.n_preemptions, 1);
+    assert_int_equal(qb->usage.completion_tokens, 1);
+    assert_int_equal(fp8_sched_step(&g.s, &err), 0); /* paused and waiting: not admitted */
+    assert_int_equal(fp8_sched_pause(&g.s, 2, false), 0);
+    while (!fp8_sched_idle(&g.s))
+        step_ok(&g.s);
+    expect_reference(&g, qa);
+    expect_reference(&g, qb);
+    assert_int_equal(g.s.kv.n_free, 8);
+    while (fp8_sched_reap(&g.s, &q))
+        fp8_request_free(q);
+    rig_free(&g);
+}
+
 static void test_priority_then_fcfs(void **state)
 {
     (void)state;
@@ -570,6 +690,8 @@ int main(void)
         cmocka_unit_test(test_pool_too_small_for_max_model_len),
         cmocka_unit_test(test_cancel_frees_blocks_at_once),
         cmocka_unit_test(test_preempt_newest_and_recompute),
+        cmocka_unit_test(test_pause_resume),
+        cmocka_unit_test(test_pause_never_blocks_others),
         cmocka_unit_test(test_priority_then_fcfs),
         cmocka_unit_test(test_chunked_prefill_beside_decode),
         cmocka_unit_test(test_model_failure_finishes_batch_with_error),
