@@ -222,17 +222,11 @@ int cmd_bench(int argc, char **argv)
 
     fp8d_opts_init(&o);
     for (int i = 1; i < argc;) {
-        int rc = fp8d_opts_parse(&o, argc, argv, &i, &err);
-        if (rc < 0) {
-            fprintf(stderr, "fp8d bench: %s\n", err.msg);
-            return 2;
-        }
+        int rc = fp8d_opts_next(&o, argc, argv, &i, "bench", usage, &status);
+        if (rc < 0)
+            return status;
         if (rc > 0)
             continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
         if (!strcmp(argv[i], "--json")) {
             a.json = true;
             i++;

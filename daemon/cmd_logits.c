@@ -45,17 +45,11 @@ int cmd_logits(int argc, char **argv)
 
     fp8d_opts_init(&o);
     for (int i = 1; i < argc;) {
-        int rc = fp8d_opts_parse(&o, argc, argv, &i, &err);
-        if (rc < 0) {
-            fprintf(stderr, "fp8d logits: %s\n", err.msg);
-            return 2;
-        }
+        int rc = fp8d_opts_next(&o, argc, argv, &i, "logits", usage, &status);
+        if (rc < 0)
+            return status;
         if (rc > 0)
             continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
         if ((!strcmp(argv[i], "--tokens") || !strcmp(argv[i], "--out")) && i + 1 < argc) {
             *(!strcmp(argv[i], "--tokens") ? &tokens_arg : &out_path) = argv[i + 1];
             i += 2;

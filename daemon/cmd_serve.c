@@ -164,11 +164,9 @@ int cmd_serve(int argc, char **argv)
     fp8d_opts_init(&o);
     fp8d_server_opts_init(&so);
     for (int i = 1; i < argc;) {
-        int rc = fp8d_opts_parse(&o, argc, argv, &i, &err);
-        if (rc < 0) {
-            fprintf(stderr, "fp8d serve: %s\n", err.msg);
-            return 2;
-        }
+        int rc = fp8d_opts_next(&o, argc, argv, &i, "serve", usage, &status);
+        if (rc < 0)
+            return status;
         if (rc > 0)
             continue;
         rc = parse_serve(&so, &log_file, &level_name, argc, argv, &i);
@@ -176,10 +174,6 @@ int cmd_serve(int argc, char **argv)
             return 2;
         if (rc > 0)
             continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
         fprintf(stderr, "fp8d serve: unexpected argument '%s'\n", argv[i]);
         usage(stderr);
         return 2;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,6 +190,26 @@ int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct f
         o->top_k_set |= table[k].dst == &sp->top_k;
         *i += 2;
         return 1;
+    }
+    return 0;
+}
+
+int fp8d_opts_next(struct fp8d_opts *o, int argc, char **argv, int *i, const char *cmd,
+                   void (*usage)(FILE *), int *exit_status)
+{
+    struct fp8_err err = {{0}};
+    int rc = fp8d_opts_parse(o, argc, argv, i, &err);
+    if (rc < 0) {
+        fprintf(stderr, "fp8d %s: %s\n", cmd, err.msg);
+        *exit_status = 2;
+        return -1;
+    }
+    if (rc > 0)
+        return 1;
+    if (!strcmp(argv[*i], "--help") || !strcmp(argv[*i], "-h")) {
+        usage(stdout);
+        *exit_status = 0;
+        return -1;
     }
     return 0;
 }

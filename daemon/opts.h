@@ -4,6 +4,7 @@
 #define FP8D_DAEMON_OPTS_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -38,6 +39,13 @@ void fp8d_opts_init(struct fp8d_opts *o);
  * (the caller's own option or an argument), or a negative errno with a message naming
  * the option and the accepted values. */
 int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct fp8_err *err);
+
+/* One step of a command's argument loop: the shared options above, then --help/-h.
+ * Returns 1 when argv[*i] was taken (*i advanced), 0 when it is the command's own, and -1
+ * when the command must return *exit_status now: 2 after "fp8d CMD: <message>" on stderr
+ * for a bad shared option, 0 after usage(stdout) for --help. */
+int fp8d_opts_next(struct fp8d_opts *o, int argc, char **argv, int *i, const char *cmd,
+                   void (*usage)(FILE *), int *exit_status);
 
 /* Help text for these options, for the commands' --help. */
 extern const char fp8d_opts_help[];
