@@ -119,8 +119,6 @@ static int run_requests(const struct fp8d_opts *o, const char *path, bool chat,
     struct fp8_engine e = {0};
     FILE *in = NULL;
     int rc;
-    if (o->config_file)
-        return fp8_err_set(err, -ENOTSUP, "--config is read by serve only");
     if (!(in = fopen(path, "r")))
         return fp8_err_set(err, -errno, "--requests %s: %s", path, strerror(errno));
     if ((rc = fp8_backend_create(o->backend, &be, err)) < 0)

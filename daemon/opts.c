@@ -198,7 +198,12 @@ int fp8d_opts_next(struct fp8d_opts *o, int argc, char **argv, int *i, const cha
                    void (*usage)(FILE *), int *exit_status)
 {
     struct fp8_err err = {{0}};
-    int rc = fp8d_opts_parse(o, argc, argv, i, &err);
+    int rc;
+    /* Refused, not ignored, where they would have no effect. */
+    if (strcmp(cmd, "serve") && (!strcmp(argv[*i], "--endpoint") || !strcmp(argv[*i], "--config")))
+        rc = fp8_err_set(&err, -EINVAL, "%s is read by serve only", argv[*i]);
+    else
+        rc = fp8d_opts_parse(o, argc, argv, i, &err);
     if (rc < 0) {
         fprintf(stderr, "fp8d %s: %s\n", cmd, err.msg);
         *exit_status = 2;

@@ -41,6 +41,7 @@ void fp8d_opts_init(struct fp8d_opts *o);
 int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct fp8_err *err);
 
 /* One step of a command's argument loop: the shared options above, then --help/-h.
+ * --endpoint and --config are refused for every command but serve.
  * Returns 1 when argv[*i] was taken (*i advanced), 0 when it is the command's own, and -1
  * when the command must return *exit_status now: 2 after "fp8d CMD: <message>" on stderr
  * for a bad shared option, 0 after usage(stdout) for --help. */

@@ -13,8 +13,6 @@ int fp8d_single_open(struct fp8d_single *s, const struct fp8d_opts *o, int32_t m
     int rc;
     if (!o->model_dir == !o->synthetic)
         return fp8_err_set(err, -EINVAL, "one of --model DIR or --synthetic PRESET is required");
-    if (o->config_file)
-        return fp8_err_set(err, -ENOTSUP, "--config is read by serve only");
     if (o->max_model_len && max_len > o->max_model_len)
         return fp8_err_set(err, -E2BIG, "%d tokens exceed --max-model-len %d", max_len,
                            o->max_model_len);

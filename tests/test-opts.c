@@ -95,6 +95,40 @@ static void test_errors(void **state)
     }
 }
 
+/* The command-loop step: --help and bad values end the command with their exit status;
+ * serve-only options are refused elsewhere instead of being ignored. */
+static void noop_usage(FILE *f)
+{
+    (void)f;
+}
+
+static void test_next_step(void **state)
+{
+    (void)state;
+    struct fp8d_opts o;
+    int status = -1, i = 0;
+    fp8d_opts_init(&o);
+    char *help[] = {"--help"};
+    assert_int_equal(fp8d_opts_next(&o, 1, help, &i, "run", noop_usage, &status), -1);
+    assert_int_equal(status, 0);
+    char *mine[] = {"--chat"};
+    assert_int_equal(fp8d_opts_next(&o, 1, mine, &i, "run", noop_usage, &status), 0);
+    char *seed[] = {"--seed", "3"};
+    assert_int_equal(fp8d_opts_next(&o, 2, seed, &i, "run", noop_usage, &status), 1);
+    assert_int_equal(i, 2);
+    char *bad[] = {"--top-k", "x"};
+    i = 0;
+    assert_int_equal(fp8d_opts_next(&o, 2, bad, &i, "run", noop_usage, &status), -1);
+    assert_int_equal(status, 2);
+    char *ep[] = {"--endpoint", "ipc:///tmp/x"};
+    status = -1;
+    assert_int_equal(fp8d_opts_next(&o, 2, ep, &i, "logits", noop_usage, &status), -1);
+    assert_int_equal(status, 2);
+    assert_null(o.endpoint);
+    assert_int_equal(fp8d_opts_next(&o, 2, ep, &i, "serve", noop_usage, &status), 1);
+    assert_string_equal(o.endpoint, "ipc:///tmp/x");
+}
+
 static void test_token_list(void **state)
 {
     (void)state;
@@ -119,6 +153,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_next_step),
         cmocka_unit_test(test_token_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
