@@ -17,6 +17,11 @@ need_cmd pkg-config pkg-config
 need_cmd cc gcc
 need_cmd clang clang
 need_cmd npm npm
+# libFuzzer's runtime is only a Recommends of clang: check that a fuzz target links.
+if command -v clang >/dev/null 2>&1; then
+  echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' |
+    clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1 || missing="$missing libclang-rt-dev"
+fi
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc libzmq libzmq3-dev
   # msgpack-c is called msgpack-c (Ubuntu 24.04, Debian 13) or msgpack (Debian 12).
