@@ -28,8 +28,9 @@
  *   query_pre_attn_scalar 168 and linear rope scaling, plus logit soft-capping; 2 layers
  *   (sliding, global), hidden and MLP 1024, sliding window 20, so decode steps at
  *   positions 40-63 see windows starting mid-block (blocks of 4). Bounds as the head_dim
- *   128 Qwen3's (the same flat N(0, 0.02) logits). Graph and eager logits must be
- *   bit-identical, and greedy generation too (head_dim 256).
+ *   128 Qwen3's (the same flat N(0, 0.02) logits). For all three synthetic models the
+ *   graph and eager logits must be bit-identical; greedy generation too (gemma3 head_dim
+ *   256).
  * - Qwen3-MoE fails at load on cuda with a message naming what is missing. */
 #include <errno.h>
 #include <jansson.h>
