@@ -239,8 +239,10 @@ extern "C" size_t fp8_cuda_gemm_e4m3_workspace(int32_t rows, int32_t in, int32_t
 }
 
 /* The cached plan for a shape, or a new one: descriptors and the heuristic's best
- * algorithm. NULL with err set when cuBLASLt has none. */
-static gemm_plan *plan_get(struct fp8_cuda_gemm *g, const gemm_key &k, struct fp8_err *err)
+ * algorithm. NULL with err set when cuBLASLt has none. The heuristic refuses vector scale
+ * modes without scale pointers: sa, sb (this call's) are set first. */
+static gemm_plan *plan_get(struct fp8_cuda_gemm *g, const gemm_key &k, const float *sa,
+                           const float *sb, struct fp8_err *err)
 {
     for (int i = 0; i < g->n_plans; i++)
         if (!memcmp(&g->plans[i].key, &k, sizeof(k)))
@@ -267,6 +269,12 @@ static gemm_plan *plan_get(struct fp8_cuda_gemm *g, const gemm_key &k, struct fp
     if (st == CUBLAS_STATUS_SUCCESS && outer)
         st = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec,
                                             sizeof(vec));
+    if (st == CUBLAS_STATUS_SUCCESS && outer)
+        st = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa,
+                                            sizeof(sa));
+    if (st == CUBLAS_STATUS_SUCCESS && outer)
+        st = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb,
+                                            sizeof(sb));
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatrixLayoutCreate(&p.la, CUDA_R_8F_E4M3, (uint64_t)k.in, (uint64_t)k.out,
                                         k.in);
@@ -357,14 +365,14 @@ extern "C" int fp8_cuda_gemm_e4m3(struct fp8_cuda_gemm *g, void *y, int32_t y_f3
                            "%zu bytes needed, %zu given", (int)rows, (int)in, (int)out, l.total,
                            workspace ? workspace_bytes : (size_t)0);
     const bool outer = c.scales == FP8_CUDA_GEMM_SCALES_OUTER;
-    const gemm_key k = {rows, in, out, y_f32 ? 1 : 0, c.scales};
-    gemm_plan *p = plan_get(g, k, err);
-    if (!p)
-        return -ENOTSUP;
-    cudaStream_t st = (cudaStream_t)stream;
     uint8_t *ws = (uint8_t *)workspace;
     uint8_t *hi = ws, *lo = c.terms == 2 ? ws + l.lo : NULL;
     float *qs = (float *)(ws + l.qs), *qs16 = (float *)(ws + l.qs16);
+    const gemm_key k = {rows, in, out, y_f32 ? 1 : 0, c.scales};
+    gemm_plan *p = plan_get(g, k, scale, qs, err);
+    if (!p)
+        return -ENOTSUP;
+    cudaStream_t st = (cudaStream_t)stream;
     quant_rows_kernel<<<(unsigned)rows, kQuantThreads, 0, st>>>(hi, lo, qs, qs16, x, in);
     int rc = fp8_cuda_check(cudaGetLastError(), err, "linear fp8 gemm (rows=%d in=%d): "
                             "activation quantization", (int)rows, (int)in);
