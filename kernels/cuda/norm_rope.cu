@@ -14,6 +14,7 @@ rmsnorm_kernel(uint16_t *y, const uint16_t *x, uint16_t *residual, const float *
                int dim, float eps, bool plus_one)
 {
     fp8_launch_dependents();
+    fp8_grid_wait();
     const size_t row = (size_t)blockIdx.x * dim;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < dim; i += kNormThreads) {
@@ -59,6 +60,7 @@ struct qk_args {
 __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
 {
     fp8_launch_dependents();
+    fp8_grid_wait();
     const int heads = a.n_heads + 2 * a.n_kv;
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -122,17 +124,14 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
 __global__ void glu_kernel(uint16_t *y, const uint16_t *gu, int rows, int inter, int act)
 {
     fp8_launch_dependents();
+    fp8_grid_wait();
     const size_t n = (size_t)rows * inter;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / inter, c = i % inter;
         const float g = fp8_bf16_bits_to_f32(gu[r * 2 * inter + c]);
         const float u = fp8_bf16_bits_to_f32(gu[r * 2 * inter + inter + c]);
-        const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
-        const float f = act == FP8_CUDA_GLU_SILU
-                            ? g / (1.0f + expf(-g))
-                            : 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
-        y[i] = fp8_f32_to_bf16_bits(f * u);
+        y[i] = fp8_f32_to_bf16_bits(fp8_glu_act_f32(g, act) * u);
     }
 }
 
@@ -149,8 +148,10 @@ int fp8_cuda_glu(uint16_t *y, const uint16_t *gu, int32_t rows, int32_t inter,
                            (int)rows, (int)inter, (int)act);
     const size_t n = (size_t)rows * inter;
     const unsigned blocks = (unsigned)(n / 256 + 1 < 4096 ? n / 256 + 1 : 4096);
-    glu_kernel<<<blocks, 256, 0, (cudaStream_t)stream>>>(y, gu, rows, inter, (int)act);
-    return fp8_cuda_check(cudaGetLastError(), err, "glu(rows=%d inter=%d act=%d)", (int)rows,
+    return fp8_cuda_check(fp8_cuda_launch_pdl(glu_kernel, dim3(blocks), dim3(256),
+                                              (cudaStream_t)stream, y, gu, (int)rows,
+                                              (int)inter, (int)act),
+                          err, "glu(rows=%d inter=%d act=%d)", (int)rows,
                           (int)inter, (int)act);
 }
 
@@ -162,9 +163,10 @@ int fp8_cuda_rmsnorm(uint16_t *y, const uint16_t *x, uint16_t *residual, const f
         return fp8_err_set(err, -EINVAL,
                            "rmsnorm(rows=%d dim=%d eps=%g): NULL tensor, empty shape or bad eps",
                            (int)rows, (int)dim, (double)eps);
-    rmsnorm_kernel<<<(unsigned)rows, kNormThreads, 0, (cudaStream_t)stream>>>(
-        y, x, residual, weight, dim, eps, plus_one != 0);
-    return fp8_cuda_check(cudaGetLastError(), err, "rmsnorm(rows=%d dim=%d residual=%s)",
+    return fp8_cuda_check(fp8_cuda_launch_pdl(rmsnorm_kernel, dim3((unsigned)rows),
+                                              dim3(kNormThreads), (cudaStream_t)stream, y, x,
+                                              residual, weight, (int)dim, eps, plus_one != 0),
+                          err, "rmsnorm(rows=%d dim=%d residual=%s)",
                           (int)rows, (int)dim, residual ? "yes" : "no");
 }
 
@@ -210,8 +212,10 @@ int fp8_cuda_qk_norm_rope_kv_write(uint16_t *q_out, const uint16_t *qkv, const f
     a.n_slots_total = (int)slots_total;
     a.eps = eps;
     const int64_t warps = (int64_t)n_tokens * (n_heads + 2 * kv->n_kv_heads);
-    qk_norm_rope_kv_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, (cudaStream_t)stream>>>(a);
-    return fp8_cuda_check(cudaGetLastError(), err,
+    return fp8_cuda_check(fp8_cuda_launch_pdl(qk_norm_rope_kv_kernel,
+                                              dim3((unsigned)((warps + 3) / 4)), dim3(128),
+                                              (cudaStream_t)stream, a),
+                          err,
                           "qk_norm_rope_kv_write(n_tokens=%d n_heads=%d n_kv_heads=%d)",
                           (int)n_tokens, (int)n_heads, (int)kv->n_kv_heads);
 }
