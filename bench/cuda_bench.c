@@ -216,10 +216,7 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
            g_reps);
     printf("%-8s %6s %6s %5s %3s %10s %9s %7s %s\n", "op", "in", "out", "rows", "mt", "us",
            "GB/s", "%copy", "(other m_tiles: us)");
-    float *norm_w = dalloc_fill_f32(Q_DIM, 1.0f);
-    uint16_t *norm_out = dalloc(2ull * FP8_CUDA_GEMV_MAX_ROWS * Q_DIM);
-    int32_t *counter = dalloc(sizeof(int32_t));
-    CHECK(fp8_cuda_memset(counter, 0, sizeof(int32_t), stream, &err));
+    float *norm_w = dalloc_fill_f32(Q_INTER, 1.0f);
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         struct gemv_ctx g;
         gemv_ctx_build(&g, &shapes[s], dev->l2_bytes, stream);
@@ -239,18 +236,17 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
                 g.cfg = &c;
                 printf(" mt%d %.2f", mt, time_median(gemv_launch, &g, stream, g_reps / 2) * 1e3);
             }
-            /* the fusion the model runs on this shape: glu (gate_up), residual add and
-             * the next norm (o, down) */
-            const struct fp8_cuda_gemv_fuse f_glu = {1, FP8_CUDA_GLU_SILU, 0, NULL, 0.0f, 0,
-                                                     NULL, NULL},
-                                            f_add = {0, 0, 1, norm_w, 1e-6f, 0, norm_out,
-                                                     counter};
-            const struct fp8_cuda_gemv_fuse *f = s == 2 ? &f_glu : s == 1 || s == 3 ? &f_add
-                                                                                    : NULL;
+            /* the fusion the model runs on this shape: norm (qkv), norm + glu (gate_up),
+             * residual add (o, down) */
+            const struct fp8_cuda_gemv_fuse f_norm = {norm_w, 1e-6f, 0, 0, 0, 0},
+                                            f_glu = {norm_w, 1e-6f, 0, 1, FP8_CUDA_GLU_SILU, 0},
+                                            f_add = {NULL, 0.0f, 0, 0, 0, 1};
+            const struct fp8_cuda_gemv_fuse *f = s == 0 ? &f_norm : s == 2 ? &f_glu
+                                               : s == 1 || s == 3 ? &f_add : NULL;
             if (f && (!f->glu || g.rows <= 32)) {
                 g.cfg = NULL;
                 g.fuse = f;
-                printf(" fused(%s) %.2f", s == 2 ? "glu" : "add+norm",
+                printf(" fused(%s) %.2f", s == 0 ? "norm" : s == 2 ? "norm+glu" : "add",
                        time_median(gemv_launch, &g, stream, g_reps / 2) * 1e3);
                 g.fuse = NULL;
             }
@@ -259,8 +255,6 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
         gemv_ctx_free(&g);
     }
     fp8_cuda_free(norm_w);
-    fp8_cuda_free(norm_out);
-    fp8_cuda_free(counter);
     printf("(GB/s counts weights + scales + activations; %%copy is against %.1f GB/s)\n\n",
            g_copy_gbs);
 }
@@ -346,24 +340,32 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
         void *ws = plan.workspace_bytes ? dalloc(plan.workspace_bytes) : NULL;
         const float eps = 1e-6f, sm = 0.08838834764831845f;
 
-        /* mode 0: the unfused kernels; 1: glu, residual adds and norms fused into the
-         * GEMVs (what the model runs); 2: mode 1 without q/k-norm + attention (their
-         * share is the difference) */
-        int32_t *counter = dalloc(sizeof(int32_t));
-        CHECK(fp8_cuda_memset(counter, 0, sizeof(int32_t), stream, &err));
-        const struct fp8_cuda_gemv_fuse f_glu = {1, FP8_CUDA_GLU_SILU, 0, NULL, 0.0f, 0, NULL, NULL},
-                                        f_add = {0, 0, 1, norm_w, eps, 0, xn, counter};
+        /* mode 0: the unfused kernels; 1: norms (up to 8 rows), glu and residual adds
+         * fused into the GEMVs, a norm kernel before qkv and gate_up above 8 rows (what the
+         * backend runs); 2: mode 1 without q/k-norm + attention (their share is the
+         * difference) */
+        const int in_gemv = b <= 8;
+        const struct fp8_cuda_gemv_fuse f_norm = {norm_w, eps, 0, 0, 0, 0},
+                                        f_glu = {in_gemv ? norm_w : NULL, eps, 0, 1,
+                                                 FP8_CUDA_GLU_SILU, 0},
+                                        f_add = {NULL, 0.0f, 0, 0, 0, 1};
         static const char *const names[] = {"unfused", "fused", "fused, no attention"};
         for (int mode = 0; mode < 3; mode++) {
             void *exec = NULL;
             CHECK(fp8_cuda_graph_capture_begin(stream, &err));
-            if (mode > 0)
-                CHECK(fp8_cuda_rmsnorm(xn, h, NULL, norm_w, b, Q_DIM, eps, 0, stream, &err));
             for (int l = 0; l < Q_LAYERS; l++) {
-                if (mode == 0)
+                if (mode == 0) {
                     CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
-                CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n,
-                                         NULL, stream, &err));
+                    CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n,
+                                             NULL, stream, &err));
+                } else if (in_gemv) {
+                    CHECK(fp8_cuda_gemv_e4m3_fused(qkv, 0, h, L[l].w[0], L[l].s[0], b, Q_DIM,
+                                                   qkv_n, &f_norm, NULL, stream, &err));
+                } else {
+                    CHECK(fp8_cuda_rmsnorm(xn, h, NULL, norm_w, b, Q_DIM, eps, 0, stream, &err));
+                    CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n,
+                                             NULL, stream, &err));
+                }
                 if (mode < 2) {
                     CHECK(fp8_cuda_qk_norm_rope_kv_write(q, qkv, qk_w, qk_w, eps, 0, inv_freq,
                                                          1.0f, pos, slot, &kv[l], b, Q_HEADS,
@@ -385,14 +387,17 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
                     CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, ao, L[l].w[1], L[l].s[1], b,
                                                    Q_HEADS * hd, Q_DIM, &f_add, NULL, stream,
                                                    &err));
-                    CHECK(fp8_cuda_gemv_e4m3_fused(act, 0, xn, L[l].w[2], L[l].s[2], b, Q_DIM,
-                                                   2 * Q_INTER, &f_glu, NULL, stream, &err));
+                    if (!in_gemv)
+                        CHECK(fp8_cuda_rmsnorm(xn, h, NULL, norm_w, b, Q_DIM, eps, 0, stream,
+                                               &err));
+                    CHECK(fp8_cuda_gemv_e4m3_fused(act, 0, in_gemv ? h : xn, L[l].w[2],
+                                                   L[l].s[2], b, Q_DIM, 2 * Q_INTER, &f_glu,
+                                                   NULL, stream, &err));
                     CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, act, L[l].w[3], L[l].s[3], b,
                                                    Q_INTER, Q_DIM, &f_add, NULL, stream, &err));
                 }
             }
-            if (mode == 0)
-                CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
+            CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
             CHECK(fp8_cuda_gemv_e4m3(logits, 1, xn, lm, lm_s, b, Q_DIM, Q_VOCAB, NULL, stream,
                                      &err));
             CHECK(fp8_cuda_graph_capture_end(stream, &exec, &err));
@@ -413,7 +418,7 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
             fp8_cuda_free(kv[l].v_scale);
         }
         void *bufs[] = {bt, len, pos, slot, norm_w, qk_w, inv_freq, h, xn, qkv, q, ao, po, gu,
-                        act, logits, ws, counter};
+                        act, logits, ws};
         for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
             fp8_cuda_free(bufs[i]);
     }

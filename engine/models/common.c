@@ -258,7 +258,7 @@ void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n)
     op->linear(m->be, &hb2, &w->w_down, &xb2);
 }
 
-void model_attention_fused(struct fp8_model *m, int32_t l, int32_t n)
+void model_attention_residual(struct fp8_model *m, int32_t l, int32_t n)
 {
     const struct fp8_model_config *c = &m->cfg;
     const struct fp8_backend_ops *op = m->be->ops;
@@ -267,14 +267,13 @@ void model_attention_fused(struct fp8_model *m, int32_t l, int32_t n)
                       xb2 = model_rows(&m->xb2, n);
     struct fp8_tensor qkv = model_rows(&m->qkv, n), att = model_rows(&m->att, n);
 
-    op->linear(m->be, &xb, &w->wqkv, &qkv);
+    op->rms_norm_linear(m->be, &x, &w->attn_norm, c->rms_norm_eps, m->norm_kind, &w->wqkv, &xb,
+                        &qkv);
     attention_core(m, l, n);
-    op->linear_add_rms_norm(m->be, &att, &w->wo, &xb2, &x, &w->mlp_norm, c->rms_norm_eps,
-                            m->norm_kind, &xb);
+    op->linear_add(m->be, &att, &w->wo, &xb2, &x);
 }
 
-void model_dense_mlp_fused(struct fp8_model *m, int32_t l, int32_t n,
-                           const struct fp8_tensor *next_norm)
+void model_dense_mlp_residual(struct fp8_model *m, int32_t l, int32_t n)
 {
     const struct fp8_model_config *c = &m->cfg;
     const struct fp8_backend_ops *op = m->be->ops;
@@ -282,7 +281,7 @@ void model_dense_mlp_fused(struct fp8_model *m, int32_t l, int32_t n,
     struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
                       xb2 = model_rows(&m->xb2, n), hb, hb2;
     mlp_views(m, n, &hb, &hb2);
-    op->linear_glu(m->be, &xb, &w->w_gate_up, m->act, &hb, &hb2);
-    op->linear_add_rms_norm(m->be, &hb2, &w->w_down, &xb2, &x, next_norm, c->rms_norm_eps,
-                            m->norm_kind, &xb);
+    op->rms_norm_linear_glu(m->be, &x, &w->mlp_norm, c->rms_norm_eps, m->norm_kind,
+                            &w->w_gate_up, m->act, &xb, &hb, &hb2);
+    op->linear_add(m->be, &hb2, &w->w_down, &xb2, &x);
 }

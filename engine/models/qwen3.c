@@ -37,18 +37,17 @@ void qwen3_forward(struct fp8_model *m, int32_t n)
         dense = dense && !c->layers[l].moe;
 
     op->embed(m->be, &m->embed, 1.0f, &x);
-    op->rms_norm(m->be, &x, &m->layers[0].attn_norm, c->rms_norm_eps, m->norm_kind, &xb);
     if (dense) {
-        /* fused: glu inside gate_up, the residual add and the next norm inside o and down
-         * (4 weight kernels + q/k-norm and attention per layer) */
+        /* fused: each norm inside the projection after it, each residual add inside the
+         * projection before it (4 weight kernels + q/k-norm and attention per layer) */
         for (int32_t l = 0; l < c->n_layers; l++) {
-            model_attention_fused(m, l, n);
-            model_dense_mlp_fused(m, l, n,
-                                  l + 1 < c->n_layers ? &m->layers[l + 1].attn_norm
-                                                      : &m->final_norm);
+            model_attention_residual(m, l, n);
+            model_dense_mlp_residual(m, l, n);
         }
+        op->rms_norm(m->be, &x, &m->final_norm, c->rms_norm_eps, m->norm_kind, &xb);
         return;
     }
+    op->rms_norm(m->be, &x, &m->layers[0].attn_norm, c->rms_norm_eps, m->norm_kind, &xb);
     for (int32_t l = 0; l < c->n_layers; l++) {
         struct fp8_layer *w = &m->layers[l];
         model_attention(m, l, n);

@@ -70,7 +70,6 @@ struct cuda_ctx {
     bool have_kv;
     struct fp8_kv_cache_desc kv;
 
-    int32_t *d_counter; /* the GEMV norm tail's finished-block counter (0 between launches) */
     void *ws; /* decode-attention partial results */
     size_t ws_cap;
     cublasLtHandle_t lt; /* prefill GEMMs */
@@ -1087,7 +1086,7 @@ void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struc
        &e);
 }
 
-/* One fused GEMV (decode rows) into y; fu says which fusions. */
+/* One fused GEMV (decode rows); fu says which fusions. */
 void gemv_fused(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
                 struct fp8_tensor *y, const struct fp8_cuda_gemv_fuse *fu)
 {
@@ -1099,61 +1098,103 @@ void gemv_fused(struct fp8_backend *be, const struct fp8_tensor *x, const struct
        &e);
 }
 
+/* Rows up to which the norm runs inside the GEMV's loop: there it costs every iteration
+ * (+4 us on qkv at 1 row, +10 us at 16, H100), so for more rows a separate norm kernel
+ * is cheaper. */
+constexpr int64_t kNormInGemvRows = 8;
+
+/* Up to kNormInGemvRows rows one GEMV with the norm inside; more rows the composition. */
+void cuda_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
+                          const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                          const struct fp8_tensor *w, struct fp8_tensor *xn,
+                          struct fp8_tensor *out)
+{
+    const char *op = "rms_norm_linear";
+    if (!active(be, op) || !check_linear(be, op, x, w, out, w ? w->ne[0] : 0, false) ||
+        !check_f32_vec(be, op, "norm_w", norm_w, w->ne[1]))
+        return;
+    if (fp8_tensor_rows(x) > kNormInGemvRows) {
+        cuda_rms_norm(be, x, norm_w, eps, kind, xn);
+        cuda_linear(be, xn, w, out);
+        return;
+    }
+    const struct fp8_cuda_gemv_fuse fu = {(const float *)norm_w->data, eps,
+                                          kind == FP8_NORM_RMS_PLUS_ONE, 0, 0, 0};
+    gemv_fused(be, x, w, out, &fu);
+}
+
 void cuda_glu(struct fp8_backend *be, const struct fp8_tensor *gate_up, enum fp8_glu_act act,
               struct fp8_tensor *out);
 
-/* Up to 32 rows one GEMV (gate and up tiles side by side, glu epilogue); more rows the
- * composition. */
-void cuda_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x,
-                     const struct fp8_tensor *w_gate_up, enum fp8_glu_act act,
-                     struct fp8_tensor *gate_up, struct fp8_tensor *out)
+/* Up to 32 rows the glu is the GEMV's epilogue (gate and up tiles side by side), with the
+ * norm inside it up to kNormInGemvRows rows and a norm kernel before it above; more rows
+ * the composition. */
+void cuda_rms_norm_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x,
+                              const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                              const struct fp8_tensor *w_gate_up, enum fp8_glu_act act,
+                              struct fp8_tensor *xn, struct fp8_tensor *gate_up,
+                              struct fp8_tensor *out)
 {
-    const char *op = "linear_glu";
-    const int64_t two = w_gate_up ? w_gate_up->ne[0] : 0;
-    if (!active(be, op) || !check_linear(be, op, x, w_gate_up, out, two / 2, false))
+    const char *op = "rms_norm_linear_glu";
+    const int64_t two = w_gate_up ? w_gate_up->ne[0] : 0, n = fp8_tensor_rows(x);
+    if (!active(be, op) || !check_linear(be, op, x, w_gate_up, out, two / 2, false) ||
+        !check_f32_vec(be, op, "norm_w", norm_w, w_gate_up->ne[1]))
         return;
     if (two % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH)) {
         fail(be, -EINVAL, "%s: odd gate_up rows %lld or unknown activation", op, (long long)two);
         return;
     }
-    if (fp8_tensor_rows(x) > 32) {
-        cuda_linear(be, x, w_gate_up, gate_up);
+    if (n > 32) {
+        cuda_rms_norm(be, x, norm_w, eps, kind, xn);
+        cuda_linear(be, xn, w_gate_up, gate_up);
         cuda_glu(be, gate_up, act, out);
         return;
     }
-    struct fp8_cuda_gemv_fuse fu;
-    memset(&fu, 0, sizeof(fu));
-    fu.glu = 1;
-    fu.glu_act = act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH;
+    struct fp8_cuda_gemv_fuse fu = {
+        (const float *)norm_w->data, eps, kind == FP8_NORM_RMS_PLUS_ONE, 1,
+        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH, 0};
+    if (n > kNormInGemvRows) {
+        cuda_rms_norm(be, x, norm_w, eps, kind, xn);
+        if (ctx_of(be)->err_code)
+            return;
+        fu.norm_w = NULL;
+        gemv_fused(be, xn, w_gate_up, out, &fu);
+        return;
+    }
     gemv_fused(be, x, w_gate_up, out, &fu);
 }
 
-/* Decode rows: one GEMV that adds into the residual and normalizes in its last block;
- * more rows (or a width the tail cannot take) the composition. */
-void cuda_linear_add_rms_norm(struct fp8_backend *be, const struct fp8_tensor *x,
-                              const struct fp8_tensor *w, struct fp8_tensor *y,
-                              struct fp8_tensor *residual, const struct fp8_tensor *norm_w,
-                              float eps, enum fp8_norm kind, struct fp8_tensor *out)
+/* residual = bf16(residual + x), as rmsnorm_kernel's residual update. */
+__global__ void add_bf16_kernel(uint16_t *residual, const uint16_t *x, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        residual[i] = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(x[i]) +
+                                           fp8_bf16_bits_to_f32(residual[i]));
+}
+
+void cuda_linear_add(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                     struct fp8_tensor *y, struct fp8_tensor *residual)
 {
     cuda_ctx *c = ctx_of(be);
-    const char *op = "linear_add_rms_norm";
-    if (!active(be, op) || !check_linear(be, op, x, w, residual, w ? w->ne[0] : 0, false) ||
-        !check_f32_vec(be, op, "norm_w", norm_w, w->ne[0]) ||
-        !check_act(be, op, "out", out, fp8_tensor_rows(x), w->ne[0]))
+    const char *op = "linear_add";
+    if (!active(be, op) || !check_linear(be, op, x, w, residual, w ? w->ne[0] : 0, false))
         return;
-    if (fp8_tensor_rows(x) > FP8_CUDA_GEMV_MAX_ROWS || w->ne[0] % 8) {
+    const int64_t n = fp8_tensor_rows(x);
+    if (n > FP8_CUDA_GEMV_MAX_ROWS) {
+        if (!check_act(be, op, "y", y, n, w->ne[0]))
+            return;
         cuda_linear(be, x, w, y);
-        cuda_add_rms_norm(be, residual, y, norm_w, eps, kind, out);
+        if (c->err_code)
+            return;
+        const size_t ne = (size_t)n * (size_t)w->ne[0];
+        add_bf16_kernel<<<(unsigned)(ne / 256 + 1 < 4096 ? ne / 256 + 1 : 4096), 256, 0,
+                          c->stream>>>((uint16_t *)residual->data, (const uint16_t *)y->data,
+                                       ne);
+        launched(be, op);
         return;
     }
-    struct fp8_cuda_gemv_fuse fu;
-    memset(&fu, 0, sizeof(fu));
-    fu.add = 1;
-    fu.norm_w = (const float *)norm_w->data;
-    fu.eps = eps;
-    fu.plus_one = kind == FP8_NORM_RMS_PLUS_ONE;
-    fu.norm_out = (uint16_t *)out->data;
-    fu.counter = c->d_counter;
+    const struct fp8_cuda_gemv_fuse fu = {NULL, 0.0f, 0, 0, 0, 1};
     gemv_fused(be, x, w, residual, &fu);
 }
 
@@ -1388,7 +1429,6 @@ void cuda_destroy(struct fp8_backend *be)
     cudaFree(c->wide);
     cudaFree(c->acc);
     cudaFree(c->lt_ws);
-    cudaFree(c->d_counter);
     if (c->lt)
         cublasLtDestroy(c->lt);
     cudaFree(c->d_step);
@@ -1413,8 +1453,9 @@ const struct fp8_backend_ops cuda_ops = {
     .rms_norm = cuda_rms_norm,
     .add_rms_norm = cuda_add_rms_norm,
     .linear = cuda_linear,
-    .linear_glu = cuda_linear_glu,
-    .linear_add_rms_norm = cuda_linear_add_rms_norm,
+    .rms_norm_linear = cuda_rms_norm_linear,
+    .rms_norm_linear_glu = cuda_rms_norm_linear_glu,
+    .linear_add = cuda_linear_add,
     .rope = NULL,
     .kv_write = NULL,
     .qk_norm_rope_kv_write = cuda_qk_norm_rope_kv_write,
@@ -1461,14 +1502,8 @@ extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err 
         rc = fp8_err_set(err, -EIO, "backend cuda: cublasLtCreate: %s", lt_status(st));
     } else if ((rc = dev_alloc(c, &c->lt_ws, kLtWorkspace, err)) < 0) {
         fp8_err_prefix(err, rc, "backend cuda: GEMM workspace");
-    } else if ((rc = dev_alloc(c, (void **)&c->d_counter, sizeof(int32_t), err)) < 0 ||
-               (rc = fp8_cuda_check(cudaMemset(c->d_counter, 0, sizeof(int32_t)), err,
-                                    "counter clear")) < 0) {
-        fp8_err_prefix(err, rc, "backend cuda: GEMV counter");
     }
     if (rc < 0) {
-        cudaFree(c->d_counter);
-        cudaFree(c->lt_ws);
         if (c->lt)
             cublasLtDestroy(c->lt);
         cudaStreamDestroy(c->stream);

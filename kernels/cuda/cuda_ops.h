@@ -104,27 +104,24 @@ int fp8_cuda_gemv_e4m3(void *y,                /* (rows, out) bf16, or fp32 if y
                        struct fp8_err *err);
 
 /* Fusions of the decode step into the GEMV (each saves a kernel and its gap per layer):
+ * - norm_w (non-NULL): x is RMS-normalized first, as fp8_cuda_rmsnorm without residual
+ *   (eps, plus_one likewise): y = (x / rms(x) * w') W^T. The block sums each row's
+ *   squares while it streams x and applies 1 / rms at the end, so the bf16 rounding falls
+ *   on x * w' instead of x / rms * w' (same relative size, 2^-9).
  * - glu: w is the fused (2 I, in) gate_up weight (gate rows, then up rows; out = 2 I,
  *   even) and y (rows, I) = bf16(act(bf16 gate) * bf16 up), bit-identical to the GEMV
  *   followed by fp8_cuda_glu. Needs bf16 y, m_tiles 2 (the gate tile and its up tile;
- *   picked when cfg is NULL), at most 32 rows, and no other fusion.
+ *   picked when cfg is NULL) and at most 32 rows.
  * - add: y (bf16) += result, rounded as fp8_cuda_rmsnorm's residual add of the bf16
  *   result (bf16 of the fp32 sum of the two bf16 values): bit-identical to the GEMV into
- *   a scratch followed by that add.
- * - norm_w (non-NULL): afterwards norm_out (rows, out) = the rows of y RMS-normalized as
- *   fp8_cuda_rmsnorm without residual does (eps, plus_one likewise; the sum of squares
- *   in another order). The grid's last block does it, found through *counter: an int32
- *   in device memory that is 0 before the launch and 0 again after it (one counter may
- *   serve every launch of a stream). Needs bf16 y, out a multiple of 8. */
+ *   a scratch followed by that add. */
 struct fp8_cuda_gemv_fuse {
+    const float *norm_w;     /* (in) f32, 16-byte aligned, or NULL */
+    float eps;
+    int32_t plus_one;
     int32_t glu;             /* nonzero: glu epilogue with glu_act */
     int32_t glu_act;         /* enum fp8_cuda_glu_act */
     int32_t add;
-    const float *norm_w;     /* (out) f32, or NULL */
-    float eps;
-    int32_t plus_one;
-    uint16_t *norm_out;      /* (rows, out) bf16 */
-    int32_t *counter;
 };
 
 /* fp8_cuda_gemv_e4m3 with the fusions above (fuse NULL: none). With glu, y is

@@ -23,17 +23,20 @@
  *
  * Fusions (fp8_cuda_gemv_e4m3_fused), each removing a small kernel and its gap from the
  * decode step:
+ * - RMSNorm prologue: x is normalized on the fly. Every x element is loaded by exactly
+ *   one thread of the block, so the block sums the squares of each row while it streams
+ *   them and applies 1/rms once at the end: y = scale * inv_rms * sum bf16(x * w') W.
+ *   (The unfused path rounds x * inv_rms * w' to bf16 instead: the same 2^-9 relative
+ *   rounding at a different place.) The single-buffered loop pays the extra arithmetic
+ *   on every iteration: +4 us on qkv at 1 row, +10 us at 16 (H100), so it beats a
+ *   separate norm kernel only for a few rows; the backend uses it up to 8.
  * - GLU epilogue: the block's two 16-channel tiles are gate rows c.. and up rows
  *   I + c.. of the fused gate_up weight, so the epilogue has both halves and writes
  *   act(gate) * up with exactly the unfused rounding (bf16 gate and up, then bf16 out).
  * - Residual epilogue: y += bf16(result), rounded as the unfused add (bf16 of the sum of
  *   the two bf16 values); every y element is read and written by one thread.
- * - RMSNorm tail: the norm needs whole rows, which no block has, so the last block to
- *   finish (a counter in global memory, the classic threadfence reduction) normalizes
- *   them into norm_out. That costs the grid a short serial tail (a warp per row, 8 KB
- *   each from L2) instead of a kernel launch and its gap. (Normalizing x inside the next
- *   GEMV's loop was tried first and measured slower: +4 us on qkv at 1 row, +10 us at 16,
- *   the single-buffered loop pays the extra arithmetic on every iteration.) */
+ * (A norm in the tail of the residual GEMV, done by its last block, measured slower
+ * still: +5.7 us at 1 row, +11.6 at 16.) */
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace {
@@ -57,10 +60,64 @@ __device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i)
 /* One 64-in-dim chunk: this thread holds bytes [16t, 16t+16) of the chunk for weight rows
  * g and g+8 of each m-tile (wv) and loads the matching 16 activations of row g of each
  * n-tile. Word jj of the weight bytes feeds mma jj. */
-template <int MT, int NT>
+/* NORM: x[k..k+16) of each row times the norm weight w' (nw: this thread's w' + k0),
+ * rounded to bf16 in place, and the squares of the unscaled values summed into ss. */
+template <int NT>
+__device__ __forceinline__ void norm_x(uint4 (&xv)[NT][2], float (&ss)[NT], const float *nw,
+                                       bool plus_one, const bool (&xok)[NT], bool tok, size_t k)
+{
+    uint32_t in[NT][8];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        in[j][0] = xv[j][0].x;
+        in[j][1] = xv[j][0].y;
+        in[j][2] = xv[j][0].z;
+        in[j][3] = xv[j][0].w;
+        in[j][4] = xv[j][1].x;
+        in[j][5] = xv[j][1].y;
+        in[j][6] = xv[j][1].z;
+        in[j][7] = xv[j][1].w;
+    }
+    /* four weights (two words of each row) at a time keeps the registers down */
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        /* past K in a partial last chunk (tok false) nothing is read */
+        float4 f = tok ? __ldg(reinterpret_cast<const float4 *>(nw + k) + q)
+                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (plus_one) {
+            f.x += 1.0f;
+            f.y += 1.0f;
+            f.z += 1.0f;
+            f.w += 1.0f;
+        }
+        const float wf[4] = {f.x, f.y, f.z, f.w};
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            if (!(xok[j] && tok))
+                continue;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint32_t v = in[j][2 * q + h];
+                const float a = __uint_as_float(v << 16), b = __uint_as_float(v & 0xffff0000u);
+                ss[j] = fmaf(a, a, ss[j]);
+                ss[j] = fmaf(b, b, ss[j]);
+                in[j][2 * q + h] = (uint32_t)fp8_f32_to_bf16_bits(a * wf[2 * h]) |
+                                   (uint32_t)fp8_f32_to_bf16_bits(b * wf[2 * h + 1]) << 16;
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        xv[j][0] = make_uint4(in[j][0], in[j][1], in[j][2], in[j][3]);
+        xv[j][1] = make_uint4(in[j][4], in[j][5], in[j][6], in[j][7]);
+    }
+}
+
+template <int MT, int NT, bool NORM>
 __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 (&wv)[MT][2],
                                            const uint16_t *const (&xrow)[NT],
-                                           const bool (&xok)[NT], bool tok, size_t k)
+                                           const bool (&xok)[NT], bool tok, size_t k,
+                                           float (&ss)[NT], const float *nw, bool plus_one)
 {
     uint4 xv[NT][2];
 #pragma unroll
@@ -74,6 +131,8 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
             xv[j][1] = make_uint4(0, 0, 0, 0);
         }
     }
+    if (NORM)
+        norm_x<NT>(xv, ss, nw, plus_one, xok, tok, k);
 #pragma unroll
     for (int jj = 0; jj < 4; jj++) {
         uint32_t a[MT][4];
@@ -117,58 +176,13 @@ struct gemv_args {
     const uint16_t *x;
     const uint8_t *w;
     const float *scale;
-    const float *norm_w; /* norm tail: (N) */
-    uint16_t *norm_out;  /* norm tail: (rows, N) */
-    int32_t *counter;    /* norm tail: blocks done, back to 0 at the end */
+    const float *norm_w; /* NORM: (K) */
     int rows, K, N;      /* N: weight rows (2 I with glu) */
     float eps;
     int plus_one, out_f32, add, glu, prefetch; /* glu: 0 none, 1 + enum fp8_cuda_glu_act */
 };
 
-/* The norm tail, run by the grid's last block once every block's y is written: each warp
- * takes rows n = warp, warp + 8, ...; N is a multiple of 8 (16-byte loads). As
- * rmsnorm_kernel: inv = 1 / sqrt(mean(y^2) + eps), out = bf16(y * inv * w'), in another
- * summation order. */
-__device__ void norm_tail(const gemv_args &a, int warp, int lane)
-{
-    const uint16_t *y = static_cast<const uint16_t *>(a.y);
-    for (int n = warp; n < a.rows; n += kWarps) {
-        const uint4 *row = reinterpret_cast<const uint4 *>(y + (size_t)n * a.N);
-        float ss = 0.0f;
-        for (int i = lane; i < a.N / 8; i += 32) {
-            const uint4 v = __ldcg(row + i); /* L2: other blocks wrote it */
-            const uint32_t w4[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const float lo = __uint_as_float(w4[q] << 16);
-                const float hi = __uint_as_float(w4[q] & 0xffff0000u);
-                ss = fmaf(lo, lo, ss);
-                ss = fmaf(hi, hi, ss);
-            }
-        }
-        const float inv = 1.0f / sqrtf(fp8_warp_sum(ss) / (float)a.N + a.eps);
-        uint4 *out = reinterpret_cast<uint4 *>(a.norm_out + (size_t)n * a.N);
-        for (int i = lane; i < a.N / 8; i += 32) {
-            const uint4 v = __ldcg(row + i);
-            const uint32_t w4[4] = {v.x, v.y, v.z, v.w};
-            uint32_t o[4];
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const float4 *wp = reinterpret_cast<const float4 *>(a.norm_w + 8 * i);
-                const float4 f = __ldg(wp + (q >> 1));
-                const float w0 = (q & 1) ? f.z : f.x, w1 = (q & 1) ? f.w : f.y;
-                const float lo = __uint_as_float(w4[q] << 16);
-                const float hi = __uint_as_float(w4[q] & 0xffff0000u);
-                o[q] = (uint32_t)fp8_f32_to_bf16_bits(lo * inv * (a.plus_one ? 1.0f + w0 : w0)) |
-                       (uint32_t)fp8_f32_to_bf16_bits(hi * inv * (a.plus_one ? 1.0f + w1 : w1))
-                           << 16;
-            }
-            out[i] = make_uint4(o[0], o[1], o[2], o[3]);
-        }
-    }
-}
-
-template <int MT, int NT>
+template <int MT, int NT, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_args a)
 {
     /* chunks per iteration: 128 weight bytes in flight per thread, fewer where the wide
@@ -223,8 +237,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
         xok[j] = n < rows;
         xrow[j] = a.x + (size_t)(xok[j] ? n : 0) * K + 16 * t;
     }
+    const float *nw = NORM ? a.norm_w + 16 * t : nullptr;
+    const bool plus_one = a.plus_one != 0;
 
-    float acc[MT][NT][4];
+    float acc[MT][NT][4], ss[NT];
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -232,11 +248,15 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 acc[i][j][r] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+        ss[j] = 0.0f;
 
     if (early) {
 #pragma unroll
         for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+            gemv_chunk<MT, NT, NORM>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64,
+                                     ss, nw, plus_one);
         c += U * kWarps;
     }
     /* Single-buffered on purpose: a double-buffered loop (next iteration's loads before
@@ -246,7 +266,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
         gemv_load_iter<MT, NT, U>(wv, wrow, wok, c);
 #pragma unroll
         for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+            gemv_chunk<MT, NT, NORM>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64,
+                                     ss, nw, plus_one);
     }
     for (; c <= nfull; c += kWarps) {
         /* the last chunk may be partial (K % 64 of 16, 32 or 48): whole 16-byte pieces only */
@@ -260,10 +281,11 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
             for (int h = 0; h < 2; h++)
                 wv[i][h] = wok[i][h] && tok ? load_stream16(wrow[i][h] + (size_t)c * 64)
                                             : make_uint4(0, 0, 0, 0);
-        gemv_chunk<MT, NT>(acc, wv, xrow, xok, tok, (size_t)c * 64);
+        gemv_chunk<MT, NT, NORM>(acc, wv, xrow, xok, tok, (size_t)c * 64, ss, nw, plus_one);
     }
 
     __shared__ float red[kWarps][MT * NT * 4][32];
+    __shared__ float inv_rms[NORM ? 8 * NT : 1];
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -271,6 +293,27 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 red[warp][(i * NT + j) * 4 + r][lane] = acc[i][j][r];
+    if (NORM) {
+        /* row 8j + g's squares: over the 4 lanes t, then (below) over the warps, in a
+         * fixed order */
+        __shared__ float red_ss[kWarps][8 * NT];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            float v = ss[j];
+            v += __shfl_xor_sync(0xffffffffu, v, 1);
+            v += __shfl_xor_sync(0xffffffffu, v, 2);
+            if (t == 0)
+                red_ss[warp][8 * j + g] = v;
+        }
+        __syncthreads();
+        if (threadIdx.x < 8 * NT) {
+            float tot = 0.0f;
+#pragma unroll
+            for (int v = 0; v < kWarps; v++)
+                tot += red_ss[v][threadIdx.x];
+            inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + a.eps); /* as rmsnorm */
+        }
+    }
     __syncthreads();
     const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
     for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
@@ -284,6 +327,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
         const int n = 8 * j + 2 * (l & 3) + (r & 1);
         if (n >= rows)
             continue;
+        if (NORM)
+            s *= inv_rms[n];
         if (a.glu) {
             if (ch >= half)
                 continue;
@@ -292,6 +337,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
 #pragma unroll
             for (int v = 0; v < kWarps; v++)
                 su += red[v][idx + NT * 4][l];
+            if (NORM)
+                su *= inv_rms[n];
             const float gate = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(s * a.scale[ch]));
             const float up = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(su * a.scale[half + ch]));
             static_cast<uint16_t *>(a.y)[(size_t)n * half + ch] =
@@ -312,22 +359,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
         }
         static_cast<uint16_t *>(a.y)[yi] = b;
     }
-    if (!a.norm_w)
-        return;
-    /* the last block to finish normalizes the rows (every block's y is visible to it:
-     * each fences its writes before counting itself done) */
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0)
-        last = atomicAdd(a.counter, 1) == (int)gridDim.x - 1;
-    __syncthreads();
-    if (!last)
-        return;
-    __threadfence();
-    norm_tail(a, warp, lane);
-    if (threadIdx.x == 0)
-        *a.counter = 0;
 }
 
 int n_tiles_for(int rows)
@@ -348,7 +379,9 @@ cudaError_t launch(const gemv_args &a, bool overlap, cudaStream_t stream)
     attr.val.programmaticStreamSerializationAllowed = 1;
     lc.attrs = &attr;
     lc.numAttrs = overlap ? 1 : 0;
-    return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT>, a);
+    if (a.norm_w)
+        return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT, true>, a);
+    return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT, false>, a);
 }
 
 } // namespace
@@ -371,6 +404,12 @@ int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int
      * where each activation tile is then re-read half as often. Above 32 rows only 16. */
     const int nt = n_tiles_for(rows);
     cfg->m_tiles = nt == 4 ? 2 : 1;
+    /* 9..16 rows: 32 channels also win when the layer is wider than deep (qkv 4096 ->
+     * 6144: 16.5 vs 19.4 us; gate_up 46.2 vs 47.8), not for o and down (14.1 vs 13.5,
+     * 31.5 vs 26.5) nor the vocabulary projection (equal, or 16 us slower in an earlier
+     * run): H100, bench/RESULTS.md */
+    if (nt == 2 && out > in && out <= 8 * in)
+        cfg->m_tiles = 2;
     cfg->overlap = major >= 9;
     cfg->prefetch = 0;
     return 0;
@@ -404,8 +443,6 @@ int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const ui
     a.w = w;
     a.scale = scale;
     a.norm_w = fuse ? fuse->norm_w : NULL;
-    a.norm_out = fuse ? fuse->norm_out : NULL;
-    a.counter = fuse ? fuse->counter : NULL;
     a.rows = rows;
     a.K = in;
     a.N = out;
@@ -414,21 +451,17 @@ int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const ui
     a.out_f32 = y_f32 != 0;
     a.add = fuse && fuse->add;
     a.glu = fuse && fuse->glu ? 1 + (int)fuse->glu_act : 0;
-    const bool bad_glu = a.glu && (out % 2 || a.out_f32 || a.add || a.norm_w || rows > 32 ||
-                                   (fuse->glu_act != FP8_CUDA_GLU_SILU &&
-                                    fuse->glu_act != FP8_CUDA_GLU_GELU_TANH));
-    const bool bad_norm = a.norm_w && (!a.norm_out || !a.counter || a.out_f32 || out % 8 ||
-                                       !(a.eps >= 0.0f) ||
-                                       (((uintptr_t)a.norm_w | (uintptr_t)a.norm_out |
-                                         (uintptr_t)y) & 15));
-    if (bad_glu || bad_norm || (a.add && a.out_f32))
+    if (fuse && (!(a.eps >= 0.0f) || (a.norm_w && ((uintptr_t)a.norm_w & 15)) ||
+                 (a.glu && (out % 2 || a.out_f32 || a.add || rows > 32 ||
+                            (fuse->glu_act != FP8_CUDA_GLU_SILU &&
+                             fuse->glu_act != FP8_CUDA_GLU_GELU_TANH))) ||
+                 (a.add && a.out_f32)))
         return fp8_err_set(err, -EINVAL,
-                           "gemv_e4m3(rows=%d in=%d out=%d glu=%d add=%d norm=%s): unsupported "
-                           "fusion (glu: even out, at most 32 rows, bf16 y, nothing else; add: "
-                           "bf16 y; norm: bf16 y, out a multiple of 8, 16-byte aligned y, "
-                           "norm_w and norm_out, a counter, eps >= 0)",
-                           (int)rows, (int)in, (int)out, (int)a.glu, (int)a.add,
-                           a.norm_w ? "yes" : "no");
+                           "gemv_e4m3(rows=%d in=%d out=%d norm=%s glu=%d add=%d): unsupported "
+                           "fusion (eps >= 0, 16-byte aligned norm weight; glu needs an even "
+                           "out, at most 32 rows, bf16 y and no add; add needs bf16 y)",
+                           (int)rows, (int)in, (int)out, a.norm_w ? "yes" : "no", (int)a.glu,
+                           (int)a.add);
     struct fp8_cuda_gemv_cfg picked;
     if (!cfg) {
         int rc = fp8_cuda_gemv_e4m3_cfg_pick(&picked, rows, in, out, err);
@@ -466,10 +499,10 @@ int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const ui
                            "(1 or 2, and 1 above 32 rows)",
                            (int)rows, (int)in, (int)out, mt);
     }
-    return fp8_cuda_check(e, err, "gemv_e4m3(rows=%d in=%d out=%d m_tiles=%d overlap=%d glu=%d "
-                          "add=%d norm=%d)",
-                          (int)rows, (int)in, (int)out, mt, (int)ov, a.glu, a.add,
-                          a.norm_w != NULL);
+    return fp8_cuda_check(e, err, "gemv_e4m3(rows=%d in=%d out=%d m_tiles=%d overlap=%d norm=%d "
+                          "glu=%d add=%d)",
+                          (int)rows, (int)in, (int)out, mt, (int)ov, a.norm_w != NULL, a.glu,
+                          a.add);
 }
 
 int fp8_cuda_gemv_e4m3(void *y, int32_t y_f32, const uint16_t *x, const uint8_t *w,

@@ -9,6 +9,31 @@ namespace {
 constexpr int kNormThreads = 256;
 constexpr int kHeadDim = 128;
 
+/* bf16x8 (one 16-byte word) -> 8 floats */
+__device__ __forceinline__ void bf16x8_to_f32(const uint4 &v, float (&f)[8])
+{
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
+__device__ __forceinline__ uint4 f32_to_bf16x8(const float (&f)[8])
+{
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        w[i] = (uint32_t)fp8_f32_to_bf16_bits(f[2 * i]) |
+               (uint32_t)fp8_f32_to_bf16_bits(f[2 * i + 1]) << 16;
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+/* One block per row. VEC: dim a multiple of 8 and 16-byte aligned rows, read and written
+ * 8 values (16 bytes) at a time: two such words per thread at dim 4096, where the scalar
+ * loop's sixteen dependent 2-byte loads per pass took ~9 us (H100). */
+template <bool VEC>
 __global__ void __launch_bounds__(kNormThreads)
 rmsnorm_kernel(uint16_t *y, const uint16_t *x, uint16_t *residual, const float *__restrict__ w,
                int dim, float eps, bool plus_one)
@@ -16,15 +41,33 @@ rmsnorm_kernel(uint16_t *y, const uint16_t *x, uint16_t *residual, const float *
     fp8_launch_dependents();
     fp8_grid_wait();
     const size_t row = (size_t)blockIdx.x * dim;
+    const int step = VEC ? 8 : 1;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += kNormThreads) {
-        float v = fp8_bf16_bits_to_f32(x[row + i]);
-        if (residual) {
-            const uint16_t r = fp8_f32_to_bf16_bits(v + fp8_bf16_bits_to_f32(residual[row + i]));
-            residual[row + i] = r;
-            v = fp8_bf16_bits_to_f32(r);
+#pragma unroll 4
+    for (int i = threadIdx.x * step; i < dim; i += kNormThreads * step) {
+        float v[8];
+        if (VEC) {
+            bf16x8_to_f32(*reinterpret_cast<const uint4 *>(x + row + i), v);
+        } else {
+            v[0] = fp8_bf16_bits_to_f32(x[row + i]);
         }
-        ss = fmaf(v, v, ss);
+        if (residual) {
+            float r[8];
+            if (VEC)
+                bf16x8_to_f32(*reinterpret_cast<const uint4 *>(residual + row + i), r);
+            else
+                r[0] = fp8_bf16_bits_to_f32(residual[row + i]);
+#pragma unroll
+            for (int e = 0; e < step; e++) /* rounded as stored */
+                v[e] = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(v[e] + r[e]));
+            if (VEC)
+                *reinterpret_cast<uint4 *>(residual + row + i) = f32_to_bf16x8(v);
+            else
+                residual[row + i] = fp8_f32_to_bf16_bits(v[0]);
+        }
+#pragma unroll
+        for (int e = 0; e < step; e++)
+            ss = fmaf(v[e], v[e], ss);
     }
     __shared__ float part[kNormThreads / 32];
     ss = fp8_warp_sum(ss);
@@ -38,9 +81,23 @@ rmsnorm_kernel(uint16_t *y, const uint16_t *x, uint16_t *residual, const float *
     const float inv = 1.0f / sqrtf(tot / (float)dim + eps); /* as the ref backend */
     /* each thread reads back only what it wrote itself: no barrier needed */
     const uint16_t *src = residual ? residual : x;
-    for (int i = threadIdx.x; i < dim; i += kNormThreads)
-        y[row + i] = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(src[row + i]) * inv *
-                                          (plus_one ? 1.0f + w[i] : w[i]));
+#pragma unroll 4
+    for (int i = threadIdx.x * step; i < dim; i += kNormThreads * step) {
+        if (VEC) {
+            float v[8];
+            bf16x8_to_f32(*reinterpret_cast<const uint4 *>(src + row + i), v);
+            const float4 w0 = *reinterpret_cast<const float4 *>(w + i);
+            const float4 w1 = *reinterpret_cast<const float4 *>(w + i + 4);
+            const float wv[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                v[e] = v[e] * inv * (plus_one ? 1.0f + wv[e] : wv[e]);
+            *reinterpret_cast<uint4 *>(y + row + i) = f32_to_bf16x8(v);
+        } else {
+            y[row + i] = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(src[row + i]) * inv *
+                                              (plus_one ? 1.0f + w[i] : w[i]));
+        }
+    }
 }
 
 struct qk_args {
@@ -163,9 +220,12 @@ int fp8_cuda_rmsnorm(uint16_t *y, const uint16_t *x, uint16_t *residual, const f
         return fp8_err_set(err, -EINVAL,
                            "rmsnorm(rows=%d dim=%d eps=%g): NULL tensor, empty shape or bad eps",
                            (int)rows, (int)dim, (double)eps);
-    return fp8_cuda_check(fp8_cuda_launch_pdl(rmsnorm_kernel, dim3((unsigned)rows),
-                                              dim3(kNormThreads), (cudaStream_t)stream, y, x,
-                                              residual, weight, (int)dim, eps, plus_one != 0),
+    const bool vec = dim % 8 == 0 && (((uintptr_t)y | (uintptr_t)x | (uintptr_t)residual |
+                                       (uintptr_t)weight) & 15) == 0;
+    return fp8_cuda_check(fp8_cuda_launch_pdl(vec ? rmsnorm_kernel<true> : rmsnorm_kernel<false>,
+                                              dim3((unsigned)rows), dim3(kNormThreads),
+                                              (cudaStream_t)stream, y, x, residual, weight,
+                                              (int)dim, eps, plus_one != 0),
                           err, "rmsnorm(rows=%d dim=%d residual=%s)",
                           (int)rows, (int)dim, residual ? "yes" : "no");
 }

@@ -1,25 +1,24 @@
-/* The cuda backend's fused decode ops (kernels.h: linear_glu, linear_add_rms_norm) against
- * the same ops on the ref backend, which runs each as the composition of linear, glu and
- * add_rms_norm that defines it, on the same stored inputs: bf16 x and residual, f32 norm
- * weights, e4m3 weights with row scales (quantized once on the host by
- * fp8_quantize_rows_e4m3 and uploaded to both backends). Fresh random inputs per case;
- * rows 1, 3, 16, 32 (one fused GEMV; 64 too for linear_add_rms_norm), 33 and 70 (more rows
- * than the fused kernels take: cuda runs the composition); in-dims 4096, 12288 and 1040
- * (not a multiple of 64); glu widths 65 and 33 and norm widths 136 and 1000 (not multiples
- * of 16), and 100 (not a multiple of 8: the composition); both norm kinds, both
- * activations. Every cuda launch runs twice over a poisoned output (the norm tail's
- * block counter must be back at 0 for the second one).
+/* The cuda backend's fused decode ops (kernels.h: rms_norm_linear, rms_norm_linear_glu,
+ * linear_add) against the same ops on the ref backend, which runs each as the composition
+ * of rms_norm, linear, glu and the residual add that defines it, on the same stored
+ * inputs: bf16 x and residual, f32 norm weights, e4m3 weights with row scales (quantized
+ * once on the host by fp8_quantize_rows_e4m3 and uploaded to both). Fresh random inputs
+ * per case; every path cuda takes: up to 8 rows the norm inside the GEMV (1, 3, 8), 9-32
+ * a norm kernel then the GEMV with its glu epilogue (9, 16, 17, 32), more rows the
+ * composition (33, 70); in-dims 4096, 12288 and 1040 (not a multiple of 64: a partial
+ * last chunk); out 77, 130 and glu widths 65, 33 (not multiples of 16); both norm kinds
+ * and both activations.
  *
- * Bounds, per element, from where the backends round differently (ref keeps fp32
- * activations, cuda rounds each to bf16: 2^-9 relative; 2^-8 leaves room for the fp32
- * summation order), with T = sum_k |x_k W_ok| s_o computed here in float64:
- * - linear_glu: gate g and up u within dg = 2^-8 |g| + 1e-5 T_g (and du likewise); act'
- *   lies in [-0.1, 1.1] for silu and tanh-gelu, so
+ * Bounds, per element, from where the two backends round differently (ref keeps fp32
+ * activations; cuda rounds to bf16, 2^-9 relative, at most twice on every path, so 2^-8
+ * covers it with the fp32 summation order to spare):
+ * - rms_norm_linear: each normalized input term once, the output once:
+ *   |cuda - ref| <= 2^-8 |ref| + 2^-8 T, T = sum_k |xn_k W_ok| s_o (xn = x / rms * w',
+ *   computed here in float64 from the inputs).
+ * - linear_add: y rounded, then the sum rounded: <= 2^-8 (|y| + |ref|) + 2^-8 T.
+ * - rms_norm_linear_glu: gate g and up u each within dg = 2^-8 (|g| + T_g) and
+ *   du = 2^-8 (|u| + T_u); act' lies in [-0.1, 1.1] for silu and tanh-gelu, so
  *   |cuda - ref| <= 2^-8 |ref| + 1.1 dg (|u| + du) + |act(g)| du.
- * - linear_add_rms_norm, the residual: y rounded, then the sum rounded:
- *   b_i = 2^-8 (|ref| + |y|) + 1e-5 T.
- * - its normalized output: the residual errors b move 1/rms by at most E = ||b|| / ||r||
- *   relative (first order), so |cuda - ref| <= |w'_i| inv b_i + |ref| (E + 2^-8).
  * and over every case ||cuda - ref|| / ||ref|| <= 1e-2. */
 #include <errno.h>
 #include <math.h>
@@ -36,7 +35,7 @@
 #define BLOCK 16
 #define EPS 1e-6f
 
-enum fused_op { OP_LINEAR_GLU, OP_LINEAR_ADD_RMS_NORM };
+enum fused_op { OP_NORM_LINEAR, OP_NORM_LINEAR_GLU, OP_LINEAR_ADD };
 
 struct fused_case {
     enum fused_op op;
@@ -135,54 +134,24 @@ static double act_f64(enum fp8_glu_act act, double g)
                                : 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
 }
 
-/* Runs the case's op on backend b (twice on cuda, poisoning the outputs in between). */
-static void run_op(struct pair *p, int b, const struct fused_case *c, struct fp8_tensor *t,
-                   const uint16_t *res)
-{
-    /* t: x, w, norm_w, scratch, residual, out */
-    struct fp8_backend *be = p->be[b];
-    struct fp8_err err = {{0}};
-    const size_t out_bytes = (size_t)fp8_tensor_nbytes(&t[5]);
-    uint8_t *poison = malloc(out_bytes);
-    assert_non_null(poison);
-    memset(poison, 0xff, out_bytes);
-    for (int rep = 0; rep < (b == 0 ? 2 : 1); rep++) {
-        if (rep > 0)
-            must(be->ops->tensor_set(be, &t[5], poison, NULL, &err), &err);
-        if (c->op == OP_LINEAR_GLU) {
-            be->ops->linear_glu(be, &t[0], &t[1], c->act, &t[3], &t[5]);
-        } else {
-            if (rep > 0) /* the residual again as it was: the add must not happen twice */
-                must(be->ops->tensor_set(be, &t[4], res, NULL, &err), &err);
-            be->ops->linear_add_rms_norm(be, &t[0], &t[1], &t[3], &t[4], &t[2], EPS, c->kind,
-                                         &t[5]);
-        }
-        must(be->ops->sync(be, &err), &err);
-    }
-    free(poison);
-}
-
 static void run_case(uint32_t id, const struct fused_case *c)
 {
     uint64_t st = gpu_case_seed(id);
-    const int n = c->rows, in = c->in, glu = c->op == OP_LINEAR_GLU;
-    const int wrows = glu ? 2 * c->out : c->out;
-    const size_t nx = (size_t)n * in, no = (size_t)n * c->out;
-    uint16_t *x = malloc(nx * 2), *res = malloc(no * 2);
-    float *nw = malloc((size_t)c->out * 4), *wf = malloc((size_t)wrows * in * 4);
+    const int n = c->rows, in = c->in;
+    const int wrows = c->op == OP_NORM_LINEAR_GLU ? 2 * c->out : c->out;
+    uint16_t *x = malloc((size_t)n * in * 2), *res = malloc((size_t)n * c->out * 2);
+    float *nw = malloc((size_t)in * 4), *wf = malloc((size_t)wrows * in * 4);
     float *ws = malloc((size_t)wrows * 4);
     uint8_t *wq = malloc((size_t)wrows * in);
-    double *got = malloc(no * 8), *want = malloc(no * 8), *atol = malloc(no * 8);
-    double *got_r = malloc(no * 8), *want_r = malloc(no * 8), *atol_r = malloc(no * 8);
+    double *got = malloc((size_t)n * c->out * 8), *want = malloc((size_t)n * c->out * 8);
+    double *atol = malloc((size_t)n * c->out * 8), *xn = malloc((size_t)in * 8);
     double *sum = malloc((size_t)wrows * 8), *terms = malloc((size_t)wrows * 8);
-    float *gf = malloc(no * 4);
-    assert_non_null(x && res && nw && wf && ws && wq && got && want && atol && got_r && want_r &&
-                    atol_r && sum && terms && gf);
-    for (size_t i = 0; i < nx; i++)
+    assert_non_null(x && res && nw && wf && ws && wq && got && want && atol && xn && sum && terms);
+    for (size_t i = 0; i < (size_t)n * in; i++)
         x[i] = gpu_rand_bf16(&st, -2.0f, 2.0f);
-    for (size_t i = 0; i < no; i++)
+    for (size_t i = 0; i < (size_t)n * c->out; i++)
         res[i] = gpu_rand_bf16(&st, -1.0f, 1.0f);
-    for (int i = 0; i < c->out; i++)
+    for (int i = 0; i < in; i++)
         nw[i] = gpu_urand(&st, c->kind == FP8_NORM_RMS ? 0.5f : -0.5f, 1.5f);
     for (size_t i = 0; i < (size_t)wrows * in; i++)
         wf[i] = gpu_urand(&st, -1.0f, 1.0f) / sqrtf((float)in);
@@ -190,111 +159,153 @@ static void run_case(uint32_t id, const struct fused_case *c)
 
     struct pair p;
     pair_open(&p, n);
-    /* x, w, norm_w, scratch, residual, out */
-    struct fp8_tensor t[2][6];
+    struct fp8_tensor tx[2], tr[2], tn[2], tw[2], tout[2], ts1[2], ts2[2];
     for (int b = 0; b < 2; b++) {
         struct fp8_backend *be = p.be[b];
-        put(be, &t[b][0], FP8_DTYPE_BF16, n, in, x, NULL);
-        put(be, &t[b][1], FP8_DTYPE_E4M3, wrows, in, wq, ws);
-        put(be, &t[b][2], FP8_DTYPE_F32, 1, c->out, nw, NULL);
-        t[b][2] = fp8_tensor_reshape(&t[b][2], 1, (int64_t[]){c->out});
-        put(be, &t[b][3], FP8_DTYPE_BF16, n, wrows, NULL, NULL);
-        put(be, &t[b][4], FP8_DTYPE_BF16, n, c->out, res, NULL);
-        put(be, &t[b][5], FP8_DTYPE_BF16, n, c->out, NULL, NULL);
-        run_op(&p, b, c, t[b], res);
+        put(be, &tx[b], FP8_DTYPE_BF16, n, in, x, NULL);
+        put(be, &tn[b], FP8_DTYPE_F32, 1, in, nw, NULL);
+        tn[b] = fp8_tensor_reshape(&tn[b], 1, (int64_t[]){in});
+        put(be, &tw[b], FP8_DTYPE_E4M3, wrows, in, wq, ws);
+        put(be, &ts1[b], FP8_DTYPE_BF16, n, in, NULL, NULL);         /* xn scratch */
+        put(be, &ts2[b], FP8_DTYPE_BF16, n, wrows, NULL, NULL);      /* gate_up / y scratch */
+        put(be, &tr[b], FP8_DTYPE_BF16, n, c->out, res, NULL);       /* residual / out */
+        tout[b] = tr[b];
+        switch (c->op) {
+        case OP_NORM_LINEAR:
+            be->ops->rms_norm_linear(be, &tx[b], &tn[b], EPS, c->kind, &tw[b], &ts1[b], &tout[b]);
+            break;
+        case OP_NORM_LINEAR_GLU:
+            be->ops->rms_norm_linear_glu(be, &tx[b], &tn[b], EPS, c->kind, &tw[b], c->act,
+                                         &ts1[b], &ts2[b], &tout[b]);
+            break;
+        case OP_LINEAR_ADD:
+            be->ops->linear_add(be, &tx[b], &tw[b], &ts2[b], &tout[b]);
+            break;
+        }
+        struct fp8_err err = {{0}};
+        must(be->ops->sync(be, &err), &err);
     }
-    get(p.be[0], &t[0][5], got);
-    get(p.be[1], &t[1][5], want);
-    get(p.be[0], &t[0][4], got_r);
-    get(p.be[1], &t[1][4], want_r);
+    get(p.be[0], &tout[0], got);
+    get(p.be[1], &tout[1], want);
 
-    const double u = 0x1p-8;
+    /* the bounds' terms in float64 from the stored inputs */
     for (int r = 0; r < n; r++) {
+        double ss = 0.0;
+        for (int k = 0; k < in; k++) {
+            const double v = bf16_to_f32(x[(size_t)r * in + k]);
+            ss += v * v;
+        }
+        const double inv = 1.0 / sqrt(ss / in + EPS);
+        for (int k = 0; k < in; k++) {
+            const double v = bf16_to_f32(x[(size_t)r * in + k]);
+            const double w = c->kind == FP8_NORM_RMS ? nw[k] : 1.0 + nw[k];
+            xn[k] = c->op == OP_LINEAR_ADD ? v : v * inv * w;
+        }
         for (int o = 0; o < wrows; o++) {
             double s = 0.0, a = 0.0;
             for (int k = 0; k < in; k++) {
-                const double tk = (double)bf16_to_f32(x[(size_t)r * in + k]) *
-                                  e4m3_to_f32(wq[(size_t)o * in + k]);
-                s += tk;
-                a += fabs(tk);
+                const double t = xn[k] * e4m3_to_f32(wq[(size_t)o * in + k]);
+                s += t;
+                a += fabs(t);
             }
             sum[o] = s * ws[o];
             terms[o] = a * ws[o];
         }
-        double rr = 0.0, bb = 0.0;
         for (int o = 0; o < c->out; o++) {
             const size_t i = (size_t)r * c->out + o;
-            if (glu) {
-                const double g = sum[o], up = sum[c->out + o];
-                const double dg = u * fabs(g) + 1e-5 * terms[o];
-                const double du = u * fabs(up) + 1e-5 * terms[c->out + o];
-                atol[i] = 1.1 * dg * (fabs(up) + du) + fabs(act_f64(c->act, g)) * du;
+            const double u = 0x1p-8;
+            if (c->op == OP_NORM_LINEAR) {
+                atol[i] = u * terms[o];
+            } else if (c->op == OP_LINEAR_ADD) {
+                atol[i] = u * (fabs(sum[o]) + terms[o]);
             } else {
-                atol_r[i] = u * (fabs(want_r[i]) + fabs(sum[o])) + 1e-5 * terms[o];
-                rr += want_r[i] * want_r[i];
-                bb += atol_r[i] * atol_r[i];
+                const double g = sum[o], up = sum[c->out + o];
+                const double dg = u * (fabs(g) + terms[o]), du = u * (fabs(up) + terms[c->out + o]);
+                atol[i] = 1.1 * dg * (fabs(up) + du) + fabs(act_f64(c->act, g)) * du;
             }
-        }
-        if (!glu) {
-            const double inv = 1.0 / sqrt(rr / c->out + EPS), e = sqrt(bb / rr);
-            for (int o = 0; o < c->out; o++) {
-                const size_t i = (size_t)r * c->out + o;
-                const double w = c->kind == FP8_NORM_RMS ? nw[o] : 1.0 + nw[o];
-                atol[i] = fabs(w) * inv * atol_r[i] + fabs(want[i]) * e;
-            }
+            atol[i] += 1e-30;
         }
     }
     char what[160];
     snprintf(what, sizeof(what), "%s rows=%d in=%d out=%d kind=%d act=%d",
-             glu ? "linear_glu" : "linear_add_rms_norm", n, in, c->out, (int)c->kind,
-             (int)c->act);
-    for (size_t i = 0; i < no; i++)
-        gf[i] = (float)got[i]; /* cuda's bf16 values, exactly */
-    gpu_check_out(what, gf, 1, want, atol, no, u, 1e-2);
-    if (!glu) {
-        strcat(what, " (residual)");
-        for (size_t i = 0; i < no; i++)
-            gf[i] = (float)got_r[i];
-        gpu_check_out(what, gf, 1, want_r, atol_r, no, 0.0, 1e-2);
-    }
+             c->op == OP_NORM_LINEAR ? "rms_norm_linear"
+             : c->op == OP_LINEAR_ADD ? "linear_add"
+                                      : "rms_norm_linear_glu",
+             n, in, c->out, (int)c->kind, (int)c->act);
+    float *gf = malloc((size_t)n * c->out * 4); /* cuda's bf16 values, exactly */
+    assert_non_null(gf);
+    for (size_t i = 0; i < (size_t)n * c->out; i++)
+        gf[i] = (float)got[i];
+    gpu_check_out(what, gf, 1, want, atol, (size_t)n * c->out, 0x1p-8, 1e-2);
+    free(gf);
 
-    for (int b = 0; b < 2; b++)
-        for (int i = 0; i < 6; i++)
-            p.be[b]->ops->tensor_free(p.be[b], &t[b][i]);
+    for (int b = 0; b < 2; b++) {
+        struct fp8_backend *be = p.be[b];
+        struct fp8_tensor *ts[] = {&tx[b], &tn[b], &tw[b], &ts1[b], &ts2[b], &tr[b]};
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
+            be->ops->tensor_free(be, ts[i]);
+    }
     pair_close(&p);
-    void *bufs[] = {x, res, nw, wf, ws, wq, got, want, atol, got_r, want_r, atol_r, sum, terms, gf};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
-        free(bufs[i]);
+    free(x);
+    free(res);
+    free(nw);
+    free(wf);
+    free(ws);
+    free(wq);
+    free(got);
+    free(want);
+    free(atol);
+    free(xn);
+    free(sum);
+    free(terms);
 }
 
-static void test_linear_glu(void **state)
+static void test_rms_norm_linear(void **state)
 {
     (void)state;
     static const struct fused_case cases[] = {
-        {OP_LINEAR_GLU, 1, 4096, 65, FP8_NORM_RMS, FP8_GLU_SILU},
-        {OP_LINEAR_GLU, 3, 1040, 96, FP8_NORM_RMS, FP8_GLU_GELU_TANH},
-        {OP_LINEAR_GLU, 16, 4096, 48, FP8_NORM_RMS, FP8_GLU_SILU},
-        {OP_LINEAR_GLU, 32, 1040, 65, FP8_NORM_RMS, FP8_GLU_SILU},
-        {OP_LINEAR_GLU, 33, 1040, 40, FP8_NORM_RMS, FP8_GLU_GELU_TANH},
-        {OP_LINEAR_GLU, 70, 1040, 33, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 1, 4096, 77, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 3, 1040, 160, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 8, 1040, 130, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 9, 4096, 96, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 16, 4096, 96, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 17, 1040, 77, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 33, 1040, 50, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 70, 1040, 48, FP8_NORM_RMS, FP8_GLU_SILU},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(100 + (uint32_t)i, &cases[i]);
 }
 
-static void test_linear_add_rms_norm(void **state)
+static void test_rms_norm_linear_glu(void **state)
 {
     (void)state;
     static const struct fused_case cases[] = {
-        {OP_LINEAR_ADD_RMS_NORM, 1, 4096, 1000, FP8_NORM_RMS, FP8_GLU_SILU},
-        {OP_LINEAR_ADD_RMS_NORM, 3, 1040, 136, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
-        {OP_LINEAR_ADD_RMS_NORM, 16, 12288, 256, FP8_NORM_RMS, FP8_GLU_SILU},
-        {OP_LINEAR_ADD_RMS_NORM, 64, 1040, 136, FP8_NORM_RMS, FP8_GLU_SILU},
-        {OP_LINEAR_ADD_RMS_NORM, 5, 1040, 100, FP8_NORM_RMS, FP8_GLU_SILU},
-        {OP_LINEAR_ADD_RMS_NORM, 70, 1040, 136, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
+        {OP_NORM_LINEAR_GLU, 1, 4096, 65, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR_GLU, 3, 1040, 96, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_GELU_TANH},
+        {OP_NORM_LINEAR_GLU, 8, 1040, 33, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR_GLU, 9, 1040, 65, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_GELU_TANH},
+        {OP_NORM_LINEAR_GLU, 16, 4096, 48, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR_GLU, 32, 1040, 65, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR_GLU, 33, 1040, 40, FP8_NORM_RMS, FP8_GLU_GELU_TANH},
+        {OP_NORM_LINEAR_GLU, 70, 1040, 33, FP8_NORM_RMS, FP8_GLU_SILU},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(200 + (uint32_t)i, &cases[i]);
+}
+
+static void test_linear_add(void **state)
+{
+    (void)state;
+    static const struct fused_case cases[] = {
+        {OP_LINEAR_ADD, 1, 4096, 77, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_LINEAR_ADD, 5, 1040, 130, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_LINEAR_ADD, 16, 12288, 48, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_LINEAR_ADD, 64, 1040, 40, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_LINEAR_ADD, 70, 1040, 40, FP8_NORM_RMS, FP8_GLU_SILU},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(300 + (uint32_t)i, &cases[i]);
 }
 
 int main(void)
@@ -303,8 +314,9 @@ int main(void)
     if (present <= 0)
         return present < 0;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear_glu),
-        cmocka_unit_test(test_linear_add_rms_norm),
+        cmocka_unit_test(test_rms_norm_linear),
+        cmocka_unit_test(test_rms_norm_linear_glu),
+        cmocka_unit_test(test_linear_add),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
