@@ -128,8 +128,8 @@ struct fp8_backend_ops {
     void (*linear)(struct fp8_backend *be, const struct fp8_tensor *x,
                    const struct fp8_tensor *w, struct fp8_tensor *out);
     /* Fused decode sequences (each is exactly the composition named, which is how the ref
-     * backend implements it; the cuda backend runs it as one weight-streaming kernel for
-     * decode-sized n and as the composition otherwise). The scratch tensors receive the
+     * backend implements it; the cuda backend folds what pays into its decode GEMV and
+     * runs the rest, and prefill-sized n, as the composition). The scratch tensors receive the
      * intermediate results of the composition or nothing: their contents are undefined
      * afterwards. Model code uses them where nothing has to happen between the pieces
      * (no all-reduce of a tensor-parallel group before the residual add).

@@ -38,8 +38,9 @@ void qwen3_forward(struct fp8_model *m, int32_t n)
 
     op->embed(m->be, &m->embed, 1.0f, &x);
     if (dense) {
-        /* fused: each norm inside the projection after it, each residual add inside the
-         * projection before it (4 weight kernels + q/k-norm and attention per layer) */
+        /* kernels.h's fused ops: each norm with the projection after it, each residual
+         * add with the projection before it, glu with gate_up (on cuda at decode sizes
+         * one GEMV each) */
         for (int32_t l = 0; l < c->n_layers; l++) {
             model_attention_residual(m, l, n);
             model_dense_mlp_residual(m, l, n);

@@ -14,6 +14,9 @@
  *   per (token, head) with an online softmax over the visible positions.
  * - qk_norm_rope_kv_write: fp8_cuda_qk_norm_rope_kv_write for head_dim 128, the general
  *   qk_rows_kernel below for other even head_dim up to 256.
+ * - the fused decode ops (rms_norm_linear, rms_norm_linear_glu, linear_add): one
+ *   fp8_cuda_gemv_e4m3_fused each at decode sizes (the norm inside it up to 8 rows, a norm
+ *   kernel before it above; glu up to 32 rows), their compositions otherwise.
  *
  * CUDA graphs: a decode step's ops are captured the first time a (tokens, sequences,
  * block-table width, logit rows) shape is seen, and that graph is replayed for every

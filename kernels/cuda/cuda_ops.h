@@ -107,7 +107,9 @@ int fp8_cuda_gemv_e4m3(void *y,                /* (rows, out) bf16, or fp32 if y
  * - norm_w (non-NULL): x is RMS-normalized first, as fp8_cuda_rmsnorm without residual
  *   (eps, plus_one likewise): y = (x / rms(x) * w') W^T. The block sums each row's
  *   squares while it streams x and applies 1 / rms at the end, so the bf16 rounding falls
- *   on x * w' instead of x / rms * w' (same relative size, 2^-9).
+ *   on x * w' instead of x / rms * w' (same relative size, 2^-9). It costs the loop some
+ *   arithmetic on every iteration, more with more rows (H100: +4 us on qkv at 1 row,
+ *   +10 us at 16), so it only beats a separate norm kernel for a few rows.
  * - glu: w is the fused (2 I, in) gate_up weight (gate rows, then up rows; out = 2 I,
  *   even) and y (rows, I) = bf16(act(bf16 gate) * bf16 up), bit-identical to the GEMV
  *   followed by fp8_cuda_glu. Needs bf16 y, m_tiles 2 (the gate tile and its up tile;
