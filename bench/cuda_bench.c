@@ -113,6 +113,21 @@ static void bench_copy(void *stream)
     fp8_cuda_free(c.b);
 }
 
+static void *dalloc_fill_f32(size_t n, float v)
+{
+    float *h = malloc(sizeof(float) * n);
+    if (!h) {
+        fprintf(stderr, "cuda_bench: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++)
+        h[i] = v;
+    void *d = dalloc(sizeof(float) * n);
+    CHECK(fp8_cuda_memcpy_h2d(d, h, sizeof(float) * n, &err));
+    free(h);
+    return d;
+}
+
 /* ---- GEMV ------------------------------------------------------------------------------ */
 
 struct gemv_ctx {
@@ -121,13 +136,14 @@ struct gemv_ctx {
     uint16_t *x, *y;
     int n_copies, rows, in, out;
     const struct fp8_cuda_gemv_cfg *cfg;
+    const struct fp8_cuda_gemv_fuse *fuse; /* NULL: plain */
 };
 
 static void gemv_launch(void *p, int i, void *stream)
 {
     struct gemv_ctx *g = p;
-    CHECK(fp8_cuda_gemv_e4m3(g->y, 0, g->x, g->w[i % g->n_copies], g->scale, g->rows, g->in, g->out,
-                             g->cfg, stream, &err));
+    CHECK(fp8_cuda_gemv_e4m3_fused(g->y, 0, g->x, g->w[i % g->n_copies], g->scale, g->rows,
+                                   g->in, g->out, g->fuse, g->cfg, stream, &err));
 }
 
 struct shape {
@@ -174,6 +190,7 @@ static void gemv_ctx_build(struct gemv_ctx *g, const struct shape *s, int64_t l2
     g->y = dalloc(2ull * FP8_CUDA_GEMV_MAX_ROWS * s->out);
     g->in = s->in;
     g->out = s->out;
+    g->fuse = NULL;
 }
 
 static void gemv_ctx_free(struct gemv_ctx *g)
@@ -203,6 +220,7 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
            g_reps);
     printf("%-8s %6s %6s %5s %3s %10s %9s %7s %s\n", "op", "in", "out", "rows", "mt", "us",
            "GB/s", "%copy", "(other m_tiles: us)");
+    float *norm_w = dalloc_fill_f32(Q_INTER, 1.0f);
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         struct gemv_ctx g;
         gemv_ctx_build(&g, &shapes[s], dev->l2_bytes, stream);
@@ -222,10 +240,25 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
                 g.cfg = &c;
                 printf(" mt%d %.2f", mt, time_median(gemv_launch, &g, stream, g_reps / 2) * 1e3);
             }
+            /* the fusion the model runs on this shape: norm (qkv), norm + glu (gate_up),
+             * residual add (o, down) */
+            const struct fp8_cuda_gemv_fuse f_norm = {norm_w, 1e-6f, 0, 0, 0, 0},
+                                            f_glu = {norm_w, 1e-6f, 0, 1, FP8_CUDA_GLU_SILU, 0},
+                                            f_add = {NULL, 0.0f, 0, 0, 0, 1};
+            const struct fp8_cuda_gemv_fuse *f = s == 0 ? &f_norm : s == 2 ? &f_glu
+                                               : s == 1 || s == 3 ? &f_add : NULL;
+            if (f && (!f->glu || g.rows <= 32)) {
+                g.cfg = NULL;
+                g.fuse = f;
+                printf(" fused(%s) %.2f", s == 0 ? "norm" : s == 2 ? "norm+glu" : "add",
+                       time_median(gemv_launch, &g, stream, g_reps / 2) * 1e3);
+                g.fuse = NULL;
+            }
             printf("\n");
         }
         gemv_ctx_free(&g);
     }
+    fp8_cuda_free(norm_w);
     printf("(GB/s counts weights + scales + activations; %%copy is against %.1f GB/s)\n\n",
            g_copy_gbs);
 }
@@ -259,33 +292,19 @@ static float graph_median_ms(void *exec, void *stream, float *min_ms)
     return ms[10];
 }
 
-static void *dalloc_fill_f32(size_t n, float v)
-{
-    float *h = malloc(sizeof(float) * n);
-    if (!h) {
-        fprintf(stderr, "cuda_bench: out of memory\n");
-        exit(1);
-    }
-    for (size_t i = 0; i < n; i++)
-        h[i] = v;
-    void *d = dalloc(sizeof(float) * n);
-    CHECK(fp8_cuda_memcpy_h2d(d, h, sizeof(float) * n, &err));
-    free(h);
-    return d;
-}
-
 /* Every kernel of a Qwen3-8B decode step, one graph: per layer add+rmsnorm, qkv GEMV,
  * q/k-norm + RoPE + FP8 KV write, decode attention over ctx cached tokens per sequence,
- * o GEMV, add+rmsnorm, gate+up GEMV, SwiGLU, down GEMV; then the final norm and the fp32
- * lm_head. Only embedding and sampling are missing. */
+ * o GEMV, add+rmsnorm, gate+up GEMV, SwiGLU, down GEMV (or the same with the norms, glu
+ * and residual adds fused into the GEMVs); then the final norm and the fp32 lm_head.
+ * Only embedding and sampling are missing. */
 static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t wbytes,
                             void *stream, int quick)
 {
-    static const int cfgs[][2] = {{1, 1024}, {1, 4096}, {16, 1024}, {16, 4096}};
+    static const int cfgs[][2] = {{1, 128}, {16, 128}, {1, 4096}, {16, 4096}};
     const int hd = Q_HD, qkv_n = (Q_HEADS + 2 * Q_KV) * Q_HD, bs = 16;
     printf("Qwen3-8B full decode step (all kernels but embedding and sampling), one graph:\n");
     for (int c = 0; c < (quick ? 2 : 4); c++) {
-        const int b = cfgs[quick ? 2 * c + 1 : c][0], ctx = cfgs[quick ? 2 * c + 1 : c][1];
+        const int b = cfgs[c][0], ctx = cfgs[c][1];
         const int max_blocks = (ctx + bs - 1) / bs, n_blocks = b * max_blocks;
         const size_t kvb = (size_t)n_blocks * bs * Q_KV * hd, nsc = (size_t)n_blocks * bs * Q_KV;
         struct fp8_cuda_kv_cache kv[Q_LAYERS];
@@ -325,37 +344,77 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
         void *ws = plan.workspace_bytes ? dalloc(plan.workspace_bytes) : NULL;
         const float eps = 1e-6f, sm = 0.08838834764831845f;
 
-        void *exec = NULL;
-        CHECK(fp8_cuda_graph_capture_begin(stream, &err));
-        for (int l = 0; l < Q_LAYERS; l++) {
+        /* mode 0: the unfused kernels; 1: norms (up to 8 rows), glu and residual adds
+         * fused into the GEMVs, a norm kernel before qkv and gate_up above 8 rows (what the
+         * backend runs); 2: mode 1 without q/k-norm + attention (their share is the
+         * difference) */
+        const int in_gemv = b <= 8;
+        const struct fp8_cuda_gemv_fuse f_norm = {norm_w, eps, 0, 0, 0, 0},
+                                        f_glu = {in_gemv ? norm_w : NULL, eps, 0, 1,
+                                                 FP8_CUDA_GLU_SILU, 0},
+                                        f_add = {NULL, 0.0f, 0, 0, 0, 1};
+        static const char *const names[] = {"unfused", "fused", "fused, no attention"};
+        for (int mode = 0; mode < 3; mode++) {
+            void *exec = NULL;
+            CHECK(fp8_cuda_graph_capture_begin(stream, &err));
+            for (int l = 0; l < Q_LAYERS; l++) {
+                if (mode == 0) {
+                    CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
+                    CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n,
+                                             NULL, stream, &err));
+                } else if (in_gemv) {
+                    CHECK(fp8_cuda_gemv_e4m3_fused(qkv, 0, h, L[l].w[0], L[l].s[0], b, Q_DIM,
+                                                   qkv_n, &f_norm, NULL, stream, &err));
+                } else {
+                    CHECK(fp8_cuda_rmsnorm(xn, h, NULL, norm_w, b, Q_DIM, eps, 0, stream, &err));
+                    CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n,
+                                             NULL, stream, &err));
+                }
+                if (mode < 2) {
+                    CHECK(fp8_cuda_qk_norm_rope_kv_write(q, qkv, qk_w, qk_w, eps, 0, inv_freq,
+                                                         1.0f, pos, slot, &kv[l], b, Q_HEADS,
+                                                         stream, &err));
+                    CHECK(fp8_cuda_attn_decode(ao, q, &kv[l], bt, len, b, Q_HEADS, max_blocks,
+                                               sm, &plan, ws, plan.workspace_bytes, stream,
+                                               &err));
+                }
+                if (mode == 0) {
+                    CHECK(fp8_cuda_gemv_e4m3(po, 0, ao, L[l].w[1], L[l].s[1], b, Q_HEADS * hd,
+                                             Q_DIM, NULL, stream, &err));
+                    CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
+                    CHECK(fp8_cuda_gemv_e4m3(gu, 0, xn, L[l].w[2], L[l].s[2], b, Q_DIM,
+                                             2 * Q_INTER, NULL, stream, &err));
+                    CHECK(fp8_cuda_glu(act, gu, b, Q_INTER, FP8_CUDA_GLU_SILU, stream, &err));
+                    CHECK(fp8_cuda_gemv_e4m3(po, 0, act, L[l].w[3], L[l].s[3], b, Q_INTER,
+                                             Q_DIM, NULL, stream, &err));
+                } else {
+                    CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, ao, L[l].w[1], L[l].s[1], b,
+                                                   Q_HEADS * hd, Q_DIM, &f_add, NULL, stream,
+                                                   &err));
+                    if (!in_gemv)
+                        CHECK(fp8_cuda_rmsnorm(xn, h, NULL, norm_w, b, Q_DIM, eps, 0, stream,
+                                               &err));
+                    CHECK(fp8_cuda_gemv_e4m3_fused(act, 0, in_gemv ? h : xn, L[l].w[2],
+                                                   L[l].s[2], b, Q_DIM, 2 * Q_INTER, &f_glu,
+                                                   NULL, stream, &err));
+                    CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, act, L[l].w[3], L[l].s[3], b,
+                                                   Q_INTER, Q_DIM, &f_add, NULL, stream, &err));
+                }
+            }
             CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
-            CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n, NULL,
-                                     stream, &err));
-            CHECK(fp8_cuda_qk_norm_rope_kv_write(q, qkv, qk_w, qk_w, eps, 0, inv_freq, 1.0f, pos,
-                                                 slot, &kv[l], b, Q_HEADS, stream, &err));
-            CHECK(fp8_cuda_attn_decode(ao, q, &kv[l], bt, len, b, Q_HEADS, max_blocks, sm, &plan,
-                                       ws, plan.workspace_bytes, stream, &err));
-            CHECK(fp8_cuda_gemv_e4m3(po, 0, ao, L[l].w[1], L[l].s[1], b, Q_HEADS * hd, Q_DIM,
-                                     NULL, stream, &err));
-            CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
-            CHECK(fp8_cuda_gemv_e4m3(gu, 0, xn, L[l].w[2], L[l].s[2], b, Q_DIM, 2 * Q_INTER, NULL,
-                                     stream, &err));
-            CHECK(fp8_cuda_glu(act, gu, b, Q_INTER, FP8_CUDA_GLU_SILU, stream, &err));
-            CHECK(fp8_cuda_gemv_e4m3(po, 0, act, L[l].w[3], L[l].s[3], b, Q_INTER, Q_DIM, NULL,
-                                     stream, &err));
+            CHECK(fp8_cuda_gemv_e4m3(logits, 1, xn, lm, lm_s, b, Q_DIM, Q_VOCAB, NULL, stream,
+                                     &err));
+            CHECK(fp8_cuda_graph_capture_end(stream, &exec, &err));
+            float min_ms;
+            const float med = graph_median_ms(exec, stream, &min_ms);
+            const double kv_bytes = 36.0 * b * ctx * Q_KV * (2 * hd + 8);
+            const double floor_ms = (wbytes + kv_bytes) / (g_copy_gbs * 1e9) * 1e3;
+            printf("  batch %2d ctx %5d %-20s: step %.3f ms (min %.3f) -> %.0f tok/s; weights + "
+                   "KV %.2f GB, floor at the copy bandwidth %.3f ms (%.1f%% of it)\n",
+                   b, ctx, names[mode], med, min_ms, b / (med * 1e-3), (wbytes + kv_bytes) / 1e9,
+                   floor_ms, 100.0 * floor_ms / med);
+            fp8_cuda_graph_destroy(exec);
         }
-        CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
-        CHECK(fp8_cuda_gemv_e4m3(logits, 1, xn, lm, lm_s, b, Q_DIM, Q_VOCAB, NULL, stream, &err));
-        CHECK(fp8_cuda_graph_capture_end(stream, &exec, &err));
-        float min_ms;
-        const float med = graph_median_ms(exec, stream, &min_ms);
-        const double kv_bytes = 36.0 * b * ctx * Q_KV * (2 * hd + 8);
-        const double floor_ms = (wbytes + kv_bytes) / (g_copy_gbs * 1e9) * 1e3;
-        printf("  batch %2d ctx %5d: step %.3f ms (min %.3f) -> %.0f tok/s; weights + KV "
-               "%.2f GB, floor at the copy bandwidth %.3f ms (%.1f%% of it)\n",
-               b, ctx, med, min_ms, b / (med * 1e-3), (wbytes + kv_bytes) / 1e9, floor_ms,
-               100.0 * floor_ms / med);
-        fp8_cuda_graph_destroy(exec);
         for (int l = 0; l < Q_LAYERS; l++) {
             fp8_cuda_free(kv[l].k);
             fp8_cuda_free(kv[l].v);
@@ -478,8 +537,8 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
 {
     static const int cfg_all[][2] = {{1, 1024}, {1, 4096}, {1, 16384}, {16, 1024},
                                      {16, 4096}, {64, 2048}};
-    static const int cfg_quick[][2] = {{1, 4096}, {16, 4096}};
-    const int n_cfg = quick ? 2 : 6;
+    static const int cfg_quick[][2] = {{1, 160}, {1, 512}, {16, 160}, {16, 512}};
+    const int n_cfg = quick ? 4 : 6;
     printf("attn_decode (Qwen3-8B: %d heads, %d kv heads, head_dim %d, block 16, FP8 KV): "
            "median of %d\n", Q_HEADS, Q_KV, Q_HD, g_reps);
     printf("%5s %6s %7s %4s %10s %9s %7s %12s   %s\n", "seqs", "ctx", "splits", "kern", "us",

@@ -127,6 +127,29 @@ struct fp8_backend_ops {
     /* out (n, out) = x (n, in) @ w^T; w (out, in) E4M3 or BF16; out act_dtype or F32. */
     void (*linear)(struct fp8_backend *be, const struct fp8_tensor *x,
                    const struct fp8_tensor *w, struct fp8_tensor *out);
+    /* Fused decode sequences (each is exactly the composition named, which is how the ref
+     * backend implements it; the cuda backend folds what pays into its decode GEMV and
+     * runs the rest, and prefill-sized n, as the composition). The scratch tensors receive the
+     * intermediate results of the composition or nothing: their contents are undefined
+     * afterwards. Model code uses them where nothing has to happen between the pieces
+     * (no all-reduce of a tensor-parallel group before the residual add).
+     * out (n, out) = linear(rms_norm(x, norm_w), w); xn (n, D) scratch. */
+    void (*rms_norm_linear)(struct fp8_backend *be, const struct fp8_tensor *x,
+                            const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                            const struct fp8_tensor *w, struct fp8_tensor *xn,
+                            struct fp8_tensor *out);
+    /* out (n, I) = glu(linear(rms_norm(x, norm_w), w_gate_up), act); w_gate_up (2I, D);
+     * xn (n, D) and gate_up (n, 2I) scratch. */
+    void (*rms_norm_linear_glu)(struct fp8_backend *be, const struct fp8_tensor *x,
+                                const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                                const struct fp8_tensor *w_gate_up, enum fp8_glu_act act,
+                                struct fp8_tensor *xn, struct fp8_tensor *gate_up,
+                                struct fp8_tensor *out);
+    /* residual (n, out) += linear(x, w), rounded as add_rms_norm's residual update; y
+     * (n, out) scratch. */
+    void (*linear_add)(struct fp8_backend *be, const struct fp8_tensor *x,
+                       const struct fp8_tensor *w, struct fp8_tensor *y,
+                       struct fp8_tensor *residual);
     /* Optional (model code does not call it; the ref backend has it for tests and as the
      * definition qk_norm_rope_kv_write is written in): in place on x (n, heads, hd),
      * rotate-half (NeoX) pairs (i, i + hd/2): angle = position * inv_freq[i]; cos and sin

@@ -208,36 +208,80 @@ struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n)
     return fp8_tensor_slice(t, 0, n);
 }
 
-void model_attention(struct fp8_model *m, int32_t l, int32_t n)
+/* qkv (n, ...) -> att (n, h * hd): q/k norm + RoPE + KV write, attention. */
+static void attention_core(struct fp8_model *m, int32_t l, int32_t n)
 {
     const struct fp8_model_config *c = &m->cfg;
     const struct fp8_backend_ops *op = m->be->ops;
     struct fp8_layer *w = &m->layers[l];
     bool sliding = c->layers[l].sliding;
-    struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n);
     struct fp8_tensor qkv = model_rows(&m->qkv, n), q = model_rows(&m->q, n),
                       att = model_rows(&m->att, n);
 
-    op->linear(m->be, &xb, &w->wqkv, &qkv);
     op->qk_norm_rope_kv_write(m->be, &qkv, &w->q_norm, &w->k_norm, c->rms_norm_eps,
                               m->norm_kind, sliding ? &m->inv_freq_local : &m->inv_freq, 1.0f,
                               &m->kv, l, &q);
     op->attention(m->be, &q, &m->kv, l, 1.0f / sqrtf(c->query_pre_attn_scalar),
                   sliding ? c->sliding_window : 0, &att);
+}
+
+void model_attention(struct fp8_model *m, int32_t l, int32_t n)
+{
+    const struct fp8_backend_ops *op = m->be->ops;
+    struct fp8_layer *w = &m->layers[l];
+    struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n);
+    struct fp8_tensor qkv = model_rows(&m->qkv, n), att = model_rows(&m->att, n);
+
+    op->linear(m->be, &xb, &w->wqkv, &qkv);
+    attention_core(m, l, n);
     op->linear(m->be, &att, &w->wo, &xb2);
+}
+
+/* hb (n, 2I) and hb2 (n, I) seen as the dense MLP's shapes. */
+static void mlp_views(struct fp8_model *m, int32_t n, struct fp8_tensor *hb, struct fp8_tensor *hb2)
+{
+    int64_t gu[2] = {n, 2 * (int64_t)m->cfg.intermediate_size},
+            h[2] = {n, m->cfg.intermediate_size};
+    struct fp8_tensor a = model_rows(&m->hb, n), b = model_rows(&m->hb2, n);
+    *hb = fp8_tensor_reshape(&a, 2, gu);
+    *hb2 = fp8_tensor_reshape(&b, 2, h);
 }
 
 void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n)
 {
     const struct fp8_backend_ops *op = m->be->ops;
     struct fp8_layer *w = &m->layers[l];
-    struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n);
-    struct fp8_tensor hb = model_rows(&m->hb, n), hb2 = model_rows(&m->hb2, n);
-    int64_t gu[2] = {n, 2 * (int64_t)m->cfg.intermediate_size},
-            h[2] = {n, m->cfg.intermediate_size};
-    hb = fp8_tensor_reshape(&hb, 2, gu);
-    hb2 = fp8_tensor_reshape(&hb2, 2, h);
+    struct fp8_tensor xb = model_rows(&m->xb, n), xb2 = model_rows(&m->xb2, n), hb, hb2;
+    mlp_views(m, n, &hb, &hb2);
     op->linear(m->be, &xb, &w->w_gate_up, &hb);
     op->glu(m->be, &hb, m->act, &hb2);
     op->linear(m->be, &hb2, &w->w_down, &xb2);
+}
+
+void model_attention_residual(struct fp8_model *m, int32_t l, int32_t n)
+{
+    const struct fp8_model_config *c = &m->cfg;
+    const struct fp8_backend_ops *op = m->be->ops;
+    struct fp8_layer *w = &m->layers[l];
+    struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
+                      xb2 = model_rows(&m->xb2, n);
+    struct fp8_tensor qkv = model_rows(&m->qkv, n), att = model_rows(&m->att, n);
+
+    op->rms_norm_linear(m->be, &x, &w->attn_norm, c->rms_norm_eps, m->norm_kind, &w->wqkv, &xb,
+                        &qkv);
+    attention_core(m, l, n);
+    op->linear_add(m->be, &att, &w->wo, &xb2, &x);
+}
+
+void model_dense_mlp_residual(struct fp8_model *m, int32_t l, int32_t n)
+{
+    const struct fp8_model_config *c = &m->cfg;
+    const struct fp8_backend_ops *op = m->be->ops;
+    struct fp8_layer *w = &m->layers[l];
+    struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
+                      xb2 = model_rows(&m->xb2, n), hb, hb2;
+    mlp_views(m, n, &hb, &hb2);
+    op->rms_norm_linear_glu(m->be, &x, &w->mlp_norm, c->rms_norm_eps, m->norm_kind,
+                            &w->w_gate_up, m->act, &xb, &hb, &hb2);
+    op->linear_add(m->be, &hb2, &w->w_down, &xb2, &x);
 }

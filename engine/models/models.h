@@ -84,6 +84,13 @@ int model_load_dense_mlp(struct fp8_model *m, struct fp8_weights *src, int32_t l
 void model_attention(struct fp8_model *m, int32_t l, int32_t n);
 /* xb (n, D) -> xb2 (n, D): gate_up, activation, down. */
 void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n);
+/* The same two blocks of a pre-norm layer as fused ops straight on the residual stream:
+ * x += o_proj(attention(qkv(rms_norm(x, attn_norm)))) and
+ * x += down(glu(gate_up(rms_norm(x, mlp_norm)))). Only where nothing has to happen
+ * between a block's last projection and the residual add: a tensor-parallel group of
+ * more than one all-reduces o/down first and takes the unfused blocks above. */
+void model_attention_residual(struct fp8_model *m, int32_t l, int32_t n);
+void model_dense_mlp_residual(struct fp8_model *m, int32_t l, int32_t n);
 /* A view of the first n rows of an activation tensor. */
 struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n);
 

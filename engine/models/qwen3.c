@@ -32,8 +32,22 @@ void qwen3_forward(struct fp8_model *m, int32_t n)
     const struct fp8_model_config *c = &m->cfg;
     struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
                       xb2 = model_rows(&m->xb2, n);
+    bool dense = true;
+    for (int32_t l = 0; l < c->n_layers; l++)
+        dense = dense && !c->layers[l].moe;
 
     op->embed(m->be, &m->embed, 1.0f, &x);
+    if (dense) {
+        /* kernels.h's fused ops: each norm with the projection after it, each residual
+         * add with the projection before it, glu with gate_up (on cuda at decode sizes
+         * one GEMV each) */
+        for (int32_t l = 0; l < c->n_layers; l++) {
+            model_attention_residual(m, l, n);
+            model_dense_mlp_residual(m, l, n);
+        }
+        op->rms_norm(m->be, &x, &m->final_norm, c->rms_norm_eps, m->norm_kind, &xb);
+        return;
+    }
     op->rms_norm(m->be, &x, &m->layers[0].attn_norm, c->rms_norm_eps, m->norm_kind, &xb);
     for (int32_t l = 0; l < c->n_layers; l++) {
         struct fp8_layer *w = &m->layers[l];

@@ -14,6 +14,9 @@
  *   one block per (token, head) with an online softmax over the visible positions.
  * - qk_norm_rope_kv_write: fp8_cuda_qk_norm_rope_kv_write for head_dim 128, the general
  *   qk_rows_kernel below for other even head_dim up to 256.
+ * - the fused decode ops (rms_norm_linear, rms_norm_linear_glu, linear_add): one
+ *   fp8_cuda_gemv_e4m3_fused each at decode sizes (the norm inside it up to 8 rows, a norm
+ *   kernel before it above; glu up to 32 rows), their compositions otherwise.
  *
  * CUDA graphs: a decode step's ops are captured the first time a (tokens, sequences,
  * block-table width, logit rows) shape is seen, and that graph is replayed for every
@@ -191,6 +194,7 @@ __global__ void gather_rows_kernel(uint16_t *out, const uint16_t *x, const int32
                                    int32_t dim)
 {
     fp8_launch_dependents();
+    fp8_grid_wait();
     const uint16_t *src = x + (size_t)rows[blockIdx.x] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         out[(size_t)blockIdx.x * dim + i] = src[i];
@@ -373,6 +377,7 @@ attn_rows_kernel(uint16_t *out, const uint16_t *q, rows_kv kv, const int32_t *po
 /* One block per row; lowest index on ties. */
 __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *ids, const float *x, int32_t v)
 {
+    fp8_grid_wait();
     const float *row = x + (size_t)blockIdx.x * v;
     float best = -INFINITY;
     int32_t bi = INT32_MAX;
@@ -928,31 +933,47 @@ void linear_gemm(struct fp8_backend *be, const struct fp8_tensor *x, const struc
        &e);
 }
 
+/* The checks every linear op makes: w e4m3 (out, in) with row scales, x bf16 (n, in),
+ * out bf16 (or f32 when f32_ok) (n, out_cols). */
+bool check_linear(struct fp8_backend *be, const char *op, const struct fp8_tensor *x,
+                  const struct fp8_tensor *w, const struct fp8_tensor *out, int64_t out_cols,
+                  bool f32_ok)
+{
+    if (!w || !w->data || w->n_dims != 2) {
+        fail(be, -EINVAL, "%s: w must be 2-d (out, in)", op);
+        return false;
+    }
+    if (w->dtype != FP8_DTYPE_E4M3 || !w->scale) {
+        fail(be, -ENOTSUP, "%s: %s weights (%lld x %lld) are not supported on the cuda "
+             "backend (e4m3 with row scales only; --weights bf16 is ref-only for now)", op,
+             fp8_dtype_name(w->dtype), (long long)w->ne[0], (long long)w->ne[1]);
+        return false;
+    }
+    if (!check_act(be, op, "x", x, -1, w->ne[1]))
+        return false;
+    const int64_t n = fp8_tensor_rows(x);
+    if (!out || !out->data ||
+        (out->dtype != FP8_DTYPE_BF16 && !(f32_ok && out->dtype == FP8_DTYPE_F32)) ||
+        fp8_tensor_rows(out) != n || out->ne[out->n_dims - 1] != out_cols) {
+        fail(be, -EINVAL, "%s: out must be %s (%lld, %lld)", op, f32_ok ? "bf16 or f32" : "bf16",
+             (long long)n, (long long)out_cols);
+        return false;
+    }
+    if (n > FP8_CUDA_GEMV_MAX_ROWS && w->ne[1] % 16) {
+        fail(be, -ENOTSUP, "%s (n=%lld in=%lld out=%lld): in must be a multiple of 16", op,
+             (long long)n, (long long)w->ne[1], (long long)w->ne[0]);
+        return false;
+    }
+    return true;
+}
+
 void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
                  struct fp8_tensor *out)
 {
     cuda_ctx *c = ctx_of(be);
-    if (!active(be, "linear"))
-        return;
-    if (!w || !w->data || w->n_dims != 2) {
-        fail(be, -EINVAL, "linear: w must be 2-d (out, in)");
-        return;
-    }
-    if (w->dtype != FP8_DTYPE_E4M3 || !w->scale) {
-        fail(be, -ENOTSUP, "linear: %s weights (%lld x %lld) are not supported on the cuda "
-             "backend (e4m3 with row scales only; --weights bf16 is ref-only for now)",
-             fp8_dtype_name(w->dtype), (long long)w->ne[0], (long long)w->ne[1]);
-        return;
-    }
-    if (!check_act(be, "linear", "x", x, -1, w->ne[1]))
+    if (!active(be, "linear") || !check_linear(be, "linear", x, w, out, w ? w->ne[0] : 0, true))
         return;
     const int64_t n = fp8_tensor_rows(x);
-    if (!out || !out->data || (out->dtype != FP8_DTYPE_BF16 && out->dtype != FP8_DTYPE_F32) ||
-        fp8_tensor_rows(out) != n || out->ne[out->n_dims - 1] != w->ne[0]) {
-        fail(be, -EINVAL, "linear: out must be bf16 or f32 (%lld, %lld)", (long long)n,
-             (long long)w->ne[0]);
-        return;
-    }
     const int32_t in = (int32_t)w->ne[1], n_out = (int32_t)w->ne[0];
     if (n > FP8_CUDA_GEMV_MAX_ROWS) {
         linear_gemm(be, x, w, out, (int32_t)n);
@@ -963,6 +984,118 @@ void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struc
                               (const uint8_t *)w->data, w->scale, (int32_t)n, in, n_out, NULL,
                               c->stream, &e),
        &e);
+}
+
+/* One fused GEMV (decode rows); fu says which fusions. */
+void gemv_fused(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                struct fp8_tensor *y, const struct fp8_cuda_gemv_fuse *fu)
+{
+    struct fp8_err e;
+    ok(be, fp8_cuda_gemv_e4m3_fused(y->data, 0, (const uint16_t *)x->data,
+                                    (const uint8_t *)w->data, w->scale,
+                                    (int32_t)fp8_tensor_rows(x), (int32_t)w->ne[1],
+                                    (int32_t)w->ne[0], fu, NULL, ctx_of(be)->stream, &e),
+       &e);
+}
+
+/* Rows up to which the norm runs inside the GEMV's loop: there it costs every iteration
+ * (+4 us on qkv at 1 row, +10 us at 16, H100), so for more rows a separate norm kernel
+ * is cheaper. */
+constexpr int64_t kNormInGemvRows = 8;
+
+/* Up to kNormInGemvRows rows one GEMV with the norm inside; more rows the composition. */
+void cuda_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
+                          const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                          const struct fp8_tensor *w, struct fp8_tensor *xn,
+                          struct fp8_tensor *out)
+{
+    const char *op = "rms_norm_linear";
+    if (!active(be, op) || !check_linear(be, op, x, w, out, w ? w->ne[0] : 0, false) ||
+        !check_f32_vec(be, op, "norm_w", norm_w, w->ne[1]))
+        return;
+    if (fp8_tensor_rows(x) > kNormInGemvRows) {
+        cuda_rms_norm(be, x, norm_w, eps, kind, xn);
+        cuda_linear(be, xn, w, out);
+        return;
+    }
+    const struct fp8_cuda_gemv_fuse fu = {(const float *)norm_w->data, eps,
+                                          kind == FP8_NORM_RMS_PLUS_ONE, 0, 0, 0};
+    gemv_fused(be, x, w, out, &fu);
+}
+
+void cuda_glu(struct fp8_backend *be, const struct fp8_tensor *gate_up, enum fp8_glu_act act,
+              struct fp8_tensor *out);
+
+/* Up to 32 rows the glu is the GEMV's epilogue (gate and up tiles side by side), with the
+ * norm inside it up to kNormInGemvRows rows and a norm kernel before it above; more rows
+ * the composition. */
+void cuda_rms_norm_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x,
+                              const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                              const struct fp8_tensor *w_gate_up, enum fp8_glu_act act,
+                              struct fp8_tensor *xn, struct fp8_tensor *gate_up,
+                              struct fp8_tensor *out)
+{
+    const char *op = "rms_norm_linear_glu";
+    const int64_t two = w_gate_up ? w_gate_up->ne[0] : 0, n = fp8_tensor_rows(x);
+    if (!active(be, op) || !check_linear(be, op, x, w_gate_up, out, two / 2, false) ||
+        !check_f32_vec(be, op, "norm_w", norm_w, w_gate_up->ne[1]))
+        return;
+    if (two % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH)) {
+        fail(be, -EINVAL, "%s: odd gate_up rows %lld or unknown activation", op, (long long)two);
+        return;
+    }
+    if (n > 32) {
+        cuda_rms_norm(be, x, norm_w, eps, kind, xn);
+        cuda_linear(be, xn, w_gate_up, gate_up);
+        cuda_glu(be, gate_up, act, out);
+        return;
+    }
+    struct fp8_cuda_gemv_fuse fu = {
+        (const float *)norm_w->data, eps, kind == FP8_NORM_RMS_PLUS_ONE, 1,
+        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH, 0};
+    if (n > kNormInGemvRows) {
+        cuda_rms_norm(be, x, norm_w, eps, kind, xn);
+        if (ctx_of(be)->err_code)
+            return;
+        fu.norm_w = NULL;
+        gemv_fused(be, xn, w_gate_up, out, &fu);
+        return;
+    }
+    gemv_fused(be, x, w_gate_up, out, &fu);
+}
+
+/* residual = bf16(residual + x), as rmsnorm_kernel's residual update. */
+__global__ void add_bf16_kernel(uint16_t *residual, const uint16_t *x, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        residual[i] = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(x[i]) +
+                                           fp8_bf16_bits_to_f32(residual[i]));
+}
+
+void cuda_linear_add(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                     struct fp8_tensor *y, struct fp8_tensor *residual)
+{
+    cuda_ctx *c = ctx_of(be);
+    const char *op = "linear_add";
+    if (!active(be, op) || !check_linear(be, op, x, w, residual, w ? w->ne[0] : 0, false))
+        return;
+    const int64_t n = fp8_tensor_rows(x);
+    if (n > FP8_CUDA_GEMV_MAX_ROWS) {
+        if (!check_act(be, op, "y", y, n, w->ne[0]))
+            return;
+        cuda_linear(be, x, w, y);
+        if (c->err_code)
+            return;
+        const size_t ne = (size_t)n * (size_t)w->ne[0];
+        add_bf16_kernel<<<(unsigned)(ne / 256 + 1 < 4096 ? ne / 256 + 1 : 4096), 256, 0,
+                          c->stream>>>((uint16_t *)residual->data, (const uint16_t *)y->data,
+                                       ne);
+        launched(be, op);
+        return;
+    }
+    const struct fp8_cuda_gemv_fuse fu = {NULL, 0.0f, 0, 0, 0, 1};
+    gemv_fused(be, x, w, residual, &fu);
 }
 
 bool check_cache(struct fp8_backend *be, const char *op, const struct fp8_kv_cache *kc,
@@ -1154,10 +1287,14 @@ void cuda_gather_rows(struct fp8_backend *be, const struct fp8_tensor *x, struct
     }
     if (c->n_logit_rows == 0)
         return;
-    gather_rows_kernel<<<(unsigned)c->n_logit_rows, 256, 0, c->stream>>>(
-        (uint16_t *)out->data, (const uint16_t *)x->data, c->d_logit_rows,
-        (int32_t)x->ne[x->n_dims - 1]);
-    launched(be, "gather_rows");
+    struct fp8_err e;
+    ok(be, fp8_cuda_check(fp8_cuda_launch_pdl(gather_rows_kernel, dim3((unsigned)c->n_logit_rows),
+                                              dim3(256), c->stream, (uint16_t *)out->data,
+                                              (const uint16_t *)x->data,
+                                              (const int32_t *)c->d_logit_rows,
+                                              (int32_t)x->ne[x->n_dims - 1]),
+                          &e, "gather_rows"),
+       &e);
 }
 
 void cuda_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap)
@@ -1185,9 +1322,13 @@ void cuda_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct
         fail(be, -EINVAL, "argmax: logits must be f32 (rows, vocab) and ids i32 (rows)");
         return;
     }
-    argmax_kernel<<<(unsigned)logits->ne[0], 1024, 0, c->stream>>>(
-        (int32_t *)ids->data, (const float *)logits->data, (int32_t)logits->ne[1]);
-    launched(be, "argmax");
+    struct fp8_err e;
+    ok(be, fp8_cuda_check(fp8_cuda_launch_pdl(argmax_kernel, dim3((unsigned)logits->ne[0]),
+                                              dim3(1024), c->stream, (int32_t *)ids->data,
+                                              (const float *)logits->data,
+                                              (int32_t)logits->ne[1]),
+                          &e, "argmax"),
+       &e);
 }
 
 void cuda_destroy(struct fp8_backend *be)
@@ -1230,6 +1371,9 @@ const struct fp8_backend_ops cuda_ops = {
     .rms_norm = cuda_rms_norm,
     .add_rms_norm = cuda_add_rms_norm,
     .linear = cuda_linear,
+    .rms_norm_linear = cuda_rms_norm_linear,
+    .rms_norm_linear_glu = cuda_rms_norm_linear_glu,
+    .linear_add = cuda_linear_add,
     .rope = NULL,
     .kv_write = NULL,
     .qk_norm_rope_kv_write = cuda_qk_norm_rope_kv_write,

@@ -78,6 +78,53 @@ static __device__ __forceinline__ void fp8_launch_dependents()
 #endif
 }
 
+/* Waits for the previous kernel of the stream to finish and its writes to be visible,
+ * when this kernel was launched as its programmatic dependent (fp8_cuda_launch_pdl);
+ * returns at once otherwise. Everything before it may only read what no earlier kernel
+ * of the step writes. No-op before sm_90. */
+static __device__ __forceinline__ void fp8_grid_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Launches kernel k as a programmatic dependent of the previous kernel in the stream on
+ * sm_90+ (a plain launch before): its blocks may start while that kernel drains, so k
+ * must call fp8_grid_wait() before it touches anything an earlier kernel writes (or
+ * writes anything an earlier kernel reads). */
+template <typename... KArgs, typename... Args>
+static cudaError_t fp8_cuda_launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 block,
+                                       cudaStream_t stream, Args... args)
+{
+    int dev = 0, major = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess)
+        e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e != cudaSuccess)
+        return e;
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = grid;
+    lc.blockDim = block;
+    lc.stream = stream;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = &attr;
+    lc.numAttrs = major >= 9 ? 1 : 0;
+    return cudaLaunchKernelEx(&lc, k, static_cast<KArgs>(args)...);
+}
+
+/* The gated activations of kernels.h's glu (act 0: silu, 1: PyTorch's tanh gelu), in fp32
+ * as the ref backend; shared by the glu kernel and the GEMV's glu epilogue so both round
+ * identically. */
+static __device__ __forceinline__ float fp8_glu_act_f32(float g, int act)
+{
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    return act == 0 ? g / (1.0f + expf(-g))
+                    : 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
+}
+
 static __device__ __forceinline__ float fp8_warp_sum(float v)
 {
     for (int o = 16; o > 0; o >>= 1)

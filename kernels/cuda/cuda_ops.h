@@ -149,6 +149,37 @@ int fp8_cuda_gemm_e4m3(struct fp8_cuda_gemm *g,
                        const struct fp8_cuda_gemm_cfg *cfg, void *workspace,
                        size_t workspace_bytes, void *stream, struct fp8_err *err);
 
+/* Fusions of the decode step into the GEMV (each saves a kernel and its gap per layer):
+ * - norm_w (non-NULL): x is RMS-normalized first, as fp8_cuda_rmsnorm without residual
+ *   (eps, plus_one likewise): y = (x / rms(x) * w') W^T. The block sums each row's
+ *   squares while it streams x and applies 1 / rms at the end, so the bf16 rounding falls
+ *   on x * w' instead of x / rms * w' (same relative size, 2^-9). It costs the loop some
+ *   arithmetic on every iteration, more with more rows (H100: +4 us on qkv at 1 row,
+ *   +10 us at 16), so it only beats a separate norm kernel for a few rows.
+ * - glu: w is the fused (2 I, in) gate_up weight (gate rows, then up rows; out = 2 I,
+ *   even) and y (rows, I) = bf16(act(bf16 gate) * bf16 up), bit-identical to the GEMV
+ *   followed by fp8_cuda_glu. Needs bf16 y, m_tiles 2 (the gate tile and its up tile;
+ *   picked when cfg is NULL) and at most 32 rows.
+ * - add: y (bf16) += result, rounded as fp8_cuda_rmsnorm's residual add of the bf16
+ *   result (bf16 of the fp32 sum of the two bf16 values): bit-identical to the GEMV into
+ *   a scratch followed by that add. */
+struct fp8_cuda_gemv_fuse {
+    const float *norm_w;     /* (in) f32, 16-byte aligned, or NULL */
+    float eps;
+    int32_t plus_one;
+    int32_t glu;             /* nonzero: glu epilogue with glu_act */
+    int32_t glu_act;         /* enum fp8_cuda_glu_act */
+    int32_t add;
+};
+
+/* fp8_cuda_gemv_e4m3 with the fusions above (fuse NULL: none). With glu, y is
+ * (rows, out / 2). */
+int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const uint8_t *w,
+                             const float *scale, int32_t rows, int32_t in, int32_t out,
+                             const struct fp8_cuda_gemv_fuse *fuse,
+                             const struct fp8_cuda_gemv_cfg *cfg, void *stream,
+                             struct fp8_err *err);
+
 /* ---- paged FP8 KV cache ------------------------------------------------------------------
  * One layer of kernels.h's cache (its arrays are (n_layers, ...) of these): a pool of
  * n_blocks blocks of block_size token slots; slot s is block s / block_size, offset

@@ -19,7 +19,24 @@
  * the stream: weights do not depend on it, so each thread issues its first iteration's
  * weight loads while the previous kernel drains, and waits (griddepcontrol.wait) only
  * before it reads x. That hides the launch gap and the ramp-up of every GEMV in a decode
- * step, which at 5-50 us per GEMV is a large share of the time. */
+ * step, which at 5-50 us per GEMV is a large share of the time.
+ *
+ * Fusions (fp8_cuda_gemv_e4m3_fused), each removing a small kernel and its gap from the
+ * decode step:
+ * - RMSNorm prologue: x is normalized on the fly. Every x element is loaded by exactly
+ *   one thread of the block, so the block sums the squares of each row while it streams
+ *   them and applies 1/rms once at the end: y = scale * inv_rms * sum bf16(x * w') W.
+ *   (The unfused path rounds x * inv_rms * w' to bf16 instead: the same 2^-9 relative
+ *   rounding at a different place.) The single-buffered loop pays the extra arithmetic
+ *   on every iteration: +4 us on qkv at 1 row, +10 us at 16 (H100), so it beats a
+ *   separate norm kernel only for a few rows; the backend uses it up to 8.
+ * - GLU epilogue: the block's two 16-channel tiles are gate rows c.. and up rows
+ *   I + c.. of the fused gate_up weight, so the epilogue has both halves and writes
+ *   act(gate) * up with exactly the unfused rounding (bf16 gate and up, then bf16 out).
+ * - Residual epilogue: y += bf16(result), rounded as the unfused add (bf16 of the sum of
+ *   the two bf16 values); every y element is read and written by one thread.
+ * (A norm in the tail of the residual GEMV, done by its last block, measured slower
+ * still: +5.7 us at 1 row, +11.6 at 16.) */
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace {
@@ -43,10 +60,64 @@ __device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i)
 /* One 64-in-dim chunk: this thread holds bytes [16t, 16t+16) of the chunk for weight rows
  * g and g+8 of each m-tile (wv) and loads the matching 16 activations of row g of each
  * n-tile. Word jj of the weight bytes feeds mma jj. */
-template <int MT, int NT>
+/* NORM: x[k..k+16) of each row times the norm weight w' (nw: this thread's w' + k0),
+ * rounded to bf16 in place, and the squares of the unscaled values summed into ss. */
+template <int NT>
+__device__ __forceinline__ void norm_x(uint4 (&xv)[NT][2], float (&ss)[NT], const float *nw,
+                                       bool plus_one, const bool (&xok)[NT], bool tok, size_t k)
+{
+    uint32_t in[NT][8];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        in[j][0] = xv[j][0].x;
+        in[j][1] = xv[j][0].y;
+        in[j][2] = xv[j][0].z;
+        in[j][3] = xv[j][0].w;
+        in[j][4] = xv[j][1].x;
+        in[j][5] = xv[j][1].y;
+        in[j][6] = xv[j][1].z;
+        in[j][7] = xv[j][1].w;
+    }
+    /* four weights (two words of each row) at a time keeps the registers down */
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        /* past K in a partial last chunk (tok false) nothing is read */
+        float4 f = tok ? __ldg(reinterpret_cast<const float4 *>(nw + k) + q)
+                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (plus_one) {
+            f.x += 1.0f;
+            f.y += 1.0f;
+            f.z += 1.0f;
+            f.w += 1.0f;
+        }
+        const float wf[4] = {f.x, f.y, f.z, f.w};
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            if (!(xok[j] && tok))
+                continue;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint32_t v = in[j][2 * q + h];
+                const float a = __uint_as_float(v << 16), b = __uint_as_float(v & 0xffff0000u);
+                ss[j] = fmaf(a, a, ss[j]);
+                ss[j] = fmaf(b, b, ss[j]);
+                in[j][2 * q + h] = (uint32_t)fp8_f32_to_bf16_bits(a * wf[2 * h]) |
+                                   (uint32_t)fp8_f32_to_bf16_bits(b * wf[2 * h + 1]) << 16;
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        xv[j][0] = make_uint4(in[j][0], in[j][1], in[j][2], in[j][3]);
+        xv[j][1] = make_uint4(in[j][4], in[j][5], in[j][6], in[j][7]);
+    }
+}
+
+template <int MT, int NT, bool NORM>
 __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 (&wv)[MT][2],
                                            const uint16_t *const (&xrow)[NT],
-                                           const bool (&xok)[NT], bool tok, size_t k)
+                                           const bool (&xok)[NT], bool tok, size_t k,
+                                           float (&ss)[NT], const float *nw, bool plus_one)
 {
     uint4 xv[NT][2];
 #pragma unroll
@@ -60,6 +131,8 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
             xv[j][1] = make_uint4(0, 0, 0, 0);
         }
     }
+    if (NORM)
+        norm_x<NT>(xv, ss, nw, plus_one, xok, tok, k);
 #pragma unroll
     for (int jj = 0; jj < 4; jj++) {
         uint32_t a[MT][4];
@@ -98,18 +171,29 @@ __device__ __forceinline__ void gemv_load_iter(uint4 (&wv)[U][MT][2],
                                         : make_uint4(0, 0, 0, 0);
 }
 
-template <int MT, int NT>
-__global__ void __launch_bounds__(kWarps * 32, 2)
-gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
-                 const uint8_t *__restrict__ w, const float *__restrict__ scale, int rows,
-                 int K, int N, bool out_f32, int prefetch)
+struct gemv_args {
+    void *y;
+    const uint16_t *x;
+    const uint8_t *w;
+    const float *scale;
+    const float *norm_w; /* NORM: (K) */
+    int rows, K, N;      /* N: weight rows (2 I with glu) */
+    float eps;
+    int plus_one, out_f32, add, glu, prefetch; /* glu: 0 none, 1 + enum fp8_cuda_glu_act */
+};
+
+template <int MT, int NT, bool NORM>
+__global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_args a)
 {
     /* chunks per iteration: 128 weight bytes in flight per thread, fewer where the wide
      * activation tiles (rows > 16) need the registers */
     constexpr int U = MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : 4 / MT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
-    const int ch0 = blockIdx.x * 16 * MT;
+    const int K = a.K, N = a.N, rows = a.rows;
+    /* With glu the block's tiles are gate channels c0.. and the up rows half + c0.. */
+    const int half = N / 2;
+    const int c0 = a.glu ? blockIdx.x * 16 : blockIdx.x * 16 * MT;
 
     const uint8_t *wrow[MT][2];
     bool wok[MT][2];
@@ -117,9 +201,10 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
     for (int i = 0; i < MT; i++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            int ch = ch0 + 16 * i + g + 8 * h;
-            wok[i][h] = ch < N;
-            wrow[i][h] = w + (size_t)(wok[i][h] ? ch : 0) * K + 16 * t;
+            const int ch = a.glu ? c0 + g + 8 * h : c0 + 16 * i + g + 8 * h;
+            const int row = a.glu ? i * half + ch : ch;
+            wok[i][h] = a.glu ? ch < half : ch < N;
+            wrow[i][h] = a.w + (size_t)(wok[i][h] ? row : 0) * K + 16 * t;
         }
     }
     const int nfull = K >> 6;
@@ -134,16 +219,14 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
         gemv_load_iter<MT, NT, U>(wv0, wrow, wok, c);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    if (prefetch > 0 && threadIdx.x < 16 * MT && ch0 + (int)threadIdx.x < N) {
-        const uint32_t bytes = (uint32_t)(K < prefetch ? K : prefetch);
+    if (a.prefetch > 0 && threadIdx.x < 16 * MT && !a.glu && c0 + (int)threadIdx.x < N) {
+        const uint32_t bytes = (uint32_t)(K < a.prefetch ? K : a.prefetch);
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
                      :
-                     : "l"(w + (size_t)(ch0 + threadIdx.x) * K), "r"(bytes)
+                     : "l"(a.w + (size_t)(c0 + threadIdx.x) * K), "r"(bytes)
                      : "memory");
     }
     asm volatile("griddepcontrol.wait;" ::: "memory");
-#else
-    (void)prefetch;
 #endif
 
     const uint16_t *xrow[NT];
@@ -152,10 +235,12 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
     for (int j = 0; j < NT; j++) {
         int n = 8 * j + g;
         xok[j] = n < rows;
-        xrow[j] = x + (size_t)(xok[j] ? n : 0) * K + 16 * t;
+        xrow[j] = a.x + (size_t)(xok[j] ? n : 0) * K + 16 * t;
     }
+    const float *nw = NORM ? a.norm_w + 16 * t : nullptr;
+    const bool plus_one = a.plus_one != 0;
 
-    float acc[MT][NT][4];
+    float acc[MT][NT][4], ss[NT];
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -163,11 +248,15 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 acc[i][j][r] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+        ss[j] = 0.0f;
 
     if (early) {
 #pragma unroll
         for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+            gemv_chunk<MT, NT, NORM>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64,
+                                     ss, nw, plus_one);
         c += U * kWarps;
     }
     /* Single-buffered on purpose: a double-buffered loop (next iteration's loads before
@@ -177,7 +266,8 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
         gemv_load_iter<MT, NT, U>(wv, wrow, wok, c);
 #pragma unroll
         for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
+            gemv_chunk<MT, NT, NORM>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64,
+                                     ss, nw, plus_one);
     }
     for (; c <= nfull; c += kWarps) {
         /* the last chunk may be partial (K % 64 of 16, 32 or 48): whole 16-byte pieces only */
@@ -191,10 +281,11 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
             for (int h = 0; h < 2; h++)
                 wv[i][h] = wok[i][h] && tok ? load_stream16(wrow[i][h] + (size_t)c * 64)
                                             : make_uint4(0, 0, 0, 0);
-        gemv_chunk<MT, NT>(acc, wv, xrow, xok, tok, (size_t)c * 64);
+        gemv_chunk<MT, NT, NORM>(acc, wv, xrow, xok, tok, (size_t)c * 64, ss, nw, plus_one);
     }
 
     __shared__ float red[kWarps][MT * NT * 4][32];
+    __shared__ float inv_rms[NORM ? 8 * NT : 1];
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -202,22 +293,71 @@ gemv_e4m3_kernel(void *__restrict__ y, const uint16_t *__restrict__ x,
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 red[warp][(i * NT + j) * 4 + r][lane] = acc[i][j][r];
+    if (NORM) {
+        /* row 8j + g's squares: over the 4 lanes t, then (below) over the warps, in a
+         * fixed order */
+        __shared__ float red_ss[kWarps][8 * NT];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            float v = ss[j];
+            v += __shfl_xor_sync(0xffffffffu, v, 1);
+            v += __shfl_xor_sync(0xffffffffu, v, 2);
+            if (t == 0)
+                red_ss[warp][8 * j + g] = v;
+        }
+        __syncthreads();
+        if (threadIdx.x < 8 * NT) {
+            float tot = 0.0f;
+#pragma unroll
+            for (int v = 0; v < kWarps; v++)
+                tot += red_ss[v][threadIdx.x];
+            inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + a.eps); /* as rmsnorm */
+        }
+    }
     __syncthreads();
-    for (int o = threadIdx.x; o < MT * NT * 4 * 32; o += kWarps * 32) {
+    const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
+    for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
         const int idx = o >> 5, l = o & 31;
         float s = 0.0f;
 #pragma unroll
         for (int v = 0; v < kWarps; v++)
             s += red[v][idx][l];
         const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
-        const int ch = ch0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
+        const int ch = c0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
         const int n = 8 * j + 2 * (l & 3) + (r & 1);
-        if (ch < N && n < rows) {
-            if (out_f32)
-                static_cast<float *>(y)[(size_t)n * N + ch] = s * scale[ch];
-            else
-                static_cast<uint16_t *>(y)[(size_t)n * N + ch] = fp8_f32_to_bf16_bits(s * scale[ch]);
+        if (n >= rows)
+            continue;
+        if (NORM)
+            s *= inv_rms[n];
+        if (a.glu) {
+            if (ch >= half)
+                continue;
+            /* the up channel: same place in the second tile */
+            float su = 0.0f;
+#pragma unroll
+            for (int v = 0; v < kWarps; v++)
+                su += red[v][idx + NT * 4][l];
+            if (NORM)
+                su *= inv_rms[n];
+            const float gate = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(s * a.scale[ch]));
+            const float up = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(su * a.scale[half + ch]));
+            static_cast<uint16_t *>(a.y)[(size_t)n * half + ch] =
+                fp8_f32_to_bf16_bits(fp8_glu_act_f32(gate, a.glu - 1) * up);
+            continue;
         }
+        if (ch >= N)
+            continue;
+        const size_t yi = (size_t)n * N + ch;
+        if (a.out_f32) {
+            static_cast<float *>(a.y)[yi] = s * a.scale[ch];
+            continue;
+        }
+        uint16_t b = fp8_f32_to_bf16_bits(s * a.scale[ch]);
+        if (a.add) {
+            uint16_t *yb = static_cast<uint16_t *>(a.y);
+            b = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(b) + fp8_bf16_bits_to_f32(yb[yi]));
+        }
+        static_cast<uint16_t *>(a.y)[yi] = b;
     }
 }
 
@@ -227,11 +367,11 @@ int n_tiles_for(int rows)
 }
 
 template <int MT, int NT>
-cudaError_t launch(void *y, const uint16_t *x, const uint8_t *w, const float *scale, int rows,
-                   int K, int N, bool out_f32, bool overlap, int prefetch, cudaStream_t stream)
+cudaError_t launch(const gemv_args &a, bool overlap, cudaStream_t stream)
 {
     cudaLaunchConfig_t lc = {};
-    lc.gridDim = dim3((unsigned)((N + 16 * MT - 1) / (16 * MT)));
+    const int ch = a.glu ? a.N / 2 : a.N, per = a.glu ? 16 : 16 * MT;
+    lc.gridDim = dim3((unsigned)((ch + per - 1) / per));
     lc.blockDim = dim3(kWarps * 32);
     lc.stream = stream;
     cudaLaunchAttribute attr;
@@ -239,8 +379,9 @@ cudaError_t launch(void *y, const uint16_t *x, const uint8_t *w, const float *sc
     attr.val.programmaticStreamSerializationAllowed = 1;
     lc.attrs = &attr;
     lc.numAttrs = overlap ? 1 : 0;
-    return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT>, y, x, w, scale, rows, K, N,
-                              out_f32, prefetch);
+    if (a.norm_w)
+        return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT, true>, a);
+    return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT, false>, a);
 }
 
 } // namespace
@@ -263,14 +404,22 @@ int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int
      * where each activation tile is then re-read half as often. Above 32 rows only 16. */
     const int nt = n_tiles_for(rows);
     cfg->m_tiles = nt == 4 ? 2 : 1;
+    /* 9..16 rows: 32 channels also win when the layer is wider than deep (qkv 4096 ->
+     * 6144: 16.5 vs 19.4 us; gate_up 46.2 vs 47.8), not for o and down (14.1 vs 13.5,
+     * 31.5 vs 26.5) nor the vocabulary projection (equal, or 16 us slower in an earlier
+     * run): H100, bench/RESULTS.md */
+    if (nt == 2 && out > in && out <= 8 * in)
+        cfg->m_tiles = 2;
     cfg->overlap = major >= 9;
     cfg->prefetch = 0;
     return 0;
 }
 
-int fp8_cuda_gemv_e4m3(void *y, int32_t y_f32, const uint16_t *x, const uint8_t *w,
-                       const float *scale, int32_t rows, int32_t in, int32_t out,
-                       const struct fp8_cuda_gemv_cfg *cfg, void *stream, struct fp8_err *err)
+int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const uint8_t *w,
+                             const float *scale, int32_t rows, int32_t in, int32_t out,
+                             const struct fp8_cuda_gemv_fuse *fuse,
+                             const struct fp8_cuda_gemv_cfg *cfg, void *stream,
+                             struct fp8_err *err)
 {
     if (!y || !x || !w || !scale)
         return fp8_err_set(err, -EINVAL, "gemv_e4m3(rows=%d in=%d out=%d): NULL tensor",
@@ -288,37 +437,78 @@ int fp8_cuda_gemv_e4m3(void *y, int32_t y_f32, const uint16_t *x, const uint8_t 
         return fp8_err_set(err, -EINVAL,
                            "gemv_e4m3(rows=%d in=%d out=%d): x and w must be 16-byte aligned",
                            (int)rows, (int)in, (int)out);
+    gemv_args a;
+    a.y = y;
+    a.x = x;
+    a.w = w;
+    a.scale = scale;
+    a.norm_w = fuse ? fuse->norm_w : NULL;
+    a.rows = rows;
+    a.K = in;
+    a.N = out;
+    a.eps = fuse ? fuse->eps : 0.0f;
+    a.plus_one = fuse && fuse->plus_one;
+    a.out_f32 = y_f32 != 0;
+    a.add = fuse && fuse->add;
+    a.glu = fuse && fuse->glu ? 1 + (int)fuse->glu_act : 0;
+    if (fuse && (!(a.eps >= 0.0f) || (a.norm_w && ((uintptr_t)a.norm_w & 15)) ||
+                 (a.glu && (out % 2 || a.out_f32 || a.add || rows > 32 ||
+                            (fuse->glu_act != FP8_CUDA_GLU_SILU &&
+                             fuse->glu_act != FP8_CUDA_GLU_GELU_TANH))) ||
+                 (a.add && a.out_f32)))
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d norm=%s glu=%d add=%d): unsupported "
+                           "fusion (eps >= 0, 16-byte aligned norm weight; glu needs an even "
+                           "out, at most 32 rows, bf16 y and no add; add needs bf16 y)",
+                           (int)rows, (int)in, (int)out, a.norm_w ? "yes" : "no", (int)a.glu,
+                           (int)a.add);
     struct fp8_cuda_gemv_cfg picked;
     if (!cfg) {
         int rc = fp8_cuda_gemv_e4m3_cfg_pick(&picked, rows, in, out, err);
         if (rc < 0)
             return rc;
+        if (a.glu)
+            picked.m_tiles = 2; /* the gate tile and its up tile */
         cfg = &picked;
     }
     const int nt = n_tiles_for(rows), mt = cfg->m_tiles;
-    const bool ov = cfg->overlap != 0, f32 = y_f32 != 0;
+    const bool ov = cfg->overlap != 0;
+    if (a.glu && mt != 2)
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d): glu needs m_tiles 2 (got %d)",
+                           (int)rows, (int)in, (int)out, (int)mt);
     if (cfg->prefetch < 0 || cfg->prefetch % 16 != 0 || cfg->prefetch > (1 << 20))
         return fp8_err_set(err, -EINVAL,
                            "gemv_e4m3(rows=%d in=%d out=%d): prefetch=%d must be a multiple of "
                            "16 in 0..1 MiB",
                            (int)rows, (int)in, (int)out, (int)cfg->prefetch);
-    const int pf = ov ? cfg->prefetch : 0;
+    a.prefetch = ov ? cfg->prefetch : 0;
     cudaStream_t s = (cudaStream_t)stream;
     cudaError_t e;
     switch (mt * 16 + nt) {
-    case 16 + 1: e = launch<1, 1>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
-    case 16 + 2: e = launch<1, 2>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
-    case 16 + 4: e = launch<1, 4>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
-    case 16 + 8: e = launch<1, 8>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
-    case 32 + 1: e = launch<2, 1>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
-    case 32 + 2: e = launch<2, 2>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
-    case 32 + 4: e = launch<2, 4>(y, x, w, scale, rows, in, out, f32, ov, pf, s); break;
+    case 16 + 1: e = launch<1, 1>(a, ov, s); break;
+    case 16 + 2: e = launch<1, 2>(a, ov, s); break;
+    case 16 + 4: e = launch<1, 4>(a, ov, s); break;
+    case 16 + 8: e = launch<1, 8>(a, ov, s); break;
+    case 32 + 1: e = launch<2, 1>(a, ov, s); break;
+    case 32 + 2: e = launch<2, 2>(a, ov, s); break;
+    case 32 + 4: e = launch<2, 4>(a, ov, s); break;
     default:
         return fp8_err_set(err, -EINVAL,
                            "gemv_e4m3(rows=%d in=%d out=%d): m_tiles=%d unsupported "
                            "(1 or 2, and 1 above 32 rows)",
                            (int)rows, (int)in, (int)out, mt);
     }
-    return fp8_cuda_check(e, err, "gemv_e4m3(rows=%d in=%d out=%d m_tiles=%d overlap=%d)",
-                          (int)rows, (int)in, (int)out, mt, (int)ov);
+    return fp8_cuda_check(e, err, "gemv_e4m3(rows=%d in=%d out=%d m_tiles=%d overlap=%d norm=%d "
+                          "glu=%d add=%d)",
+                          (int)rows, (int)in, (int)out, mt, (int)ov, a.norm_w != NULL, a.glu,
+                          a.add);
+}
+
+int fp8_cuda_gemv_e4m3(void *y, int32_t y_f32, const uint16_t *x, const uint8_t *w,
+                       const float *scale, int32_t rows, int32_t in, int32_t out,
+                       const struct fp8_cuda_gemv_cfg *cfg, void *stream, struct fp8_err *err)
+{
+    return fp8_cuda_gemv_e4m3_fused(y, y_f32, x, w, scale, rows, in, out, NULL, cfg, stream,
+                                    err);
 }

@@ -278,3 +278,46 @@ void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct 
         ((int32_t *)ids->data)[r] = best;
     }
 }
+
+/* The fused decode sequences of kernels.h, as the compositions they are defined to be. */
+void ref_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
+                         const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                         const struct fp8_tensor *w, struct fp8_tensor *xn,
+                         struct fp8_tensor *out)
+{
+    ref_rms_norm(be, x, norm_w, eps, kind, xn);
+    ref_linear(be, xn, w, out);
+}
+
+void ref_rms_norm_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x,
+                             const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,
+                             const struct fp8_tensor *w_gate_up, enum fp8_glu_act act,
+                             struct fp8_tensor *xn, struct fp8_tensor *gate_up,
+                             struct fp8_tensor *out)
+{
+    ref_rms_norm(be, x, norm_w, eps, kind, xn);
+    ref_linear(be, xn, w_gate_up, gate_up);
+    ref_glu(be, gate_up, act, out);
+}
+
+void ref_linear_add(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
+                    struct fp8_tensor *y, struct fp8_tensor *residual)
+{
+    ref_linear(be, x, w, y);
+    if (ref_failed(be) ||
+        !ref_check_act(be, "linear_add", "residual", residual, fp8_tensor_rows(y),
+                       y->ne[y->n_dims - 1]))
+        return;
+    int64_t cols = y->ne[y->n_dims - 1];
+    float *row = ref_scratch(be, "linear_add", 2 * (size_t)cols);
+    if (!row)
+        return;
+    float *add = row + cols;
+    for (int64_t r = 0; r < fp8_tensor_rows(y); r++) {
+        ref_row_load(residual, r, row);
+        ref_row_load(y, r, add);
+        for (int64_t i = 0; i < cols; i++)
+            row[i] += add[i];
+        ref_row_store(residual, r, row);
+    }
+}
