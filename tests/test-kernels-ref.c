@@ -446,6 +446,34 @@ static void test_sample_greedy_lowest_on_ties(void **state)
     drop(&l), drop(&ids);
 }
 
+/* The op refuses rows out of range and penalty ids outside the vocabulary, naming them
+ * (fp8_sample_rows_check, which the cuda backend shares). */
+static void test_sample_refuses_bad_rows(void **state)
+{
+    (void)state;
+    const float lv[4] = {1, 2, 3, 4};
+    int64_t ln[2] = {1, 4}, in[1] = {1};
+    struct fp8_tensor l = make(FP8_DTYPE_F32, 2, ln, lv), ids = make(FP8_DTYPE_I32, 1, in, NULL);
+    struct fp8_sample_row row = {.temperature = 1.0f, .top_p = 0.0f, .repetition_penalty = 1.0f};
+    struct fp8_err err = {{0}};
+    be->ops->sample(be, &l, &row, NULL, &ids);
+    assert_int_equal(be->ops->sync(be, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "top_p 0"));
+    const int32_t pen[2] = {3, 4};
+    row = (struct fp8_sample_row){.temperature = 1.0f, .top_p = 1.0f,
+                                  .repetition_penalty = 1.5f, .n_pen = 2};
+    be->ops->sample(be, &l, &row, pen, &ids);
+    assert_int_equal(be->ops->sync(be, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "penalty id 4"));
+    /* The first penalty id alone is fine: id 3's 4 / 1.5 = 2.67 < 3, so greedy picks 2. */
+    row.n_pen = 1;
+    row.temperature = 0.0f;
+    be->ops->sample(be, &l, &row, pen, &ids);
+    assert_ok();
+    assert_int_equal(((int32_t *)ids.data)[0], 2);
+    drop(&l), drop(&ids);
+}
+
 static void test_errors_are_sticky_and_clear(void **state)
 {
     (void)state;
@@ -512,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_moe_route_and_experts),
         cmocka_unit_test(test_gather_and_softcap),
         cmocka_unit_test(test_sample_greedy_lowest_on_ties),
+        cmocka_unit_test(test_sample_refuses_bad_rows),
         cmocka_unit_test(test_errors_are_sticky_and_clear),
         cmocka_unit_test(test_backend_names),
     };
