@@ -37,9 +37,12 @@ static int engine_forward_sample(void *ctx, const struct fp8_batch *b,
                                  int32_t *tokens, struct fp8_err *err)
 {
     struct fp8_engine *e = ctx;
-    size_t need = 0;
-    for (int32_t i = 0; i < n_rows; i++)
-        need += (size_t)reqs[i]->n_tokens;
+    size_t need = 0; /* penalty ids: at most each penalized request's history */
+    for (int32_t i = 0; i < n_rows; i++) {
+        const struct fp8_req_sampling *q = &reqs[i]->params.sampling;
+        if (q->repetition_penalty != 1.0f || q->presence_penalty != 0.0f)
+            need += (size_t)reqs[i]->n_tokens;
+    }
     if (need > e->pen_cap) {
         int32_t *p = realloc(e->pen, need * sizeof(int32_t));
         if (!p)

@@ -210,8 +210,8 @@ struct fp8_backend_ops {
     int (*tensor_fill_random)(struct fp8_backend *be, struct fp8_tensor *t, uint64_t seed,
                               struct fp8_err *err);
     /* ids (L) I32 = one draw from each row r of logits (L, V) F32 under rows[r] (host
-     * memory, L entries; penalty ids in pen_ids, host memory): the sampling contract
-     * below. logits may be modified (penalties are applied in place). Deterministic: the
+     * memory, L entries; penalty ids in pen_ids, host memory), as struct fp8_sample_row
+     * defines it. logits may be modified (penalties are applied in place). Deterministic: the
      * same logits, rows and seeds give the same ids on every run and every device of one
      * kind (tensor-parallel ranks draw alike). The cuda backend runs it after a replayed
      * decode graph (it is never captured), so its parameters may change every step. */

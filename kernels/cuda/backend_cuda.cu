@@ -538,6 +538,8 @@ void cuda_tensor_free(struct fp8_backend *be, struct fp8_tensor *t)
     cuda_ctx *c = ctx_of(be);
     if (!t || !t->data)
         return;
+    if (t->data == c->samp_ids) /* the next tensor here is not these draws */
+        c->samp_mirror = false;
     const int w = weight_index(c, t->data);
     mem_class cls = MEM_ACT;
     if (w >= 0) {
