@@ -5,10 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/log.h"
 #include "engine/chat_template.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "engine/weights.h"
+#ifdef FP8D_WITH_CUDA
+#include "kernels/cuda/backend_cuda.h"
+#endif
 
 /* The KV pool when nothing else says: every sequence at the model length, at most this. */
 #define KV_POOL_MAX_BYTES (1ll << 30)
@@ -215,6 +219,46 @@ static void mb_free(void *ctx)
     free(m);
 }
 
+/* The start-up lines: KV pool, decode graphs captured, device memory by class. */
+static void mb_log_start(const struct mb *m, const struct fp8_engine_params *p)
+{
+    const struct fp8_kv_blocks *kv = &m->engine.sched.kv;
+    fp8d_log(FP8D_LOG_INFO, "KV pool: %d blocks x %d slots = %.3f GB (%lld bytes a block; "
+             "%d positions a sequence, %d sequences)", (int)kv->n_blocks, (int)p->block_size,
+             (double)kv->n_blocks * (double)m->engine.sched.params.kv_bytes_per_block / 1e9,
+             (long long)m->engine.sched.params.kv_bytes_per_block,
+             (int)m->engine.sched.params.max_model_len, (int)p->max_num_seqs);
+    const struct fp8_model_warmup *w = &m->engine.warmup;
+    if (m->engine.warmed) {
+        char sizes[128] = "";
+        size_t off = 0;
+        for (int32_t i = w->n_buckets - 1; i >= 0 && off < sizeof(sizes); i--)
+            off += (size_t)snprintf(sizes + off, sizeof(sizes) - off, "%s%d",
+                                    i == w->n_buckets - 1 ? "" : ",", (int)w->buckets[i]);
+        fp8d_log(FP8D_LOG_INFO, "CUDA graphs: decode batch sizes %s captured in %.3f s "
+                 "(%lld graphs); smaller batches are padded to the next size", sizes,
+                 w->seconds, (long long)w->n_captures);
+    } else if (m->be->decode_graphs) {
+        fp8d_log(FP8D_LOG_INFO, "CUDA graphs: off (--enforce-eager)");
+    }
+#ifdef FP8D_WITH_CUDA
+    struct fp8_cuda_mem mem;
+    struct fp8_err err;
+    if (!strcmp(m->be->name, "cuda") && fp8_backend_cuda_mem(m->be, &mem, &err) == 0) {
+        double used = (double)(mem.device_total - mem.device_free);
+        double sum = (double)(mem.weights + mem.kv + mem.activations + mem.scratch +
+                              mem.workspace + mem.graphs);
+        fp8d_log(FP8D_LOG_INFO, "device memory: %.3f GB used of %.1f GB (cudaMemGetInfo) = "
+                 "weights %.3f + KV pool %.3f + activations %.3f + scratch %.3f + cuBLASLt "
+                 "workspace %.3f + graphs %.3f + unexplained %.3f (CUDA context, cuBLASLt, "
+                 "rounding, other processes)", used / 1e9, (double)mem.device_total / 1e9,
+                 (double)mem.weights / 1e9, (double)mem.kv / 1e9, (double)mem.activations / 1e9,
+                 (double)mem.scratch / 1e9, (double)mem.workspace / 1e9,
+                 (double)mem.graphs / 1e9, (used - sum) / 1e9);
+    }
+#endif
+}
+
 static const char *dtype_name(enum fp8_dtype d)
 {
     return d == FP8_DTYPE_E4M3 ? "fp8" : d == FP8_DTYPE_BF16 ? "bf16" : "f32";
@@ -260,6 +304,7 @@ int fp8d_backend_model_open(struct fp8d_backend *out, const struct fp8d_opts *o,
     if (rc < 0)
         goto fail;
     m->engine_ok = true;
+    mb_log_start(m, &p);
     m->repetition_penalty = o->sampling.repetition_penalty;
     m->presence_penalty = o->sampling.presence_penalty;
     m->cfg = cfg = fp8_model_get_config(m->engine.model);

@@ -4,7 +4,8 @@
  * --synthetic on the cuda backend fills every weight on the device (random e4m3 codes
  * with the preset's exact shapes: nothing is generated on the host). Each batch row runs
  * B sequences, each first prefilled with --context tokens, then --tokens greedy decode
- * steps (argmax on the device: only token ids cross to the host), timed on the host clock
+ * steps (drawn on the device by the `sample` op: only token ids cross to the host; greedy
+ * unless --temperature is given, then with the sampling options), timed on the host clock
  * around the steps (each step ends with a device sync). Time to first token: one
  * --prompt-tokens prompt in one step, through its first greedy token, median of 3 after a
  * warm-up. */
@@ -19,6 +20,7 @@
 #include "daemon/commands.h"
 #include "daemon/opts.h"
 #include "engine/model.h"
+#include "engine/sampling.h"
 #include "engine/weights.h"
 #ifdef FP8D_WITH_CUDA
 #include "kernels/cuda/backend_cuda.h"
@@ -39,7 +41,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: fp8d bench (--synthetic PRESET | --model DIR) [--batch 1,2,4,8,16] [--tokens 128]\n"
                "                  [--prompt-tokens 512] [--context 32] [--json] [options]\n"
-               "decode tok/s per batch size (greedy, argmax on the device), peak memory, roofline\n"
+               "decode tok/s per batch size (sampled on the device: greedy, or --temperature with\n"
+               "the sampling options), peak memory by class, roofline\n"
                "fraction, and time to first token for a --prompt-tokens prompt\n%s",
             fp8d_opts_help);
 }
@@ -88,6 +91,7 @@ struct bench_seqs {
     int32_t n_seqs, max_blocks;
     int32_t *table;   /* (n_seqs, max_blocks) */
     int32_t *len;     /* (n_seqs) tokens in the cache */
+    struct fp8_sample_row *rows; /* (n_seqs) with --temperature: each sequence's draw */
 };
 
 static int step(struct fp8_model *m, struct bench_seqs *q, const int32_t *tokens, int32_t per_seq,
@@ -120,7 +124,13 @@ static int step(struct fp8_model *m, struct bench_seqs *q, const int32_t *tokens
         .seq_start = start, .seq_len = seq_len, .block_table = q->table,
         .max_blocks_per_seq = q->max_blocks, .block_size = BENCH_BLOCK, .want_logits = want,
     };
-    rc = fp8_model_forward_greedy(m, &b, out_ids, err);
+    if (q->rows && per_seq == 1) {
+        for (int32_t s = 0; s < q->n_seqs; s++)
+            q->rows[s].step = (uint32_t)q->len[s];
+        rc = fp8_model_forward_sample(m, &b, q->rows, NULL, out_ids, err);
+    } else {
+        rc = fp8_model_forward_greedy(m, &b, out_ids, err);
+    }
     if (rc >= 0) {
         for (int32_t s = 0; s < q->n_seqs; s++)
             q->len[s] += per_seq;
@@ -142,28 +152,64 @@ static int32_t *random_tokens(int32_t n, int32_t vocab, uint64_t seed)
     return t;
 }
 
+/* The device's memory: used = total - free (cudaMemGetInfo), its peak over the samples,
+ * and the backend's own allocations by class at the last sample. */
 struct mem_info {
     bool have;
-    double free0, total, free_now, backend;
+    double used, peak, total;
+#ifdef FP8D_WITH_CUDA
+    struct fp8_cuda_mem by_class;
+#endif
 };
 
-static void mem_sample(struct mem_info *mi, struct fp8_backend *be, bool first)
+static void mem_sample(struct mem_info *mi, struct fp8_backend *be)
 {
 #ifdef FP8D_WITH_CUDA
-    size_t f = 0, t = 0;
     struct fp8_err e;
-    if (strcmp(be->name, "cuda") || fp8_cuda_mem_info(&f, &t, &e) < 0)
+    if (strcmp(be->name, "cuda") || fp8_backend_cuda_mem(be, &mi->by_class, &e) < 0)
         return;
     mi->have = true;
-    if (first)
-        mi->free0 = (double)f;
-    mi->free_now = (double)f;
-    mi->total = (double)t;
-    mi->backend = (double)fp8_backend_cuda_bytes(be);
+    mi->total = (double)mi->by_class.device_total;
+    mi->used = mi->total - (double)mi->by_class.device_free;
+    mi->peak = mi->used > mi->peak ? mi->used : mi->peak;
 #else
     (void)mi;
     (void)be;
-    (void)first;
+#endif
+}
+
+/* The used memory split into the backend's classes and what they leave unexplained. */
+static void mem_print(FILE *f, const struct mem_info *mi, bool json)
+{
+#ifdef FP8D_WITH_CUDA
+    const struct fp8_cuda_mem *m = &mi->by_class;
+    const double parts[6] = {(double)m->weights, (double)m->kv, (double)m->activations,
+                             (double)m->scratch, (double)m->workspace, (double)m->graphs};
+    const char *names[6] = {"weights", "kv_pool", "activations", "scratch", "cublaslt_workspace",
+                            "graphs"};
+    double sum = 0;
+    for (int i = 0; i < 6; i++)
+        sum += parts[i];
+    if (json) {
+        fprintf(f, ", \"memory_gb\": {\"device_used\": %.4f, \"device_total\": %.4f",
+                mi->used / 1e9, mi->total / 1e9);
+        for (int i = 0; i < 6; i++)
+            fprintf(f, ", \"%s\": %.4f", names[i], parts[i] / 1e9);
+        fprintf(f, ", \"unexplained\": %.4f}", (mi->used - sum) / 1e9);
+        return;
+    }
+    fprintf(f, "memory: device used %.3f GB of %.1f GB (cudaMemGetInfo total - free) =\n",
+            mi->used / 1e9, mi->total / 1e9);
+    const char *labels[6] = {"weights", "KV pool", "activations", "scratch (step, sampling, "
+                             "attention, GEMM)", "cuBLASLt workspace", "CUDA graphs"};
+    for (int i = 0; i < 6; i++)
+        fprintf(f, "  %-44s %8.3f GB\n", labels[i], parts[i] / 1e9);
+    fprintf(f, "  %-44s %8.3f GB (CUDA context, cuBLASLt, rounding, other processes)\n",
+            "unexplained", (mi->used - sum) / 1e9);
+#else
+    (void)f;
+    (void)mi;
+    (void)json;
 #endif
 }
 
@@ -280,7 +326,6 @@ int cmd_bench(int argc, char **argv)
     if (fp8_backend_create(o.backend, &be, &err) < 0)
         goto fail;
     be->enforce_eager = o.enforce_eager;
-    mem_sample(&mi, be, true);
     double t0 = now_s();
     if (o.synthetic) {
         mo.device_random_weights = !strcmp(be->name, "cuda");
@@ -328,7 +373,18 @@ int cmd_bench(int argc, char **argv)
     toks = random_tokens(a.prompt_tokens > max_batch * a.context ? a.prompt_tokens
                                                                  : max_batch * a.context,
                          cfg->vocab_size, 1);
-    if (!q.table || !q.len || !ids || !toks) {
+    bool sampled = o.temperature_set && o.sampling.temperature > 0.0f;
+    if (sampled) {
+        q.rows = calloc((size_t)max_batch, sizeof(*q.rows));
+        struct fp8_sampling_params sp = o.sampling;
+        sp.repetition_penalty = 1.0f; /* no history here */
+        sp.presence_penalty = 0.0f;
+        for (int32_t s = 0; q.rows && s < max_batch; s++) {
+            sp.seed = o.sampling.seed + (uint64_t)s;
+            fp8_sample_row_fill(&q.rows[s], &sp, 0, NULL, 0, 0, cfg->vocab_size, NULL, NULL, 0);
+        }
+    }
+    if (!q.table || !q.len || !ids || !toks || (sampled && !q.rows)) {
         fp8_err_set(&err, -ENOMEM, "out of memory");
         goto fail;
     }
@@ -347,7 +403,7 @@ int cmd_bench(int argc, char **argv)
             ttft[r - 1] = now_s() - s0;
     }
     qsort(ttft, 3, sizeof(double), cmp_double);
-    mem_sample(&mi, be, false);
+    mem_sample(&mi, be);
 
     if (!a.json)
         printf("\n%6s %12s %9s %10s %9s %11s\n", "batch", "tokens", "seconds", "tok/s",
@@ -376,11 +432,11 @@ int cmd_bench(int argc, char **argv)
             if (step(m, &q, ids, 1, ids, &err) < 0)
                 goto fail;
         double secs = now_s() - s0;
-        mem_sample(&mi, be, false);
+        mem_sample(&mi, be);
         double tps = (double)B * a.tokens / secs;
         double roof = wbytes / bw; /* seconds per step at the bandwidth */
         double pct = 100.0 * roof / (secs / a.tokens);
-        double peak = mi.have ? (mi.free0 - mi.free_now) / 1e9 : NAN;
+        double peak = mi.have ? mi.peak / 1e9 : NAN;
         if (!a.json)
             printf("%6d %12d %9.3f %10.1f %9.2f %10.1f%%\n", B, B * a.tokens, secs, tps, peak,
                    pct);
@@ -390,21 +446,31 @@ int cmd_bench(int argc, char **argv)
                    bi ? ", " : "", B, B * a.tokens, secs, tps, mi.have ? peak : -1.0, pct);
     }
     if (a.json) {
-        printf("]}\n");
+        printf("]");
+        if (mi.have)
+            mem_print(stdout, &mi, true);
+        printf("}\n");
     } else {
         printf("\ntime to first token (%d-token prompt, one sequence, median of 3): %.1f ms "
                "(min %.1f, max %.1f)\n", a.prompt_tokens, ttft[1] * 1e3, ttft[0] * 1e3,
                ttft[2] * 1e3);
-        printf("decode: each sequence prefilled with %d tokens, then %d greedy steps (argmax on "
-               "the device); roofline %% = (%.3f GB / %.0f GB/s) / measured step time\n",
-               a.context, a.tokens, wbytes / 1e9, bw / 1e9);
-        if (mi.have)
-            printf("peak GB = device memory taken since start (cudaMemGetInfo, this process: "
-                   "weights + KV pool + activations + step buffers + workspace + CUDA "
-                   "context); the backend's own allocations: %.2f GB of %.1f GB total\n",
-                   mi.backend / 1e9, mi.total / 1e9);
+        if (q.rows)
+            printf("decode: each sequence prefilled with %d tokens, then %d steps sampled on the "
+                   "device (temperature %g, top-k %d, top-p %g, min-p %g); roofline %% = (%.3f GB "
+                   "/ %.0f GB/s) / measured step time\n", a.context, a.tokens,
+                   (double)o.sampling.temperature, o.sampling.top_k, (double)o.sampling.top_p,
+                   (double)o.sampling.min_p, wbytes / 1e9, bw / 1e9);
         else
+            printf("decode: each sequence prefilled with %d tokens, then %d greedy steps (on the "
+                   "device); roofline %% = (%.3f GB / %.0f GB/s) / measured step time\n",
+                   a.context, a.tokens, wbytes / 1e9, bw / 1e9);
+        if (mi.have) {
+            printf("peak GB = the most device memory in use (cudaMemGetInfo total - free) at "
+                   "the samples after each row\n");
+            mem_print(stdout, &mi, false);
+        } else {
             printf("peak GB: not measured on the %s backend\n", be->name);
+        }
     }
     status = 0;
 fail:
@@ -415,6 +481,7 @@ fail:
     fp8_backend_free(be);
     free(q.table);
     free(q.len);
+    free(q.rows);
     free(ids);
     free(toks);
     return status;

@@ -175,10 +175,9 @@ int cmd_run(int argc, char **argv)
     const char *tokens_arg = NULL, *prompt = NULL, *requests = NULL;
     int64_t kv_bytes = 0;
     bool chat = true;
-    int32_t *seq = NULL, n_prompt = 0;
-    float *logits = NULL;
+    int32_t *seq = NULL, n_prompt = 0, *pen = NULL;
+    uint8_t *seen = NULL;
     struct fp8d_single s = {0};
-    struct fp8_sampler sampler = {0};
     struct fp8_tokenizer *tok = NULL;
     struct fp8_detok detok = {0};
     int status = 1;
@@ -272,22 +271,23 @@ int cmd_run(int argc, char **argv)
         o.sampling.top_k = cfg->default_top_k;
     if (fp8_sampling_params_check(&o.sampling, &err) < 0)
         goto fail;
-    logits = malloc((size_t)cfg->vocab_size * sizeof(float));
-    if (!logits) {
+    pen = malloc((size_t)max_len * sizeof(int32_t));
+    seen = calloc((size_t)cfg->vocab_size, 1);
+    if (!pen || !seen) {
         fp8_err_set(&err, -ENOMEM, "out of memory");
         goto fail;
     }
-    if (fp8_sampler_init(&sampler, cfg->vocab_size, &err) < 0)
-        goto fail;
-    /* Prefill the prompt, then one token a step: sample from the last logits, stream it,
-     * feed it back. */
+    /* Prefill the prompt, then one token a step: the backend draws from the last logits
+     * (only the id comes back); stream it, feed it back. */
     int32_t n = n_prompt, fed = 0;
     for (int32_t step = 0; step < max_new; step++) {
-        if (fp8d_single_run(&s, seq + fed, fed, n - fed, false, logits, &err) < 0)
+        struct fp8_sample_row row;
+        int32_t t = 0;
+        fp8_sample_row_fill(&row, &o.sampling, (uint32_t)step, seq, n, n_prompt,
+                            cfg->vocab_size, seen, pen, 0);
+        if (fp8d_single_sample(&s, seq + fed, fed, n - fed, &row, pen, &t, &err) < 0)
             goto fail;
         fed = n;
-        int32_t t = fp8_sampler_sample(&sampler, logits, &o.sampling, seq, n, n_prompt,
-                                       (uint32_t)step);
         seq[n++] = t;
         if (tok) {
             const char *piece;
@@ -322,9 +322,9 @@ fail:
         fprintf(stderr, "fp8d run: %s\n", err.msg);
     fp8_detok_free(&detok);
     fp8_tokenizer_free(tok);
-    fp8_sampler_free(&sampler);
     fp8d_single_close(&s);
-    free(logits);
+    free(pen);
+    free(seen);
     free(seq);
     return status;
 }

@@ -64,8 +64,11 @@ void fp8d_single_close(struct fp8d_single *s)
     memset(s, 0, sizeof(*s));
 }
 
-int fp8d_single_run(struct fp8d_single *s, const int32_t *tokens, int32_t p0, int32_t n,
-                    bool all_logits, float *logits, struct fp8_err *err)
+/* Steps of at most max_step tokens; the last one yields logits (all of them when
+ * all_logits) or, with row, the draw *id. */
+static int single_steps(struct fp8d_single *s, const int32_t *tokens, int32_t p0, int32_t n,
+                        bool all_logits, float *logits, const struct fp8_sample_row *row,
+                        const int32_t *pen, int32_t *id, struct fp8_err *err)
 {
     if (p0 < 0 || n <= 0 || p0 + n > s->max_len)
         return fp8_err_set(err, -E2BIG, "positions %d..%d exceed the %d the cache was sized for",
@@ -82,15 +85,19 @@ int fp8d_single_run(struct fp8d_single *s, const int32_t *tokens, int32_t p0, in
             slots[i] = pos[i] = p0 + done + i; /* the trivial table: slot == position */
         bool last = done + k == n;
         int32_t seq_start[2] = {0, k}, seq_len[1] = {p0 + done + k};
-        uint8_t want = last, all = all_logits;
+        uint8_t want = last && (logits || row), all = all_logits;
         struct fp8_batch b = {
             .n_tokens = k, .tokens = tokens + done, .positions = pos, .slots = slots,
             .n_seqs = 1, .seq_start = seq_start, .seq_len = seq_len,
             .block_table = s->block_table, .max_blocks_per_seq = s->n_blocks,
             .block_size = SINGLE_BLOCK, .want_logits = &want, .want_all_logits = &all,
         };
-        float *out = all_logits ? logits + (size_t)done * (size_t)vocab : logits;
-        rc = fp8_model_forward(s->model, &b, out, err);
+        if (row && last)
+            rc = fp8_model_forward_sample(s->model, &b, row, pen, id, err);
+        else
+            rc = fp8_model_forward(s->model, &b,
+                                   all_logits ? logits + (size_t)done * (size_t)vocab : logits,
+                                   err);
         if (rc < 0)
             break;
         rc = 0;
@@ -98,4 +105,21 @@ int fp8d_single_run(struct fp8d_single *s, const int32_t *tokens, int32_t p0, in
     }
     free(pos);
     return rc;
+}
+
+int fp8d_single_run(struct fp8d_single *s, const int32_t *tokens, int32_t p0, int32_t n,
+                    bool all_logits, float *logits, struct fp8_err *err)
+{
+    if (!logits)
+        return fp8_err_set(err, -EINVAL, "no logits buffer");
+    return single_steps(s, tokens, p0, n, all_logits, logits, NULL, NULL, NULL, err);
+}
+
+int fp8d_single_sample(struct fp8d_single *s, const int32_t *tokens, int32_t p0, int32_t n,
+                       const struct fp8_sample_row *row, const int32_t *pen, int32_t *id,
+                       struct fp8_err *err)
+{
+    if (!row || !id)
+        return fp8_err_set(err, -EINVAL, "no sampling row or id");
+    return single_steps(s, tokens, p0, n, false, NULL, row, pen, id, err);
 }

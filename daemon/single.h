@@ -26,5 +26,10 @@ void fp8d_single_close(struct fp8d_single *s); /* accepts a zeroed struct */
  * logits of every token into logits (n, vocab); else only of the last (1, vocab). */
 int fp8d_single_run(struct fp8d_single *s, const int32_t *tokens, int32_t p0, int32_t n,
                     bool all_logits, float *logits, struct fp8_err *err);
+/* The same without logits: the last token's row is sampled on the backend under row
+ * (penalty ids pen, NULL when none) and only the drawn id comes back, in *id. */
+int fp8d_single_sample(struct fp8d_single *s, const int32_t *tokens, int32_t p0, int32_t n,
+                       const struct fp8_sample_row *row, const int32_t *pen, int32_t *id,
+                       struct fp8_err *err);
 
 #endif

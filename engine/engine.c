@@ -32,26 +32,34 @@ struct fp8_sampling_params fp8_engine_sampling_params(const struct fp8_req_param
     };
 }
 
-static int engine_forward(void *ctx, const struct fp8_batch *b, const float **logits,
-                          struct fp8_err *err)
+static int engine_forward_sample(void *ctx, const struct fp8_batch *b,
+                                 struct fp8_request *const *reqs, int32_t n_rows,
+                                 int32_t *tokens, struct fp8_err *err)
 {
     struct fp8_engine *e = ctx;
-    int rc = fp8_model_forward(e->model, b, e->logits, err);
-    if (rc < 0)
-        return rc;
-    *logits = e->logits;
-    return 0;
-}
-
-static int engine_sample(void *ctx, const struct fp8_request *req, const float *logits,
-                         int32_t vocab, int32_t *token)
-{
-    struct fp8_engine *e = ctx;
-    (void)vocab;
-    struct fp8_sampling_params sp = fp8_engine_sampling_params(&req->params);
-    *token = fp8_sampler_sample(&e->sampler, logits, &sp, req->tokens, req->n_tokens,
-                                req->n_prompt, (uint32_t)(req->n_tokens - req->n_prompt));
-    return 0;
+    size_t need = 0; /* penalty ids: at most each penalized request's history */
+    for (int32_t i = 0; i < n_rows; i++) {
+        const struct fp8_req_sampling *q = &reqs[i]->params.sampling;
+        if (q->repetition_penalty != 1.0f || q->presence_penalty != 0.0f)
+            need += (size_t)reqs[i]->n_tokens;
+    }
+    if (need > e->pen_cap) {
+        int32_t *p = realloc(e->pen, need * sizeof(int32_t));
+        if (!p)
+            return fp8_err_set(err, -ENOMEM, "engine: out of memory for %zu penalty ids", need);
+        e->pen = p;
+        e->pen_cap = need;
+    }
+    int32_t vocab = e->sched.model.vocab, off = 0;
+    for (int32_t i = 0; i < n_rows; i++) {
+        const struct fp8_request *r = reqs[i];
+        struct fp8_sampling_params sp = fp8_engine_sampling_params(&r->params);
+        off += fp8_sample_row_fill(&e->rows[i], &sp, (uint32_t)(r->n_tokens - r->n_prompt),
+                                   r->tokens, r->n_tokens, r->n_prompt, vocab, e->seen, e->pen,
+                                   off);
+    }
+    int rc = fp8_model_forward_sample(e->model, b, e->rows, e->pen, tokens, err);
+    return rc < 0 ? rc : 0;
 }
 
 int fp8_engine_init(struct fp8_engine *e, struct fp8_weights *w, struct fp8_backend *be,
@@ -81,9 +89,9 @@ int fp8_engine_init(struct fp8_engine *e, struct fp8_weights *w, struct fp8_back
                            "max_position_embeddings %d", (int)sp.max_model_len,
                            (int)cfg->max_position_embeddings);
     memcpy(sp.eos_ids, cfg->eos_token_ids, (size_t)sp.n_eos_ids * sizeof(*sp.eos_ids));
-    struct fp8_model_iface mi = {.ctx = e, .vocab = cfg->vocab_size, .forward = engine_forward};
-    struct fp8_sampler_iface si = {.ctx = e, .sample = engine_sample};
-    int rc = fp8_sched_init(&e->sched, &sp, &mi, &si, err);
+    struct fp8_model_iface mi = {.ctx = e, .vocab = cfg->vocab_size,
+                                 .forward_sample = engine_forward_sample};
+    int rc = fp8_sched_init(&e->sched, &sp, &mi, NULL, err);
     if (rc < 0)
         return fp8_err_prefix(err, rc, "engine");
     struct fp8_model_opts mo = {
@@ -93,14 +101,21 @@ int fp8_engine_init(struct fp8_engine *e, struct fp8_weights *w, struct fp8_back
         .block_size = p->block_size,
         .n_kv_blocks = e->sched.kv.n_blocks,
     };
-    if ((rc = fp8_model_create(w, be, &mo, &e->model, err)) < 0 ||
-        (rc = fp8_sampler_init(&e->sampler, cfg->vocab_size, err)) < 0)
+    if ((rc = fp8_model_create(w, be, &mo, &e->model, err)) < 0)
         goto fail;
-    e->logits = malloc((size_t)p->max_num_seqs * (size_t)cfg->vocab_size * sizeof(*e->logits));
-    if (!e->logits) {
-        rc = fp8_err_set(err, -ENOMEM, "engine: out of memory for %d logit rows",
+    e->rows = calloc((size_t)p->max_num_seqs, sizeof(*e->rows));
+    e->seen = calloc((size_t)cfg->vocab_size, 1);
+    if (!e->rows || !e->seen) {
+        rc = fp8_err_set(err, -ENOMEM, "engine: out of memory for %d sampling rows",
                          (int)p->max_num_seqs);
         goto fail;
+    }
+    if (be->decode_graphs && !be->enforce_eager) {
+        rc = fp8_model_warmup(e->model, p->max_num_seqs, e->sched.kv.max_blocks_per_seq,
+                              &e->warmup, err);
+        if (rc < 0)
+            goto fail;
+        e->warmed = true;
     }
     return 0;
 fail:
@@ -125,7 +140,8 @@ void fp8_engine_free(struct fp8_engine *e)
         return;
     fp8_sched_free(&e->sched);
     fp8_model_free(e->model);
-    fp8_sampler_free(&e->sampler);
-    free(e->logits);
+    free(e->rows);
+    free(e->pen);
+    free(e->seen);
     memset(e, 0, sizeof(*e));
 }

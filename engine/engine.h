@@ -1,7 +1,10 @@
-/* The scheduler bound to a loaded model and the shared sampler: what `fp8d run` (one
- * prompt or a --requests batch) and the daemon's engine thread drive. The KV pool is sized
- * here: the backend's bytes per block (fp8_kv_block_bytes) into the byte budget, and the
- * model's cache gets exactly the block manager's n_blocks. */
+/* The scheduler bound to a loaded model: what `fp8d run` (one prompt or a --requests
+ * batch) and the daemon's engine thread drive. Each step samples on the backend (its
+ * `sample` op): only token ids come back. The KV pool is sized here: the backend's bytes
+ * per block (fp8_kv_block_bytes) into the byte budget, and the model's cache gets exactly
+ * the block manager's n_blocks. On a backend with decode graphs (cuda, not
+ * enforce_eager) every decode batch size's graph is captured here, before serving
+ * (fp8_model_warmup). */
 #ifndef FP8_ENGINE_ENGINE_H
 #define FP8_ENGINE_ENGINE_H
 
@@ -32,9 +35,13 @@ struct fp8_engine_params fp8_engine_params_default(void);
 
 struct fp8_engine {
     struct fp8_model *model;
-    struct fp8_sampler sampler;
-    float *logits;            /* (max_num_seqs, vocab) the model's output rows */
     struct fp8_sched sched;
+    struct fp8_sample_row *rows; /* (max_num_seqs) the step's sampling rows */
+    int32_t *pen;                /* (pen_cap) their penalty ids */
+    size_t pen_cap;
+    uint8_t *seen;               /* (vocab) zeroed scratch of fp8_sample_row_fill */
+    bool warmed;                 /* decode graphs captured at init (warmup says how) */
+    struct fp8_model_warmup warmup;
 };
 
 /* Builds the model from open weights (a checkpoint or a --synthetic preset; they may be

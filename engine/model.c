@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "engine/models/models.h"
 
 struct fp8_model_opts fp8_model_opts_default(void)
@@ -137,8 +138,11 @@ static int alloc_activations(struct fp8_model *m, struct fp8_err *err)
         (rc = alloc_act(m, &m->ids, FP8_DTYPE_I32, 1, 0, 0, err)) < 0)
         return rc;
     m->logit_rows = malloc((size_t)m->opts.max_tokens * sizeof(int32_t));
-    if (!m->logit_rows)
+    m->greedy_rows = calloc((size_t)m->opts.max_tokens, sizeof(*m->greedy_rows));
+    if (!m->logit_rows || !m->greedy_rows)
         return fp8_err_set(err, -ENOMEM, "out of memory");
+    for (int32_t i = 0; i < m->opts.max_tokens; i++)
+        m->greedy_rows[i] = (struct fp8_sample_row){.top_p = 1.0f, .repetition_penalty = 1.0f};
     return 0;
 }
 
@@ -257,6 +261,9 @@ void fp8_model_free(struct fp8_model *m)
         free_tensor(m, ts[i]);
     m->be->ops->kv_cache_free(m->be, &m->kv);
     free(m->logit_rows);
+    free(m->greedy_rows);
+    free(m->pad_buf);
+    free(m->pad_want);
     free(m);
 }
 
@@ -289,10 +296,76 @@ int32_t fp8_batch_n_logit_rows(const struct fp8_batch *b)
     return b && b->seq_start ? logit_rows(b, NULL) : 0;
 }
 
-/* Checks the step and launches it up to the logits (and the greedy picks when greedy);
- * returns the number of logit rows. */
+/* The bucket of a decode step of n sequences: the next power of two, at most pad_max. */
+static int32_t bucket_of(int32_t n, int32_t pad_max)
+{
+    int32_t b = 1;
+    while (b < n)
+        b *= 2;
+    return b < pad_max ? b : pad_max;
+}
+
+/* When b is a decode step (every sequence one token at its last position, wanting its
+ * logits) of fewer sequences than its bucket, *out becomes b with padding sequences
+ * appended, in m->pad_buf: token 0 at position 0, length 1, KV slot -1 (the kernels write
+ * nothing there), block table row {0, -1, ...}, logits wanted, so that every step of the
+ * bucket has one shape. Rows never mix, so padding touches only its own rows. Returns 1
+ * when padded, 0 when b is left as it is, or a negative errno. */
+static int pad_decode(struct fp8_model *m, const struct fp8_batch *b, struct fp8_batch *out,
+                      struct fp8_err *err)
+{
+    int32_t ns = b->n_seqs;
+    if (m->pad_max <= 0 || ns >= m->pad_max || b->n_tokens != ns || !b->want_logits)
+        return 0;
+    int32_t nb = bucket_of(ns, m->pad_max);
+    if (nb == ns)
+        return 0;
+    for (int32_t s = 0; s < ns; s++)
+        if (b->seq_start[s] != s || b->positions[s] != b->seq_len[s] - 1 ||
+            !b->want_logits[s] || (b->want_all_logits && b->want_all_logits[s]))
+            return 0;
+    size_t w = (size_t)b->max_blocks_per_seq;
+    size_t need = 5 * (size_t)nb + 1 + (size_t)nb * w;
+    if (need > m->pad_cap) {
+        int32_t *p = realloc(m->pad_buf, need * sizeof(int32_t));
+        if (!p)
+            return fp8_err_set(err, -ENOMEM, "forward: out of memory padding a decode step");
+        m->pad_buf = p;
+        m->pad_cap = need;
+    }
+    int32_t *tokens = m->pad_buf, *pos = tokens + nb, *slots = pos + nb, *start = slots + nb,
+            *len = start + nb + 1, *table = len + nb;
+    memcpy(tokens, b->tokens, (size_t)ns * sizeof(int32_t));
+    memcpy(pos, b->positions, (size_t)ns * sizeof(int32_t));
+    memcpy(slots, b->slots, (size_t)ns * sizeof(int32_t));
+    memcpy(len, b->seq_len, (size_t)ns * sizeof(int32_t));
+    memcpy(table, b->block_table, (size_t)ns * w * sizeof(int32_t));
+    for (int32_t s = 0; s <= nb; s++)
+        start[s] = s;
+    for (int32_t s = ns; s < nb; s++) {
+        tokens[s] = 0;
+        pos[s] = 0;
+        slots[s] = -1;
+        len[s] = 1;
+        table[(size_t)s * w] = 0;
+        for (size_t i = 1; i < w; i++)
+            table[(size_t)s * w + i] = -1;
+    }
+    memset(m->pad_want, 1, (size_t)nb);
+    *out = (struct fp8_batch){
+        .n_tokens = nb, .tokens = tokens, .positions = pos, .slots = slots, .n_seqs = nb,
+        .seq_start = start, .seq_len = len, .block_table = table,
+        .max_blocks_per_seq = b->max_blocks_per_seq, .block_size = b->block_size,
+        .want_logits = m->pad_want,
+    };
+    return 1;
+}
+
+/* Checks the step and launches it up to the logits (and the draws when rows is given);
+ * returns the number of logit rows of b. */
 static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool want_out,
-                          bool greedy, struct fp8_err *err)
+                          const struct fp8_sample_row *rows, const int32_t *pen_ids,
+                          struct fp8_err *err)
 {
     if (!m || !b || !b->tokens || !b->seq_start || b->n_tokens <= 0 || b->n_seqs <= 0)
         return fp8_err_set(err, -EINVAL, "forward: empty or incomplete batch");
@@ -308,30 +381,37 @@ static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool w
     for (int32_t s = 0; s < b->n_seqs; s++)
         if (b->seq_start[s + 1] < b->seq_start[s])
             return fp8_err_set(err, -EINVAL, "forward: seq_start decreases at sequence %d", s);
-    int32_t n_rows = logit_rows(b, m->logit_rows);
+    int32_t n_rows = logit_rows(b, NULL);
     if (n_rows > 0 && !want_out)
         return fp8_err_set(err, -EINVAL, "forward: no buffer for %d logit rows", n_rows);
     const struct fp8_backend_ops *op = m->be->ops;
-    if (greedy && !op->argmax)
-        return fp8_err_set(err, -ENOTSUP, "forward: backend %s has no argmax", m->be->name);
-    int rc = op->step_begin(m->be, b, m->logit_rows, n_rows, err);
+    if (rows && !op->sample)
+        return fp8_err_set(err, -ENOTSUP, "forward: backend %s cannot sample", m->be->name);
+    struct fp8_batch padded;
+    int rc = pad_decode(m, b, &padded, err);
+    if (rc < 0)
+        return rc;
+    const struct fp8_batch *run = rc ? &padded : b;
+    int32_t n_run = logit_rows(run, m->logit_rows); /* the real rows come first */
+    rc = op->step_begin(m->be, run, m->logit_rows, n_run, err);
     if (rc < 0)
         return rc;
     switch (m->cfg.arch) {
     case FP8_ARCH_QWEN3:
-    case FP8_ARCH_QWEN3_MOE: qwen3_forward(m, b->n_tokens); break;
-    case FP8_ARCH_GEMMA3: gemma3_forward(m, b->n_tokens); break;
+    case FP8_ARCH_QWEN3_MOE: qwen3_forward(m, run->n_tokens); break;
+    case FP8_ARCH_GEMMA3: gemma3_forward(m, run->n_tokens); break;
     }
-    if (n_rows > 0) {
-        struct fp8_tensor xb = model_rows(&m->xb, b->n_tokens), last = model_rows(&m->last, n_rows),
-                          lg = model_rows(&m->logits, n_rows);
+    if (n_run > 0) {
+        struct fp8_tensor xb = model_rows(&m->xb, run->n_tokens),
+                          last = model_rows(&m->last, n_run), lg = model_rows(&m->logits, n_run);
         op->gather_rows(m->be, &xb, &last);
         op->linear(m->be, &last, &m->lm_head, &lg);
         if (m->cfg.final_logit_softcapping > 0.0f)
             op->softcap(m->be, &lg, m->cfg.final_logit_softcapping);
-        if (greedy) {
-            struct fp8_tensor ids = model_rows(&m->ids, n_rows);
-            op->argmax(m->be, &lg, &ids);
+        if (rows && n_rows > 0) {
+            struct fp8_tensor real = model_rows(&m->logits, n_rows),
+                              ids = model_rows(&m->ids, n_rows);
+            op->sample(m->be, &real, rows, pen_ids, &ids);
         }
     }
     rc = op->sync(m->be, err);
@@ -341,7 +421,7 @@ static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool w
 int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,
                       struct fp8_err *err)
 {
-    int n_rows = forward_launch(m, b, logits != NULL, false, err);
+    int n_rows = forward_launch(m, b, logits != NULL, NULL, NULL, err);
     if (n_rows > 0) {
         struct fp8_tensor lg = model_rows(&m->logits, n_rows);
         int rc = m->be->ops->tensor_get(m->be, &lg, logits, NULL, err);
@@ -351,10 +431,13 @@ int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *log
     return n_rows;
 }
 
-int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,
-                             struct fp8_err *err)
+int fp8_model_forward_sample(struct fp8_model *m, const struct fp8_batch *b,
+                             const struct fp8_sample_row *rows, const int32_t *pen_ids,
+                             int32_t *ids, struct fp8_err *err)
 {
-    int n_rows = forward_launch(m, b, ids != NULL, true, err);
+    if (!rows || !ids)
+        return fp8_err_set(err, -EINVAL, "forward_sample: no parameter rows or id buffer");
+    int n_rows = forward_launch(m, b, true, rows, pen_ids, err);
     if (n_rows > 0) {
         struct fp8_tensor t = model_rows(&m->ids, n_rows);
         int rc = m->be->ops->tensor_get(m->be, &t, ids, NULL, err);
@@ -362,4 +445,79 @@ int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int
             return rc;
     }
     return n_rows;
+}
+
+int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,
+                             struct fp8_err *err)
+{
+    return fp8_model_forward_sample(m, b, m ? m->greedy_rows : NULL, NULL, ids, err);
+}
+
+int fp8_model_warmup(struct fp8_model *m, int32_t max_seqs, int32_t max_blocks_per_seq,
+                     struct fp8_model_warmup *out, struct fp8_err *err)
+{
+    if (!m || !out || max_seqs < 1 || max_blocks_per_seq < 1)
+        return fp8_err_set(err, -EINVAL, "warmup: no model or no sequences");
+    if (!m->be->decode_graphs || m->be->enforce_eager)
+        return fp8_err_set(err, -EINVAL, "warmup: backend %s captures no decode graphs%s",
+                           m->be->name, m->be->enforce_eager ? " (--enforce-eager)" : "");
+    if (max_seqs > m->opts.max_tokens)
+        return fp8_err_set(err, -EINVAL, "warmup: %d sequences exceed the %d tokens of a step",
+                           max_seqs, m->opts.max_tokens);
+    /* max_seqs, then the powers of two below it, largest first so buffers grow once. */
+    struct fp8_model_warmup w = {.n_buckets = 1, .buckets = {max_seqs}};
+    int32_t p = 1;
+    while (p * 2 < max_seqs)
+        p *= 2;
+    for (; p >= 1 && max_seqs > 1; p /= 2)
+        w.buckets[w.n_buckets++] = p;
+
+    size_t ns = (size_t)max_seqs, wd = (size_t)max_blocks_per_seq;
+    int32_t *a = malloc((6 * ns + 1 + ns * wd) * sizeof(int32_t));
+    uint8_t *want = malloc(ns), *pw = malloc(ns);
+    int rc = 0;
+    if (!a || !want || !pw) {
+        free(a);
+        free(want);
+        free(pw);
+        return fp8_err_set(err, -ENOMEM, "warmup: out of memory");
+    }
+    free(m->pad_want);
+    m->pad_want = pw;
+    m->pad_max = max_seqs;
+    /* All-padding steps: the shapes every serving step of a bucket takes. */
+    int32_t *tokens = a, *pos = a + ns, *slots = a + 2 * ns, *start = a + 3 * ns,
+            *len = a + 4 * ns + 1, *ids = a + 5 * ns + 1, *table = a + 6 * ns + 1;
+    for (size_t s = 0; s < ns; s++) {
+        tokens[s] = pos[s] = 0;
+        slots[s] = -1;
+        start[s] = (int32_t)s;
+        len[s] = 1;
+        want[s] = 1;
+        table[s * wd] = 0;
+        for (size_t i = 1; i < wd; i++)
+            table[s * wd + i] = -1;
+    }
+    start[ns] = (int32_t)ns;
+    int64_t c0 = m->be->n_graph_captures, t0 = fp8_now_ns();
+    for (int32_t i = 0; i < w.n_buckets && rc >= 0; i++) {
+        int32_t nb = w.buckets[i]; /* start[nb] == nb: the first nb sequences */
+        struct fp8_batch b = {
+            .n_tokens = nb, .tokens = tokens, .positions = pos, .slots = slots, .n_seqs = nb,
+            .seq_start = start, .seq_len = len, .block_table = table,
+            .max_blocks_per_seq = max_blocks_per_seq, .block_size = m->opts.block_size,
+            .want_logits = want,
+        };
+        rc = fp8_model_forward_greedy(m, &b, ids, err);
+    }
+    free(a);
+    free(want);
+    if (rc < 0) {
+        m->pad_max = 0;
+        return fp8_err_prefix(err, rc, "warmup");
+    }
+    w.n_captures = m->be->n_graph_captures - c0;
+    w.seconds = (double)(fp8_now_ns() - t0) * 1e-9;
+    *out = w;
+    return 0;
 }

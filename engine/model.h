@@ -59,9 +59,33 @@ int32_t fp8_batch_n_logit_rows(const struct fp8_batch *b);
 int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,
                       struct fp8_err *err);
 
-/* The same step, but only the greedy pick (argmax, lowest id on ties) of each logit row
- * leaves the backend: ids (fp8_batch_n_logit_rows(b)) in host memory. */
+/* The same step, but only a draw from each logit row leaves the backend (its `sample`
+ * op, kernels.h): rows (fp8_batch_n_logit_rows(b)) the parameters of each row, pen_ids
+ * the penalty ids they point into (NULL when none has penalties), ids
+ * (fp8_batch_n_logit_rows(b)) in host memory. */
+int fp8_model_forward_sample(struct fp8_model *m, const struct fp8_batch *b,
+                             const struct fp8_sample_row *rows, const int32_t *pen_ids,
+                             int32_t *ids, struct fp8_err *err);
+
+/* fp8_model_forward_sample with temperature 0 on every row: the greedy pick (the largest
+ * logit, lowest id on ties). */
 int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,
                              struct fp8_err *err);
+
+struct fp8_model_warmup {
+    int32_t n_buckets;
+    int32_t buckets[16]; /* decode batch sizes captured, largest first */
+    int64_t n_captures;  /* graphs the backend captured meanwhile */
+    double seconds;
+};
+
+/* For backends with decode graphs (be->decode_graphs, not enforce_eager): from now on
+ * every decode step (each sequence one token at its last position) of up to max_seqs
+ * sequences is padded to its bucket (1, 2, 4, ... below max_seqs, and max_seqs), and one
+ * all-padding decode step per bucket runs now, with block tables max_blocks_per_seq wide,
+ * so that the backend captures every graph before serving. Padding sequences write no KV
+ * (slot -1) and only their own rows; their logits are never sampled or returned. */
+int fp8_model_warmup(struct fp8_model *m, int32_t max_seqs, int32_t max_blocks_per_seq,
+                     struct fp8_model_warmup *out, struct fp8_err *err);
 
 #endif

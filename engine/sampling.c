@@ -2,10 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
-
-#include "common/rng.h"
 
 struct fp8_sampling_params fp8_sampling_params_default(void)
 {
@@ -37,117 +34,51 @@ int fp8_sampling_params_check(const struct fp8_sampling_params *p, struct fp8_er
     return 0;
 }
 
-int fp8_sampler_init(struct fp8_sampler *s, int32_t vocab, struct fp8_err *err)
+/* Appends the distinct ids of tokens[lo, hi) not yet marked in seen, marking them. */
+static int32_t distinct(const int32_t *tokens, int32_t lo, int32_t hi, int32_t vocab,
+                        uint8_t *seen, int32_t *out)
 {
-    if (!s || vocab <= 0)
-        return fp8_err_set(err, -EINVAL, "sampler: bad vocabulary size %d", vocab);
-    struct fp8_sampler n = {.vocab = vocab};
-    n.logits = malloc((size_t)vocab * sizeof(float));
-    n.cand = malloc((size_t)vocab * sizeof(*n.cand));
-    n.seen = calloc((size_t)vocab, 1);
-    if (!n.logits || !n.cand || !n.seen) {
-        fp8_sampler_free(&n);
-        return fp8_err_set(err, -ENOMEM, "sampler: out of memory");
-    }
-    *s = n;
-    return 0;
-}
-
-void fp8_sampler_free(struct fp8_sampler *s)
-{
-    if (!s)
-        return;
-    free(s->logits);
-    free(s->cand);
-    free(s->seen);
-    memset(s, 0, sizeof(*s));
-}
-
-/* Marks each distinct token of tokens[lo, hi) once and applies f to its logit. */
-static void penalize(struct fp8_sampler *s, const int32_t *tokens, int32_t lo, int32_t hi,
-                     float rep, float presence)
-{
+    int32_t n = 0;
     for (int32_t i = lo; i < hi; i++) {
         int32_t t = tokens[i];
-        if (t < 0 || t >= s->vocab || s->seen[t])
+        if (t < 0 || t >= vocab || seen[t])
             continue;
-        s->seen[t] = 1;
-        float *l = &s->logits[t];
-        if (rep != 1.0f)
-            *l = *l > 0.0f ? *l / rep : *l * rep;
-        *l -= presence;
+        seen[t] = 1;
+        out[n++] = t;
     }
-    for (int32_t i = lo; i < hi; i++)
-        if (tokens[i] >= 0 && tokens[i] < s->vocab)
-            s->seen[tokens[i]] = 0;
+    return n;
 }
 
-static int by_logit_desc(const void *a, const void *b)
+int32_t fp8_sample_row_fill(struct fp8_sample_row *row, const struct fp8_sampling_params *p,
+                            uint32_t step, const int32_t *tokens, int32_t n_tokens,
+                            int32_t n_prompt, int32_t vocab, uint8_t *seen, int32_t *pen,
+                            int32_t pen_start)
 {
-    const struct fp8_sample_cand *x = a, *y = b;
-    if (x->v != y->v)
-        return x->v > y->v ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
-}
-
-int32_t fp8_sampler_sample(struct fp8_sampler *s, const float *logits,
-                           const struct fp8_sampling_params *p, const int32_t *tokens,
-                           int32_t n_tokens, int32_t n_prompt, uint32_t step)
-{
-    int32_t v = s->vocab;
-    memcpy(s->logits, logits, (size_t)v * sizeof(float));
+    *row = (struct fp8_sample_row){
+        .temperature = p->temperature,
+        .top_k = p->top_k,
+        .top_p = p->top_p,
+        .min_p = p->min_p,
+        .repetition_penalty = p->repetition_penalty,
+        .presence_penalty = p->presence_penalty,
+        .seed = p->seed,
+        .step = step,
+        .pen_start = pen_start,
+    };
+    if (p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f)
+        return 0;
+    int32_t gen0 = n_prompt < n_tokens ? n_prompt : n_tokens;
+    int32_t *out = pen + pen_start;
+    int32_t n_gen = distinct(tokens, gen0, n_tokens, vocab, seen, out);
+    int32_t n = n_gen;
+    /* Prompt-only tokens get the repetition penalty alone. */
     if (p->repetition_penalty != 1.0f)
-        penalize(s, tokens, 0, n_tokens, p->repetition_penalty, 0.0f);
-    if (p->presence_penalty != 0.0f)
-        penalize(s, tokens, n_prompt < n_tokens ? n_prompt : n_tokens, n_tokens, 1.0f,
-                 p->presence_penalty);
-
-    if (p->temperature == 0.0f) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < v; i++)
-            if (s->logits[i] > s->logits[best])
-                best = i;
-        return best;
-    }
-
-    struct fp8_sample_cand *c = s->cand;
-    for (int32_t i = 0; i < v; i++)
-        c[i] = (struct fp8_sample_cand){s->logits[i], i};
-    qsort(c, (size_t)v, sizeof(*c), by_logit_desc);
-    int32_t n = p->top_k > 0 && p->top_k < v ? p->top_k : v;
-
-    float mx = c[0].v, total = 0.0f;
-    for (int32_t i = 0; i < n; i++) {
-        c[i].v = expf((c[i].v - mx) / p->temperature);
-        total += c[i].v;
-    }
-    if (p->top_p < 1.0f) { /* the shortest head holding top_p of the mass */
-        float run = 0.0f;
-        int32_t i = 0;
-        while (i < n && !(run >= p->top_p * total))
-            run += c[i++].v;
-        n = i;
-        total = run;
-    }
-    if (p->min_p > 0.0f) { /* c[0] has the largest probability */
-        float run = c[0].v;
-        int32_t i = 1;
-        while (i < n && c[i].v >= p->min_p * c[0].v)
-            run += c[i++].v;
-        n = i;
-        total = run;
-    }
-
-    uint32_t ctr[4] = {step, 0, 0, 0}, key[2] = {(uint32_t)p->seed, (uint32_t)(p->seed >> 32)},
-             out[4];
-    philox4x32_10(ctr, key, out);
-    float target = rng_u32_to_unit(out[0]) * total, run = 0.0f;
-    for (int32_t i = 0; i < n; i++) {
-        run += c[i].v;
-        if (run > target)
-            return c[i].id;
-    }
-    return c[n - 1].id; /* rounding left target at the very end of the mass */
+        n += distinct(tokens, 0, gen0, vocab, seen, out + n);
+    for (int32_t i = 0; i < n; i++)
+        seen[out[i]] = 0;
+    row->n_pen = n;
+    row->n_pen_gen = n_gen;
+    return n;
 }
 
 enum fp8_finish fp8_sampling_finish(const struct fp8_sampling_params *p, const int32_t *eos_ids,

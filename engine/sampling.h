@@ -1,12 +1,8 @@
-/* Token sampling and stop conditions, the same for every backend.
- *
- * A draw is a pure function of (seed, step): u = philox4x32_10(counter {step, 0, 0, 0},
- * key {seed lo, seed hi})[0] as a 24-bit unit float, so a request's tokens do not depend
- * on what else is in the batch. Order of the transforms (as in HF and vLLM): repetition
- * penalty (prompt and output tokens), presence penalty (output tokens), temperature
- * (0: greedy argmax, lowest id on ties), top-k, top-p, min-p, then the draw: candidates
- * sorted by probability (lower id first on ties), the first whose running sum exceeds
- * u * total. */
+/* Sampling parameters, the sampling op's rows built from a request, and stop conditions,
+ * the same for every backend. The draw itself is the backends' `sample` op
+ * (kernels/kernels.h, struct fp8_sample_row has the contract): a pure function of the
+ * logits, the parameters and (seed, step), so a request's tokens do not depend on what
+ * else is in the batch. */
 #ifndef FP8_ENGINE_SAMPLING_H
 #define FP8_ENGINE_SAMPLING_H
 
@@ -15,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "kernels/kernels.h"
 
 struct fp8_sampling_params {
     float temperature;        /* 0: greedy */
@@ -33,27 +30,15 @@ struct fp8_sampling_params fp8_sampling_params_default(void);
 /* Rejects values out of range (negative temperature, top_p outside (0, 1], ...). */
 int fp8_sampling_params_check(const struct fp8_sampling_params *p, struct fp8_err *err);
 
-struct fp8_sample_cand {
-    float v;    /* logit, then unnormalized probability */
-    int32_t id;
-};
-
-struct fp8_sampler {
-    int32_t vocab;
-    float *logits;                /* (vocab) working copy */
-    struct fp8_sample_cand *cand; /* (vocab) candidates, most likely first */
-    uint8_t *seen;                /* (vocab) penalty marks */
-};
-
-int fp8_sampler_init(struct fp8_sampler *s, int32_t vocab, struct fp8_err *err);
-void fp8_sampler_free(struct fp8_sampler *s); /* accepts NULL and zeroed samplers */
-
-/* The next token from logits (vocab). tokens holds the request's n_prompt prompt tokens
- * followed by what it generated so far (n_tokens in all); step counts generated tokens
- * (the draw's counter). */
-int32_t fp8_sampler_sample(struct fp8_sampler *s, const float *logits,
-                           const struct fp8_sampling_params *p, const int32_t *tokens,
-                           int32_t n_tokens, int32_t n_prompt, uint32_t step);
+/* The op's row for a request drawing its generated token number step from (n_tokens)
+ * tokens = its n_prompt prompt tokens, then what it generated. With a penalty on, the
+ * distinct history tokens go to pen (capacity n_tokens), generated ones first, and the
+ * row points at them from pen_start; seen (vocab) is zeroed scratch, left zeroed. Returns
+ * the number of ids written to pen. */
+int32_t fp8_sample_row_fill(struct fp8_sample_row *row, const struct fp8_sampling_params *p,
+                            uint32_t step, const int32_t *tokens, int32_t n_tokens,
+                            int32_t n_prompt, int32_t vocab, uint8_t *seen, int32_t *pen,
+                            int32_t pen_start);
 
 enum fp8_finish {
     FP8_FINISH_NONE,

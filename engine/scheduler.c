@@ -44,7 +44,8 @@ int fp8_sched_init(struct fp8_sched *s, const struct fp8_sched_params *p,
                    const struct fp8_model_iface *model, const struct fp8_sampler_iface *sampler,
                    struct fp8_err *err)
 {
-    if (!s || !p || !model || !model->forward || !sampler || !sampler->sample)
+    if (!s || !p || !model ||
+        (!model->forward_sample && (!model->forward || !sampler || !sampler->sample)))
         return fp8_err_set(err, -EINVAL, "scheduler: NULL argument or callback");
     if (p->max_num_seqs < 1 || p->max_num_batched_tokens < p->max_num_seqs)
         return fp8_err_set(err, -EINVAL,
@@ -60,7 +61,9 @@ int fp8_sched_init(struct fp8_sched *s, const struct fp8_sched_params *p,
     if (model->vocab < 1)
         return fp8_err_set(err, -EINVAL, "scheduler: vocab %d", (int)model->vocab);
 
-    struct fp8_sched t = {.params = *p, .model = *model, .sampler = *sampler};
+    struct fp8_sched t = {.params = *p, .model = *model};
+    if (sampler)
+        t.sampler = *sampler;
     struct fp8_kv_blocks_params kp = {
         .budget_bytes = p->kv_budget_bytes,
         .bytes_per_block = p->kv_bytes_per_block,
@@ -81,8 +84,11 @@ int fp8_sched_init(struct fp8_sched *s, const struct fp8_sched_params *p,
     t.b_seq_len = malloc(ns * sizeof(*t.b_seq_len));
     t.b_block_table = malloc(ns * (size_t)t.kv.max_blocks_per_seq * sizeof(*t.b_block_table));
     t.b_want = malloc(ns);
+    t.b_reqs = malloc(ns * sizeof(*t.b_reqs));
+    t.b_ids = malloc(ns * sizeof(*t.b_ids));
     if (!t.running || !t.sched || !t.b_tokens || !t.b_positions || !t.b_slots ||
-        !t.b_seq_start || !t.b_seq_len || !t.b_block_table || !t.b_want) {
+        !t.b_seq_start || !t.b_seq_len || !t.b_block_table || !t.b_want || !t.b_reqs ||
+        !t.b_ids) {
         fp8_sched_free(&t);
         return fp8_err_set(err, -ENOMEM, "scheduler: out of memory for step buffers");
     }
@@ -111,6 +117,8 @@ void fp8_sched_free(struct fp8_sched *s)
     free(s->b_seq_len);
     free(s->b_block_table);
     free(s->b_want);
+    free(s->b_reqs);
+    free(s->b_ids);
     fp8_kv_blocks_free(&s->kv);
     memset(s, 0, sizeof(*s));
 }
@@ -484,7 +492,16 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
     batch_build(s, n_sched);
 
     const float *logits = NULL;
-    int rc = s->model.forward(s->model.ctx, &s->batch, &logits, err);
+    int rc;
+    if (s->model.forward_sample) {
+        int32_t n_rows = 0;
+        for (int32_t k = 0; k < n_sched; k++)
+            if (s->b_want[k])
+                s->b_reqs[n_rows++] = s->sched[k];
+        rc = s->model.forward_sample(s->model.ctx, &s->batch, s->b_reqs, n_rows, s->b_ids, err);
+    } else {
+        rc = s->model.forward(s->model.ctx, &s->batch, &logits, err);
+    }
     int64_t t1 = fp8_now_ns();
     int32_t row = 0;
     for (int32_t k = 0; k < n_sched; k++) {
@@ -506,10 +523,14 @@ int fp8_sched_step(struct fp8_sched *s, struct fp8_err *err)
         if (!s->b_want[k])
             continue;
 
-        const float *lrow = logits + (size_t)row++ * (size_t)s->model.vocab;
         int32_t tok = 0;
-        if (s->sampler.sample(s->sampler.ctx, r, lrow, s->model.vocab, &tok) < 0 || tok < 0 ||
-            tok >= s->model.vocab) {
+        if (s->model.forward_sample)
+            tok = s->b_ids[row++];
+        else if (s->sampler.sample(s->sampler.ctx, r,
+                                   logits + (size_t)row++ * (size_t)s->model.vocab,
+                                   s->model.vocab, &tok) < 0)
+            tok = -1;
+        if (tok < 0 || tok >= s->model.vocab) {
             r->finish = FP8_REQ_FINISH_ERROR;
             continue;
         }

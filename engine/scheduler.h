@@ -104,9 +104,17 @@ struct fp8_model_iface {
     int32_t vocab;
     int (*forward)(void *ctx, const struct fp8_batch *batch, const float **logits,
                    struct fp8_err *err);
+    /* Optional, used instead of forward + the sampler when set (the engine: sampling on
+     * the backend, only ids leave it): runs batch and draws tokens[i] for reqs[i], the
+     * n_rows requests with want_logits set, in sequence order (each request's history and
+     * n_tokens - n_prompt as in the sampler below). */
+    int (*forward_sample)(void *ctx, const struct fp8_batch *batch,
+                          struct fp8_request *const *reqs, int32_t n_rows, int32_t *tokens,
+                          struct fp8_err *err);
 };
 
-/* The sampler: picks the next token of req from its logits row. req->tokens holds the
+/* The sampler (unused, may be NULL, when the model has forward_sample): picks the next
+ * token of req from its logits row. req->tokens holds the
  * history (for penalties) and n_tokens - n_prompt is the index of the token being drawn
  * (for counter-based seeds), so a draw does not depend on the batch or on preemptions. */
 struct fp8_sampler_iface {
@@ -167,6 +175,8 @@ struct fp8_sched {
     int32_t *b_seq_len;     /* (max_num_seqs) */
     int32_t *b_block_table; /* (max_num_seqs, max_blocks_per_seq) */
     uint8_t *b_want;        /* (max_num_seqs) */
+    struct fp8_request **b_reqs; /* (max_num_seqs) those wanting logits (forward_sample) */
+    int32_t *b_ids;         /* (max_num_seqs) their drawn tokens (forward_sample) */
     struct fp8_batch batch; /* the last step's batch (for tests and tracing) */
 
     struct fp8_sched_stats stats;

@@ -131,6 +131,34 @@ int fp8_batch_check(const struct fp8_batch *b, const int32_t *logit_rows, int32_
     return 0;
 }
 
+int fp8_sample_rows_check(const struct fp8_sample_row *rows, int64_t n_rows,
+                          const int32_t *pen_ids, int64_t vocab, int64_t *n_pen_ids,
+                          struct fp8_err *err)
+{
+    int64_t used = 0;
+    for (int64_t r = 0; r < n_rows; r++) {
+        const struct fp8_sample_row *p = &rows[r];
+        if (!(p->temperature >= 0.0f) || !isfinite(p->temperature) || p->top_k < 0 ||
+            !(p->top_p > 0.0f && p->top_p <= 1.0f) || !(p->min_p >= 0.0f && p->min_p <= 1.0f) ||
+            !(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty) ||
+            !isfinite(p->presence_penalty) || p->pen_start < 0 || p->n_pen < 0 ||
+            p->n_pen_gen < 0 || p->n_pen_gen > p->n_pen || (p->n_pen > 0 && !pen_ids))
+            return fp8_err_set(err, -EINVAL, "sample: row %lld has parameters out of range "
+                               "(temperature %g, top_k %d, top_p %g, min_p %g, %d penalty ids)",
+                               (long long)r, (double)p->temperature, p->top_k,
+                               (double)p->top_p, (double)p->min_p, p->n_pen);
+        for (int32_t i = 0; i < p->n_pen; i++)
+            if (pen_ids[p->pen_start + i] < 0 || pen_ids[p->pen_start + i] >= vocab)
+                return fp8_err_set(err, -EINVAL, "sample: row %lld's penalty id %d is outside "
+                                   "the vocabulary of %lld", (long long)r,
+                                   pen_ids[p->pen_start + i], (long long)vocab);
+        if (p->n_pen > 0 && (int64_t)p->pen_start + p->n_pen > used)
+            used = (int64_t)p->pen_start + p->n_pen;
+    }
+    *n_pen_ids = used;
+    return 0;
+}
+
 int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_err *err)
 {
     if (!name || !out)

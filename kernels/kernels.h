@@ -81,6 +81,35 @@ struct fp8_kv_cache {
     float *v_scale;
 };
 
+/* One logit row's sampling (the op `sample`). In order, as HF and vLLM apply them:
+ * 1. penalties, on the distinct history tokens pen_ids[pen_start, pen_start + n_pen):
+ *    each logit l becomes l / repetition_penalty when l > 0, else l * repetition_penalty;
+ *    then presence_penalty is subtracted from the first n_pen_gen of them (the distinct
+ *    tokens the request generated);
+ * 2. temperature 0: the largest logit, lowest id on ties (greedy); nothing else applies;
+ * 3. candidates in descending logit order, lower id first on ties; top_k keeps the first
+ *    top_k; w_i = exp((l_i - l_max) / temperature);
+ * 4. top_p keeps the shortest head whose w sum reaches top_p times the sum of the kept w;
+ * 5. min_p keeps the head with w_i >= min_p (w of the largest logit is 1);
+ * 6. the draw: u = philox4x32_10(counter {step, 0, 0, 0}, key {seed lo, seed hi})[0] as a
+ *    24-bit unit float; the first kept candidate whose running w sum exceeds u times the
+ *    sum of the kept w. A request's draws are a function of (seed, step) only, whatever
+ *    else shares the batch. Backends may sum w in another order or precision (docs/
+ *    numerics.md bounds how rarely that moves a draw). */
+struct fp8_sample_row {
+    float temperature;        /* 0: greedy */
+    int32_t top_k;            /* 0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off */
+    float presence_penalty;   /* 0: off */
+    uint64_t seed;
+    uint32_t step;            /* the draw's Philox counter: the request's generated tokens */
+    int32_t pen_start;        /* into pen_ids */
+    int32_t n_pen;            /* distinct history tokens (0 without penalties) */
+    int32_t n_pen_gen;        /* of which the first n_pen_gen were generated */
+};
+
 struct fp8_backend;
 
 /* Shapes below: n = tokens in the step (or a row view of them), h = query heads,
@@ -203,9 +232,15 @@ struct fp8_backend_ops {
      * 0.02, F32 uniform in [0.9, 1.1] (norm weights). */
     int (*tensor_fill_random)(struct fp8_backend *be, struct fp8_tensor *t, uint64_t seed,
                               struct fp8_err *err);
-    /* ids (L) I32 = index of the largest value of each row of logits (L, V) F32, the lowest
-     * index on ties (greedy sampling, as engine/sampling.c's temperature 0). */
-    void (*argmax)(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids);
+    /* ids (L) I32 = one draw from each row r of logits (L, V) F32 under rows[r] (host
+     * memory, L entries; penalty ids in pen_ids, host memory), as struct fp8_sample_row
+     * defines it. logits may be modified (penalties are applied in place). Deterministic: the
+     * same logits, rows and seeds give the same ids on every run and every device of one
+     * kind (tensor-parallel ranks draw alike). The cuda backend runs it after a replayed
+     * decode graph (it is never captured), so its parameters may change every step. */
+    void (*sample)(struct fp8_backend *be, struct fp8_tensor *logits,
+                   const struct fp8_sample_row *rows, const int32_t *pen_ids,
+                   struct fp8_tensor *ids);
 };
 
 struct fp8_backend {
@@ -215,6 +250,9 @@ struct fp8_backend {
     bool kv_f32_ok;           /* whether F32 KV caches are allowed (ref only) */
     bool enforce_eager;       /* set by the caller before the first step: cuda launches
                                  every op (no CUDA graphs for decode steps) */
+    bool decode_graphs;       /* set by the backend: decode steps run as graphs captured
+                                 per shape unless enforce_eager (cuda) */
+    int64_t n_graph_captures; /* set by the backend: decode-step graphs captured so far */
     void *ctx;                /* the backend's own state */
 };
 
@@ -228,6 +266,13 @@ void fp8_backend_free(struct fp8_backend *be); /* accepts NULL */
  * table, every position lies inside its sequence, logit rows inside the step. */
 int fp8_batch_check(const struct fp8_batch *b, const int32_t *logit_rows, int32_t n_logit_rows,
                     struct fp8_err *err);
+
+/* The checks every backend's sample op makes: each row's parameters in range (as
+ * fp8_sampling_params_check), n_pen_gen <= n_pen, penalty ids inside the vocabulary;
+ * *n_pen_ids = the length of pen_ids the rows use. */
+int fp8_sample_rows_check(const struct fp8_sample_row *rows, int64_t n_rows,
+                          const int32_t *pen_ids, int64_t vocab, int64_t *n_pen_ids,
+                          struct fp8_err *err);
 
 /* ---- descriptor helpers (host-side, backend independent; kernels/kernels.c) ---- */
 size_t fp8_dtype_size(enum fp8_dtype dtype);

@@ -426,7 +426,7 @@ static void test_gather_and_softcap(void **state)
     drop(&x), drop(&o);
 }
 
-static void test_argmax_lowest_on_ties(void **state)
+static void test_sample_greedy_lowest_on_ties(void **state)
 {
     (void)state;
     /* row 0: the max 3 at indices 1 and 2 -> 1; row 1: the max -1 at 0 and 2 -> 0;
@@ -434,12 +434,43 @@ static void test_argmax_lowest_on_ties(void **state)
     const float lv[15] = {1, 3, 3, 2, 0, -1, -5, -1, -2, -7, 0, 0, 0, 0, 0.5f};
     int64_t ln[2] = {3, 5}, in[1] = {3};
     struct fp8_tensor l = make(FP8_DTYPE_F32, 2, ln, lv), ids = make(FP8_DTYPE_I32, 1, in, NULL);
+    struct fp8_sample_row greedy[3];
+    for (int i = 0; i < 3; i++)
+        greedy[i] = (struct fp8_sample_row){.top_p = 1.0f, .repetition_penalty = 1.0f};
     step_one_seq(3, 0, NULL, 4);
-    be->ops->argmax(be, &l, &ids);
+    be->ops->sample(be, &l, greedy, NULL, &ids);
     assert_ok();
     assert_int_equal(((int32_t *)ids.data)[0], 1);
     assert_int_equal(((int32_t *)ids.data)[1], 0);
     assert_int_equal(((int32_t *)ids.data)[2], 4);
+    drop(&l), drop(&ids);
+}
+
+/* The op refuses rows out of range and penalty ids outside the vocabulary, naming them
+ * (fp8_sample_rows_check, which the cuda backend shares). */
+static void test_sample_refuses_bad_rows(void **state)
+{
+    (void)state;
+    const float lv[4] = {1, 2, 3, 4};
+    int64_t ln[2] = {1, 4}, in[1] = {1};
+    struct fp8_tensor l = make(FP8_DTYPE_F32, 2, ln, lv), ids = make(FP8_DTYPE_I32, 1, in, NULL);
+    struct fp8_sample_row row = {.temperature = 1.0f, .top_p = 0.0f, .repetition_penalty = 1.0f};
+    struct fp8_err err = {{0}};
+    be->ops->sample(be, &l, &row, NULL, &ids);
+    assert_int_equal(be->ops->sync(be, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "top_p 0"));
+    const int32_t pen[2] = {3, 4};
+    row = (struct fp8_sample_row){.temperature = 1.0f, .top_p = 1.0f,
+                                  .repetition_penalty = 1.5f, .n_pen = 2};
+    be->ops->sample(be, &l, &row, pen, &ids);
+    assert_int_equal(be->ops->sync(be, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "penalty id 4"));
+    /* The first penalty id alone is fine: id 3's 4 / 1.5 = 2.67 < 3, so greedy picks 2. */
+    row.n_pen = 1;
+    row.temperature = 0.0f;
+    be->ops->sample(be, &l, &row, pen, &ids);
+    assert_ok();
+    assert_int_equal(((int32_t *)ids.data)[0], 2);
     drop(&l), drop(&ids);
 }
 
@@ -508,7 +539,8 @@ int main(void)
         cmocka_unit_test(test_glu_activations),
         cmocka_unit_test(test_moe_route_and_experts),
         cmocka_unit_test(test_gather_and_softcap),
-        cmocka_unit_test(test_argmax_lowest_on_ties),
+        cmocka_unit_test(test_sample_greedy_lowest_on_ties),
+        cmocka_unit_test(test_sample_refuses_bad_rows),
         cmocka_unit_test(test_errors_are_sticky_and_clear),
         cmocka_unit_test(test_backend_names),
     };

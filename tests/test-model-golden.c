@@ -11,6 +11,7 @@
  * scales): relative L2 error and top-1 agreement per architecture are printed and held to
  * the bounds in docs/numerics.md. */
 #include <jansson.h>
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -326,6 +327,11 @@ static void test_forward_greedy_is_argmax(void **state)
                 best = i;
         assert_int_equal(ids[r], best);
     }
+    /* Warm-up (padding decode steps to graph buckets) is for backends with decode graphs:
+     * the ref backend has none, and says so. */
+    struct fp8_model_warmup w;
+    assert_int_equal(fp8_model_warmup(m, 4, MAX_SEQ / BLOCK, &w, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "captures no decode graphs"));
     free(logits);
     fp8_model_free(m);
     fp8_backend_free(be);

@@ -1,17 +1,21 @@
-/* Sampling: distributions checked by chi-square against softmax probabilities computed
- * here in double precision (independently of engine/sampling.c), fixed seeds so every run
- * draws the same numbers; penalties, finish reasons and stop strings by hand-worked cases. */
+/* Sampling through the ref backend's `sample` op (rows built by fp8_sample_row_fill):
+ * distributions checked by chi-square against softmax probabilities computed here in
+ * double precision (independently of kernels/ref/sample.c), fixed seeds so every run
+ * draws the same numbers; penalties, finish reasons and stop strings by hand-worked
+ * cases. */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "engine/sampling.h"
+#include "kernels/kernels.h"
 
 #define V 6
 #define DRAWS 20000
@@ -30,19 +34,63 @@ static void softmax_ref(const float *l, double t, const int *keep, double *p)
         p[i] /= sum;
 }
 
-/* Draws DRAWS tokens (steps 0..DRAWS-1, one seed) and returns the chi-square statistic
- * against p; tokens with p == 0 must never appear. */
+/* ids[r] = the op's draw from row r of logits (rows, v) under params[r]. */
+static void op_sample(const float *logits, int64_t rows, int64_t v,
+                      const struct fp8_sample_row *params, const int32_t *pen, int32_t *ids)
+{
+    struct fp8_backend *be = NULL;
+    struct fp8_err err = {{0}};
+    assert_int_equal(fp8_backend_create("ref", &be, &err), 0);
+    struct fp8_tensor l, t;
+    int64_t ne[2] = {rows, v};
+    assert_int_equal(be->ops->tensor_alloc(be, &l, FP8_DTYPE_F32, 2, ne, &err), 0);
+    assert_int_equal(be->ops->tensor_alloc(be, &t, FP8_DTYPE_I32, 1, ne, &err), 0);
+    assert_int_equal(be->ops->tensor_set(be, &l, logits, NULL, &err), 0);
+    be->ops->sample(be, &l, params, pen, &t);
+    if (be->ops->sync(be, &err) < 0)
+        fail_msg("sample: %s", err.msg);
+    assert_int_equal(be->ops->tensor_get(be, &t, ids, NULL, &err), 0);
+    be->ops->tensor_free(be, &l);
+    be->ops->tensor_free(be, &t);
+    fp8_backend_free(be);
+}
+
+/* One draw: the request's history tokens (n_prompt of them the prompt), draw index step. */
+static int32_t draw(const float *logits, int32_t v, const struct fp8_sampling_params *sp,
+                    const int32_t *tokens, int32_t n_tokens, int32_t n_prompt, uint32_t step)
+{
+    struct fp8_sample_row row;
+    int32_t pen[16], id = -1;
+    uint8_t seen[16] = {0};
+    assert_true(v <= 16 && n_tokens <= 16);
+    fp8_sample_row_fill(&row, sp, step, tokens, n_tokens, n_prompt, v, seen, pen, 0);
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(seen[i], 0); /* left zeroed for the next request */
+    op_sample(logits, 1, v, &row, pen, &id);
+    return id;
+}
+
+/* Draws DRAWS tokens (steps 0..DRAWS-1, one seed: DRAWS rows of one op call) and returns
+ * the chi-square statistic against p; tokens with p == 0 must never appear. */
 static double chi_square(const struct fp8_sampling_params *sp, const double *p)
 {
-    struct fp8_sampler s;
-    assert_int_equal(fp8_sampler_init(&s, V, NULL), 0);
+    float *l = malloc((size_t)DRAWS * V * sizeof(float));
+    struct fp8_sample_row *rows = malloc(DRAWS * sizeof(*rows));
+    int32_t *ids = malloc(DRAWS * sizeof(int32_t));
+    assert_true(l && rows && ids);
+    for (uint32_t step = 0; step < DRAWS; step++) {
+        memcpy(l + (size_t)step * V, logits6, sizeof(logits6));
+        fp8_sample_row_fill(&rows[step], sp, step, NULL, 0, 0, V, NULL, NULL, 0);
+    }
+    op_sample(l, DRAWS, V, rows, NULL, ids);
     int counts[V] = {0};
     for (uint32_t step = 0; step < DRAWS; step++) {
-        int32_t t = fp8_sampler_sample(&s, logits6, sp, NULL, 0, 0, step);
-        assert_true(t >= 0 && t < V);
-        counts[t]++;
+        assert_true(ids[step] >= 0 && ids[step] < V);
+        counts[ids[step]]++;
     }
-    fp8_sampler_free(&s);
+    free(l);
+    free(rows);
+    free(ids);
     double chi = 0.0;
     for (int i = 0; i < V; i++) {
         if (p[i] == 0.0) {
@@ -125,54 +173,73 @@ static void test_min_p_distribution(void **state)
 static void test_greedy_and_penalties(void **state)
 {
     (void)state;
-    struct fp8_sampler s;
-    assert_int_equal(fp8_sampler_init(&s, 4, NULL), 0);
     struct fp8_sampling_params sp = fp8_sampling_params_default();
     sp.temperature = 0.0f;
     const float tie[4] = {1.0f, 3.0f, 2.0f, 3.0f};
-    assert_int_equal(fp8_sampler_sample(&s, tie, &sp, NULL, 0, 0, 0), 1); /* lowest id on ties */
+    assert_int_equal(draw(tie, 4, &sp, NULL, 0, 0, 0), 1); /* lowest id on ties */
 
     /* repetition 2 over seen {0, 1}: {2, -1, 1.5, 0} -> {1, -2, 1.5, 0}: id 2 wins. */
     const float l[4] = {2.0f, -1.0f, 1.5f, 0.0f};
     const int32_t seen[3] = {0, 1, 0};
     sp.repetition_penalty = 2.0f;
-    assert_int_equal(fp8_sampler_sample(&s, l, &sp, seen, 3, 3, 0), 2);
+    assert_int_equal(draw(l, 4, &sp, seen, 3, 3, 0), 2);
     sp.repetition_penalty = 1.0f;
-    assert_int_equal(fp8_sampler_sample(&s, l, &sp, seen, 3, 3, 0), 0);
+    assert_int_equal(draw(l, 4, &sp, seen, 3, 3, 0), 0);
 
     /* presence 0.6 counts generated tokens only: token 0 generated -> 1.4 < 1.5. */
     sp.presence_penalty = 0.6f;
     const int32_t hist[2] = {3, 0}; /* prompt {3}, generated {0} */
-    assert_int_equal(fp8_sampler_sample(&s, l, &sp, hist, 2, 1, 0), 2);
-    assert_int_equal(fp8_sampler_sample(&s, l, &sp, hist, 2, 2, 0), 0); /* all prompt */
-    /* The working copy never leaks into the next call. */
+    assert_int_equal(draw(l, 4, &sp, hist, 2, 1, 0), 2);
+    assert_int_equal(draw(l, 4, &sp, hist, 2, 2, 0), 0); /* all prompt */
+    /* Both: repetition 2 on {3, 0} ({1, -1, 1.5, 0}), then presence 0.6 on the generated
+     * 0 (0.4): id 2. The row lists the generated id first. */
+    sp.repetition_penalty = 2.0f;
+    struct fp8_sample_row row;
+    int32_t pen[4];
+    uint8_t marks[4] = {0};
+    assert_int_equal(fp8_sample_row_fill(&row, &sp, 5, hist, 2, 1, 4, marks, pen, 1), 2);
+    assert_int_equal(row.pen_start, 1);
+    assert_int_equal(row.n_pen, 2);
+    assert_int_equal(row.n_pen_gen, 1);
+    assert_int_equal(row.step, 5);
+    assert_int_equal(pen[1], 0);
+    assert_int_equal(pen[2], 3);
+    assert_int_equal(draw(l, 4, &sp, hist, 2, 1, 0), 2);
+    /* Penalties off: no ids at all. */
+    sp.repetition_penalty = 1.0f;
     sp.presence_penalty = 0.0f;
-    assert_int_equal(fp8_sampler_sample(&s, l, &sp, hist, 2, 1, 0), 0);
-    fp8_sampler_free(&s);
-    fp8_sampler_free(NULL);
+    assert_int_equal(fp8_sample_row_fill(&row, &sp, 0, hist, 2, 1, 4, marks, pen, 0), 0);
+    assert_int_equal(row.n_pen, 0);
+    assert_int_equal(draw(l, 4, &sp, hist, 2, 1, 0), 0);
 }
 
 static void test_seed_reproducible(void **state)
 {
     (void)state;
-    struct fp8_sampler a, b;
-    assert_int_equal(fp8_sampler_init(&a, V, NULL), 0);
-    assert_int_equal(fp8_sampler_init(&b, V, NULL), 0);
-    struct fp8_sampling_params p1 = fp8_sampling_params_default(), p2 = p1, other = p1;
-    p1.seed = p2.seed = 0x123456789abcull;
+    /* 64 steps of one request, and the same steps interleaved with another request's rows
+     * in one batch: the request's draws are the same. */
+    struct fp8_sampling_params p1 = fp8_sampling_params_default(), other = p1;
+    p1.seed = 0x123456789abcull;
     other.seed = 99;
-    int differs = 0;
+    float alone[64 * V], mixed[128 * V];
+    struct fp8_sample_row ra[64], rm[128];
+    int32_t x[64], y[128];
     for (uint32_t step = 0; step < 64; step++) {
-        int32_t x = fp8_sampler_sample(&a, logits6, &p1, NULL, 0, 0, step);
-        /* Another request's draws in between (a different batch) change nothing. */
-        int32_t o = fp8_sampler_sample(&b, logits6, &other, NULL, 0, 0, step);
-        int32_t y = fp8_sampler_sample(&b, logits6, &p2, NULL, 0, 0, step);
-        assert_int_equal(x, y);
-        differs += o != x;
+        memcpy(alone + step * V, logits6, sizeof(logits6));
+        memcpy(mixed + 2 * step * V, logits6, sizeof(logits6));
+        memcpy(mixed + (2 * step + 1) * V, logits6, sizeof(logits6));
+        fp8_sample_row_fill(&ra[step], &p1, step, NULL, 0, 0, V, NULL, NULL, 0);
+        fp8_sample_row_fill(&rm[2 * step], &other, step, NULL, 0, 0, V, NULL, NULL, 0);
+        fp8_sample_row_fill(&rm[2 * step + 1], &p1, step, NULL, 0, 0, V, NULL, NULL, 0);
+    }
+    op_sample(alone, 64, V, ra, NULL, x);
+    op_sample(mixed, 128, V, rm, NULL, y);
+    int differs = 0;
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(x[i], y[2 * i + 1]);
+        differs += y[2 * i] != x[i];
     }
     assert_true(differs > 0);
-    fp8_sampler_free(&a);
-    fp8_sampler_free(&b);
 }
 
 static void test_params_check(void **state)

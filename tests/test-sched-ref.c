@@ -51,11 +51,13 @@ static int32_t run_alone(struct fp8_engine *e, const int32_t *prompt, int32_t n_
                               .max_blocks_per_seq = mb, .block_size = bs,
                               .want_logits = &want};
         struct fp8_err err = {{0}};
-        if (fp8_model_forward(e->model, &b, e->logits, &err) < 0)
+        struct fp8_sample_row row;
+        int32_t pen[MAX_LEN], t = -1;
+        fp8_sample_row_fill(&row, &p, (uint32_t)n_out, tokens, n, n_prompt,
+                            e->sched.model.vocab, e->seen, pen, 0);
+        if (fp8_model_forward_sample(e->model, &b, &row, pen, &t, &err) < 0)
             fail_msg("alone: %s", err.msg);
         done = n;
-        int32_t t = fp8_sampler_sample(&e->sampler, e->logits, &p, tokens, n, n_prompt,
-                                       (uint32_t)n_out);
         out[n_out++] = t;
         tokens[n++] = t;
         bool stop = false;

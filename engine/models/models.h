@@ -52,6 +52,13 @@ struct fp8_model {
     struct fp8_tensor logits;  /* (T, V) f32 */
     struct fp8_tensor ids;     /* (T) i32 greedy picks */
     int32_t *logit_rows;       /* (T) host */
+
+    /* Decode steps padded to graph buckets (fp8_model_warmup; engine/model.c). */
+    int32_t pad_max;           /* the largest bucket; 0: no padding */
+    int32_t *pad_buf;          /* host: the padded step's arrays */
+    size_t pad_cap;            /* int32 values */
+    uint8_t *pad_want;         /* (pad_max) */
+    struct fp8_sample_row *greedy_rows; /* (T) temperature 0, for fp8_model_forward_greedy */
 };
 
 /* ---- loading (engine/models/common.c) ---- */

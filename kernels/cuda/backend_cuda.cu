@@ -19,12 +19,21 @@
  *   kernel before it above; glu up to 32 rows), their compositions otherwise.
  *
  * CUDA graphs: a decode step's ops are captured the first time a (tokens, sequences,
- * block-table width, logit rows) shape is seen, and that graph is replayed for every
- * later step of the shape: step_begin copies the step's layout into the same device
- * buffer, the ops only check that the model calls them (the captured launches already
- * hold every pointer), and sync launches the graph. be->enforce_eager turns this off.
- * The graphs hold one model's tensors, so a backend serves one model: a second KV cache
- * is refused, and freeing the cache drops the graphs. */
+ * logit rows, block size) shape is seen, and that graph is replayed for every later step
+ * of the shape: step_begin copies the step's layout into the same device buffer, the ops
+ * only check that the model calls them (the captured launches already hold every
+ * pointer), and sync launches the graph. Block tables are copied at one device width,
+ * the widest seen (a wider one drops the graphs), and attention is planned for that
+ * capacity, so neither the table width nor the sequence lengths are in the key. The
+ * `sample` op is never captured: it runs after the graph (its parameters change every
+ * step). be->enforce_eager turns graphs off; fp8_model_warmup captures every decode
+ * bucket before serving. The graphs hold one model's tensors, so a backend serves one
+ * model: a second KV cache is refused, and freeing the cache drops the graphs.
+ *
+ * Memory is counted by class (weights = tensors filled from the host or the random
+ * filler, KV pool, activations = other tensors, scratch = step, sampling and kernel
+ * buffers, the FP8 GEMM handle's cuBLASLt workspace, graphs = what instantiating them took from
+ * cudaMemGetInfo) for fp8_backend_cuda_mem. */
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdarg.h>
@@ -43,25 +52,32 @@ constexpr int kRowsHeadDimMax = 256;
 constexpr int kAttnWarps = 4;
 
 struct graph_key {
-    int32_t n_tokens, n_seqs, max_blocks, n_logit_rows, block_size;
+    int32_t n_tokens, n_seqs, n_logit_rows, block_size;
 };
 
 struct graph_entry {
     graph_key key;
     cudaGraphExec_t exec;
+    size_t bytes; /* what instantiating it took (cudaMemGetInfo) */
 };
 
 enum step_mode { MODE_EAGER, MODE_CAPTURE, MODE_REPLAY };
+
+enum mem_class { MEM_WEIGHTS, MEM_KV, MEM_ACT, MEM_SCRATCH, MEM_WORKSPACE, MEM_COUNT };
 
 struct cuda_ctx {
     cudaStream_t stream;
     int err_code; /* first failure since the last sync, 0 when none */
     struct fp8_err err;
-    size_t bytes; /* device memory held */
+    size_t bytes[MEM_COUNT]; /* device memory held, by class */
+    size_t graph_bytes;      /* taken by instantiating graphs (cudaMemGetInfo deltas) */
+    void **weights;          /* (n_weights) data pointers of tensors counted as weights */
+    int n_weights, cap_weights;
 
     /* The current step; d_* point into d_step. */
     bool have_step, decode;
     int32_t n_tokens, n_seqs, max_blocks, block_size, n_logit_rows;
+    int32_t width; /* block-table width on the device: the widest step so far */
     int32_t *h_step; /* pinned staging */
     int32_t *d_step;
     size_t step_cap; /* int32 values */
@@ -80,6 +96,23 @@ struct cuda_ctx {
     size_t gemm_ws_cap;
     void *retired[kMaxRetired]; /* outgrown workspaces a captured graph may still use */
     int n_retired;
+
+    /* The sample op: its rows and penalty ids staged in host memory by the op (which may
+     * run inside a capture, where nothing may be allocated or freed), then at launch
+     * (sample_launch: after the graph, or at once when eager) copied through the pinned
+     * buffer to the device as [rows | penalty ids]; the drawn ids come back into the
+     * pinned buffer behind them, where tensor_get of the ids tensor reads them. */
+    void *samp_host;
+    size_t samp_host_cap;
+    void *h_samp, *d_samp;
+    size_t samp_cap;        /* bytes of each */
+    cudaEvent_t samp_done;  /* the last launch's copies have completed */
+    bool samp_pending;      /* a call waits for the graph launch */
+    bool samp_mirror;       /* h_samp + samp_used holds samp_rows ids of samp_ids */
+    int32_t *samp_ids;
+    float *samp_logits;
+    int32_t samp_rows, samp_vocab;
+    size_t samp_pen_off, samp_used; /* bytes of the staged rows, of rows + penalty ids */
 
     step_mode mode;
     graph_key key;
@@ -374,43 +407,6 @@ attn_rows_kernel(uint16_t *out, const uint16_t *q, rows_kv kv, const int32_t *po
     }
 }
 
-/* One block per row; lowest index on ties. */
-__global__ void __launch_bounds__(1024) argmax_kernel(int32_t *ids, const float *x, int32_t v)
-{
-    fp8_grid_wait();
-    const float *row = x + (size_t)blockIdx.x * v;
-    float best = -INFINITY;
-    int32_t bi = INT32_MAX;
-    for (int32_t i = threadIdx.x; i < v; i += blockDim.x)
-        if (row[i] > best || (row[i] == best && i < bi)) {
-            best = row[i];
-            bi = i;
-        }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-        const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ob > best || (ob == best && oi < bi)) {
-            best = ob;
-            bi = oi;
-        }
-    }
-    __shared__ float sb[32];
-    __shared__ int32_t si[32];
-    if ((threadIdx.x & 31) == 0) {
-        sb[threadIdx.x >> 5] = best;
-        si[threadIdx.x >> 5] = bi;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)(blockDim.x >> 5); w++)
-            if (sb[w] > best || (sb[w] == best && si[w] < bi)) {
-                best = sb[w];
-                bi = si[w];
-            }
-        ids[blockIdx.x] = bi == INT32_MAX ? 0 : bi; /* all-NaN row: 0 */
-    }
-}
-
 __device__ __forceinline__ uint64_t mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -440,20 +436,28 @@ __global__ void fill_f32_kernel(float *dst, size_t n, float v)
 
 /* ---- memory --------------------------------------------------------------------------- */
 
-int dev_alloc(cuda_ctx *c, void **p, size_t bytes, struct fp8_err *err)
+int dev_alloc(cuda_ctx *c, void **p, size_t bytes, mem_class cls, struct fp8_err *err)
 {
     int rc = fp8_cuda_malloc(p, bytes ? bytes : 1, err);
     if (rc == 0)
-        c->bytes += bytes;
+        c->bytes[cls] += bytes;
     return rc;
 }
 
-void dev_free(cuda_ctx *c, void *p, size_t bytes)
+void dev_free(cuda_ctx *c, void *p, size_t bytes, mem_class cls)
 {
     if (!p)
         return;
     cudaFree(p);
-    c->bytes -= bytes;
+    c->bytes[cls] -= bytes;
+}
+
+int weight_index(const cuda_ctx *c, const void *p)
+{
+    for (int i = c->n_weights - 1; i >= 0; i--)
+        if (c->weights[i] == p)
+            return i;
+    return -1;
 }
 
 size_t scale_bytes(const struct fp8_tensor *t)
@@ -479,13 +483,13 @@ int cuda_tensor_alloc(struct fp8_backend *be, struct fp8_tensor *t, enum fp8_dty
         numel *= ne[i];
         n.ne[i] = ne[i];
     }
-    int rc = dev_alloc(c, &n.data, fp8_tensor_nbytes(&n), err);
+    int rc = dev_alloc(c, &n.data, fp8_tensor_nbytes(&n), MEM_ACT, err);
     if (rc == 0 && dtype == FP8_DTYPE_E4M3) {
         void *s = NULL;
-        rc = dev_alloc(c, &s, scale_bytes(&n), err);
+        rc = dev_alloc(c, &s, scale_bytes(&n), MEM_ACT, err);
         n.scale = (float *)s;
         if (rc < 0)
-            dev_free(c, n.data, fp8_tensor_nbytes(&n));
+            dev_free(c, n.data, fp8_tensor_nbytes(&n), MEM_ACT);
     }
     if (rc < 0)
         return fp8_err_prefix(err, rc, "tensor_alloc(%s, %lld elements)", fp8_dtype_name(dtype),
@@ -499,10 +503,39 @@ void cuda_tensor_free(struct fp8_backend *be, struct fp8_tensor *t)
     cuda_ctx *c = ctx_of(be);
     if (!t || !t->data)
         return;
-    dev_free(c, t->data, fp8_tensor_nbytes(t));
-    dev_free(c, t->scale, scale_bytes(t));
+    if (t->data == c->samp_ids) /* the next tensor here is not these draws */
+        c->samp_mirror = false;
+    const int w = weight_index(c, t->data);
+    mem_class cls = MEM_ACT;
+    if (w >= 0) {
+        c->weights[w] = c->weights[--c->n_weights];
+        cls = MEM_WEIGHTS;
+    }
+    dev_free(c, t->data, fp8_tensor_nbytes(t), cls);
+    dev_free(c, t->scale, scale_bytes(t), cls);
     t->data = NULL;
     t->scale = NULL;
+}
+
+/* A tensor whose contents came from the host or the random filler is a weight from now
+ * on (activations are only ever written by ops). */
+int count_as_weight(cuda_ctx *c, const struct fp8_tensor *t, struct fp8_err *err)
+{
+    if (weight_index(c, t->data) >= 0)
+        return 0;
+    if (c->n_weights == c->cap_weights) {
+        int cap = c->cap_weights ? 2 * c->cap_weights : 256;
+        void **p = (void **)realloc(c->weights, (size_t)cap * sizeof(*p));
+        if (!p)
+            return fp8_err_set(err, -ENOMEM, "out of memory");
+        c->weights = p;
+        c->cap_weights = cap;
+    }
+    c->weights[c->n_weights++] = t->data;
+    const size_t b = fp8_tensor_nbytes(t) + scale_bytes(t);
+    c->bytes[MEM_ACT] -= b;
+    c->bytes[MEM_WEIGHTS] += b;
+    return 0;
 }
 
 int copy_sync(cuda_ctx *c, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
@@ -522,7 +555,11 @@ int cuda_tensor_set(struct fp8_backend *be, struct fp8_tensor *t, const void *da
     cuda_ctx *c = ctx_of(be);
     if (!t || !t->data || !data || (t->dtype == FP8_DTYPE_E4M3 && !scale))
         return fp8_err_set(err, -EINVAL, "tensor_set: missing tensor, data or e4m3 scales");
-    int rc = copy_sync(c, t->data, data, fp8_tensor_nbytes(t), cudaMemcpyHostToDevice, err,
+    int rc = count_as_weight(c, t, err);
+    if (t->data == c->samp_ids)
+        c->samp_mirror = false;
+    if (rc == 0)
+        rc = copy_sync(c, t->data, data, fp8_tensor_nbytes(t), cudaMemcpyHostToDevice, err,
                        "tensor_set");
     if (rc == 0 && t->dtype == FP8_DTYPE_E4M3)
         rc = copy_sync(c, t->scale, scale, scale_bytes(t), cudaMemcpyHostToDevice, err,
@@ -536,6 +573,14 @@ int cuda_tensor_get(struct fp8_backend *be, const struct fp8_tensor *t, void *da
     cuda_ctx *c = ctx_of(be);
     if (!t || !t->data || !data)
         return fp8_err_set(err, -EINVAL, "tensor_get: missing tensor or destination");
+    if (c->samp_mirror && t->data == c->samp_ids && t->dtype == FP8_DTYPE_I32 &&
+        fp8_tensor_nbytes(t) <= (size_t)c->samp_rows * sizeof(int32_t)) {
+        /* The draws are already on their way to pinned memory: no second copy. */
+        int rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "tensor_get");
+        if (rc == 0)
+            memcpy(data, (char *)c->h_samp + c->samp_used, fp8_tensor_nbytes(t));
+        return rc;
+    }
     int rc = copy_sync(c, data, t->data, fp8_tensor_nbytes(t), cudaMemcpyDeviceToHost, err,
                        "tensor_get");
     if (rc == 0 && t->dtype == FP8_DTYPE_E4M3 && scale)
@@ -551,7 +596,9 @@ int cuda_tensor_fill_random(struct fp8_backend *be, struct fp8_tensor *t, uint64
     if (!t || !t->data || t->dtype == FP8_DTYPE_I32)
         return fp8_err_set(err, -EINVAL, "tensor_fill_random: missing or i32 tensor");
     const size_t n = (size_t)fp8_tensor_numel(t);
-    int rc;
+    int rc = count_as_weight(c, t, err);
+    if (rc < 0)
+        return rc;
     if (t->dtype == FP8_DTYPE_E4M3) {
         rc = fp8_cuda_fill_e4m3_random((uint8_t *)t->data, n, seed, c->stream, err);
         if (rc < 0)
@@ -574,8 +621,10 @@ int cuda_tensor_fill_random(struct fp8_backend *be, struct fp8_tensor *t, uint64
 
 void graphs_clear(cuda_ctx *c)
 {
-    for (int i = 0; i < c->n_graphs; i++)
+    for (int i = 0; i < c->n_graphs; i++) {
         cudaGraphExecDestroy(c->graphs[i].exec);
+        c->graph_bytes -= c->graphs[i].bytes;
+    }
     c->n_graphs = 0;
 }
 
@@ -608,30 +657,36 @@ int cuda_kv_cache_alloc(struct fp8_backend *be, struct fp8_kv_cache *kc,
     n.desc = *d;
     void *ks = NULL, *vs = NULL;
     int rc;
-    if ((rc = dev_alloc(c, &n.k, bytes, err)) < 0 || (rc = dev_alloc(c, &n.v, bytes, err)) < 0 ||
-        (rc = dev_alloc(c, &ks, heads * sizeof(float), err)) < 0 ||
-        (rc = dev_alloc(c, &vs, heads * sizeof(float), err)) < 0) {
-        dev_free(c, n.k, bytes);
-        dev_free(c, n.v, n.v ? bytes : 0);
-        dev_free(c, ks, ks ? heads * sizeof(float) : 0);
+    if ((rc = dev_alloc(c, &n.k, bytes, MEM_KV, err)) < 0 ||
+        (rc = dev_alloc(c, &n.v, bytes, MEM_KV, err)) < 0 ||
+        (rc = dev_alloc(c, &ks, heads * sizeof(float), MEM_KV, err)) < 0 ||
+        (rc = dev_alloc(c, &vs, heads * sizeof(float), MEM_KV, err)) < 0) {
+        dev_free(c, n.k, bytes, MEM_KV);
+        dev_free(c, n.v, n.v ? bytes : 0, MEM_KV);
+        dev_free(c, ks, ks ? heads * sizeof(float) : 0, MEM_KV);
         return fp8_err_prefix(err, rc, "kv cache (%zu bytes)", 2 * bytes);
     }
     n.k_scale = (float *)ks;
     n.v_scale = (float *)vs;
-    /* Unwritten slots are never read (attention stops at each token's position), but
-     * zeroed scales keep a stray read finite. */
+    /* Real steps never read unwritten slots (attention stops at each token's position);
+     * padding sequences of decode buckets read slot 0 of block 0, which zeroes keep
+     * finite (a NaN byte times a zero scale would not be). */
     rc = fp8_cuda_check(cudaMemsetAsync(ks, 0, heads * sizeof(float), c->stream), err,
                         "kv cache clear");
     if (rc == 0)
         rc = fp8_cuda_check(cudaMemsetAsync(vs, 0, heads * sizeof(float), c->stream), err,
                             "kv cache clear");
     if (rc == 0)
+        rc = fp8_cuda_check(cudaMemsetAsync(n.k, 0, bytes, c->stream), err, "kv cache clear");
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaMemsetAsync(n.v, 0, bytes, c->stream), err, "kv cache clear");
+    if (rc == 0)
         rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "kv cache clear");
     if (rc < 0) {
-        dev_free(c, n.k, bytes);
-        dev_free(c, n.v, bytes);
-        dev_free(c, ks, heads * sizeof(float));
-        dev_free(c, vs, heads * sizeof(float));
+        dev_free(c, n.k, bytes, MEM_KV);
+        dev_free(c, n.v, bytes, MEM_KV);
+        dev_free(c, ks, heads * sizeof(float), MEM_KV);
+        dev_free(c, vs, heads * sizeof(float), MEM_KV);
         return rc;
     }
     c->kv = *d;
@@ -647,10 +702,10 @@ void cuda_kv_cache_free(struct fp8_backend *be, struct fp8_kv_cache *kc)
         return;
     const struct fp8_kv_cache_desc *d = &kc->desc;
     const size_t heads = (size_t)d->n_layers * d->n_blocks * d->block_size * d->n_kv_heads;
-    dev_free(c, kc->k, heads * d->head_dim);
-    dev_free(c, kc->v, heads * d->head_dim);
-    dev_free(c, kc->k_scale, heads * sizeof(float));
-    dev_free(c, kc->v_scale, heads * sizeof(float));
+    dev_free(c, kc->k, heads * d->head_dim, MEM_KV);
+    dev_free(c, kc->v, heads * d->head_dim, MEM_KV);
+    dev_free(c, kc->k_scale, heads * sizeof(float), MEM_KV);
+    dev_free(c, kc->v_scale, heads * sizeof(float), MEM_KV);
     memset(kc, 0, sizeof(*kc));
     c->have_kv = false;
     if (c->stream)
@@ -662,7 +717,7 @@ void cuda_kv_cache_free(struct fp8_backend *be, struct fp8_kv_cache *kc)
 
 bool key_eq(const graph_key &a, const graph_key &b)
 {
-    return a.n_tokens == b.n_tokens && a.n_seqs == b.n_seqs && a.max_blocks == b.max_blocks &&
+    return a.n_tokens == b.n_tokens && a.n_seqs == b.n_seqs &&
            a.n_logit_rows == b.n_logit_rows && a.block_size == b.block_size;
 }
 
@@ -702,17 +757,23 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
         return rc;
     if (c->mode != MODE_EAGER || c->err_code)
         return fp8_err_set(err, -EINVAL, "step: the previous step was not synced");
-    const size_t nt = (size_t)b->n_tokens, ns = (size_t)b->n_seqs,
-                 nbt = ns * (size_t)b->max_blocks_per_seq, nl = (size_t)n_logit_rows;
-    const size_t need = 4 * nt + ns + nbt + nl;
     if ((rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "step: waiting for the "
                              "previous step")) < 0)
         return rc;
+    if (b->max_blocks_per_seq > c->width) {
+        /* Captured graphs index the tables with the old width and planned attention for
+         * its capacity. */
+        graphs_clear(c);
+        c->width = b->max_blocks_per_seq;
+    }
+    const size_t nt = (size_t)b->n_tokens, ns = (size_t)b->n_seqs,
+                 w = (size_t)c->width, nbt = ns * w, nl = (size_t)n_logit_rows;
+    const size_t need = 4 * nt + ns + nbt + nl;
     if (need > c->step_cap) {
         /* Captured graphs hold the old buffer's addresses. */
         graphs_clear(c);
         cudaFreeHost(c->h_step);
-        dev_free(c, c->d_step, c->step_cap * sizeof(int32_t));
+        dev_free(c, c->d_step, c->step_cap * sizeof(int32_t), MEM_SCRATCH);
         c->h_step = NULL;
         c->d_step = NULL;
         c->step_cap = 0;
@@ -721,7 +782,7 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
         rc = fp8_cuda_check(cudaMallocHost((void **)&c->h_step, cap * sizeof(int32_t)), err,
                             "step: pinned buffer of %zu bytes", cap * sizeof(int32_t));
         if (rc == 0)
-            rc = dev_alloc(c, &d, cap * sizeof(int32_t), err);
+            rc = dev_alloc(c, &d, cap * sizeof(int32_t), MEM_SCRATCH, err);
         if (rc < 0)
             return rc;
         c->d_step = (int32_t *)d;
@@ -740,7 +801,13 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
             decode = false;
     }
     memcpy(h + 4 * nt, b->seq_len, ns * sizeof(int32_t));
-    memcpy(h + 4 * nt + ns, b->block_table, nbt * sizeof(int32_t));
+    const size_t bw = (size_t)b->max_blocks_per_seq;
+    for (size_t s = 0; s < ns; s++) {
+        int32_t *row = h + 4 * nt + ns + s * w;
+        memcpy(row, b->block_table + s * bw, bw * sizeof(int32_t));
+        for (size_t i = bw; i < w; i++)
+            row[i] = -1;
+    }
     if (nl)
         memcpy(h + 4 * nt + ns + nbt, logit_rows, nl * sizeof(int32_t));
     rc = fp8_cuda_check(cudaMemcpyAsync(c->d_step, h, need * sizeof(int32_t),
@@ -757,14 +824,15 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
     c->d_logit_rows = c->d_step + 4 * nt + ns + nbt;
     c->n_tokens = b->n_tokens;
     c->n_seqs = b->n_seqs;
-    c->max_blocks = b->max_blocks_per_seq;
+    c->max_blocks = c->width;
     c->block_size = b->block_size;
     c->n_logit_rows = n_logit_rows;
     c->decode = decode;
     c->have_step = true;
     c->mode = MODE_EAGER;
+    c->samp_mirror = false;
     if (decode && !be->enforce_eager) {
-        c->key = {b->n_tokens, b->n_seqs, b->max_blocks_per_seq, n_logit_rows, b->block_size};
+        c->key = {b->n_tokens, b->n_seqs, n_logit_rows, b->block_size};
         for (int i = 0; i < c->n_graphs; i++)
             if (key_eq(c->graphs[i].key, c->key)) {
                 c->mode = MODE_REPLAY;
@@ -783,6 +851,51 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
     return 0;
 }
 
+/* The staged sampling call, on the stream: parameters to the device, the draws, the ids
+ * back into pinned memory. Never inside a capture. */
+void sample_launch(struct fp8_backend *be)
+{
+    cuda_ctx *c = ctx_of(be);
+    struct fp8_err e;
+    const size_t need = c->samp_used + (size_t)c->samp_rows * sizeof(int32_t);
+    /* The pinned buffer is rewritten below: the previous launch's copies must be done. */
+    if (!ok(be, fp8_cuda_check(cudaEventSynchronize(c->samp_done), &e, "sample: waiting for "
+                               "the previous draw"), &e))
+        return;
+    if (need > c->samp_cap) {
+        cudaFreeHost(c->h_samp);
+        dev_free(c, c->d_samp, c->samp_cap, MEM_SCRATCH);
+        c->h_samp = c->d_samp = NULL;
+        c->samp_cap = 0;
+        const size_t cap = need * 2 > 65536 ? need * 2 : 65536;
+        if (!ok(be, fp8_cuda_check(cudaMallocHost(&c->h_samp, cap), &e, "sample: pinned "
+                                   "buffer of %zu bytes", cap), &e) ||
+            !ok(be, dev_alloc(c, &c->d_samp, cap, MEM_SCRATCH, &e), &e))
+            return;
+        c->samp_cap = cap;
+    }
+    memcpy(c->h_samp, c->samp_host, c->samp_used);
+    int32_t *h_ids = (int32_t *)((char *)c->h_samp + c->samp_used);
+    const size_t ids_bytes = (size_t)c->samp_rows * sizeof(int32_t);
+    if (!ok(be, fp8_cuda_check(cudaMemcpyAsync(c->d_samp, c->h_samp, c->samp_used,
+                                               cudaMemcpyHostToDevice, c->stream),
+                               &e, "sample: copy of %zu bytes of parameters", c->samp_used),
+            &e) ||
+        !ok(be, fp8_cuda_sample(c->samp_ids, c->samp_logits,
+                                (const struct fp8_sample_row *)c->d_samp,
+                                (const int32_t *)((char *)c->d_samp + c->samp_pen_off),
+                                c->samp_rows, c->samp_vocab, c->stream, &e),
+            &e) ||
+        !ok(be, fp8_cuda_check(cudaMemcpyAsync(h_ids, c->samp_ids, ids_bytes,
+                                               cudaMemcpyDeviceToHost, c->stream),
+                               &e, "sample: copy of %zu bytes of ids", ids_bytes),
+            &e) ||
+        !ok(be, fp8_cuda_check(cudaEventRecord(c->samp_done, c->stream), &e, "sample: event"),
+            &e))
+        return;
+    c->samp_mirror = true;
+}
+
 int cuda_sync(struct fp8_backend *be, struct fp8_err *err)
 {
     cuda_ctx *c = ctx_of(be);
@@ -791,17 +904,25 @@ int cuda_sync(struct fp8_backend *be, struct fp8_err *err)
     if (c->mode == MODE_CAPTURE) {
         cudaGraph_t g = NULL;
         cudaGraphExec_t exec = NULL;
+        size_t free0 = 0, free1 = 0, total = 0;
         rc = fp8_cuda_check(cudaStreamEndCapture(c->stream, &g), &e, "end of graph capture");
-        if (rc == 0 && !c->err_code)
+        if (rc == 0 && !c->err_code) {
+            cudaMemGetInfo(&free0, &total);
             rc = fp8_cuda_check(cudaGraphInstantiate(&exec, g, 0), &e, "graph instantiate");
+            cudaMemGetInfo(&free1, &total);
+        }
         if (g)
             cudaGraphDestroy(g);
         if (rc < 0)
             fail(be, rc, "decode step graph (%d tokens): %s", c->key.n_tokens, e.msg);
         if (exec && !c->err_code) {
-            c->graphs[c->n_graphs].key = c->key;
-            c->graphs[c->n_graphs].exec = exec;
+            graph_entry *ge = &c->graphs[c->n_graphs];
+            ge->key = c->key;
+            ge->exec = exec;
+            ge->bytes = free0 > free1 ? free0 - free1 : 0;
+            c->graph_bytes += ge->bytes;
             c->replay = c->n_graphs++;
+            be->n_graph_captures++;
         } else if (exec) {
             cudaGraphExecDestroy(exec);
         }
@@ -813,6 +934,9 @@ int cuda_sync(struct fp8_backend *be, struct fp8_err *err)
             fail(be, rc, "%s", e.msg);
     }
     c->mode = MODE_EAGER;
+    if (c->samp_pending && !c->err_code)
+        sample_launch(be);
+    c->samp_pending = false;
     rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), &e, "step");
     if (rc < 0)
         fail(be, rc, "%s", e.msg);
@@ -907,7 +1031,7 @@ bool grow(struct fp8_backend *be, void **buf, size_t *cap, size_t bytes, const c
     *cap = 0;
     struct fp8_err e;
     void *p = NULL;
-    if (!ok(be, dev_alloc(c, &p, bytes, &e), &e))
+    if (!ok(be, dev_alloc(c, &p, bytes, MEM_SCRATCH, &e), &e))
         return false;
     *buf = p;
     *cap = bytes;
@@ -1311,24 +1435,51 @@ void cuda_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap)
     launched(be, "softcap");
 }
 
-void cuda_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids)
+/* Stages rows and their penalty ids, then draws now, or after the graph when the step is
+ * captured or replayed. */
+void cuda_sample(struct fp8_backend *be, struct fp8_tensor *logits,
+                 const struct fp8_sample_row *rows, const int32_t *pen_ids,
+                 struct fp8_tensor *ids)
 {
     cuda_ctx *c = ctx_of(be);
-    if (!active(be, "argmax"))
+    if (c->err_code)
         return;
     if (!logits || !logits->data || logits->dtype != FP8_DTYPE_F32 || logits->n_dims != 2 ||
-        !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 ||
-        fp8_tensor_numel(ids) != logits->ne[0] || logits->ne[1] > INT32_MAX) {
-        fail(be, -EINVAL, "argmax: logits must be f32 (rows, vocab) and ids i32 (rows)");
+        logits->ne[1] > INT32_MAX || !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 ||
+        fp8_tensor_numel(ids) != logits->ne[0] || !rows) {
+        fail(be, -EINVAL, "sample: logits must be f32 (rows, vocab), ids i32 (rows), with one "
+             "parameter row each");
         return;
     }
+    const int64_t n = logits->ne[0], v = logits->ne[1];
     struct fp8_err e;
-    ok(be, fp8_cuda_check(fp8_cuda_launch_pdl(argmax_kernel, dim3((unsigned)logits->ne[0]),
-                                              dim3(1024), c->stream, (int32_t *)ids->data,
-                                              (const float *)logits->data,
-                                              (int32_t)logits->ne[1]),
-                          &e, "argmax"),
-       &e);
+    int64_t n_pen = 0;
+    if (!ok(be, fp8_sample_rows_check(rows, n, pen_ids, v, &n_pen, &e), &e))
+        return;
+    const size_t rb = (size_t)n * sizeof(*rows), pb = (size_t)n_pen * sizeof(int32_t);
+    if (rb + pb > c->samp_host_cap) {
+        void *p = realloc(c->samp_host, rb + pb);
+        if (!p) {
+            fail(be, -ENOMEM, "sample: out of memory staging %zu bytes", rb + pb);
+            return;
+        }
+        c->samp_host = p;
+        c->samp_host_cap = rb + pb;
+    }
+    memcpy(c->samp_host, rows, rb);
+    if (pb)
+        memcpy((char *)c->samp_host + rb, pen_ids, pb);
+    c->samp_ids = (int32_t *)ids->data;
+    c->samp_logits = (float *)logits->data;
+    c->samp_rows = (int32_t)n;
+    c->samp_vocab = (int32_t)v;
+    c->samp_pen_off = rb;
+    c->samp_used = rb + pb;
+    c->samp_mirror = false;
+    if (c->mode == MODE_EAGER)
+        sample_launch(be);
+    else
+        c->samp_pending = true;
 }
 
 void cuda_destroy(struct fp8_backend *be)
@@ -1351,6 +1502,12 @@ void cuda_destroy(struct fp8_backend *be)
     fp8_cuda_gemm_free(c->gemm);
     cudaFree(c->d_step);
     cudaFreeHost(c->h_step);
+    cudaFree(c->d_samp);
+    cudaFreeHost(c->h_samp);
+    free(c->samp_host);
+    if (c->samp_done)
+        cudaEventDestroy(c->samp_done);
+    free(c->weights);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -1384,7 +1541,7 @@ const struct fp8_backend_ops cuda_ops = {
     .gather_rows = cuda_gather_rows,
     .softcap = cuda_softcap,
     .tensor_fill_random = cuda_tensor_fill_random,
-    .argmax = cuda_argmax,
+    .sample = cuda_sample,
 };
 
 } // namespace
@@ -1416,27 +1573,48 @@ extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err 
     }
     c->stream = (cudaStream_t)s;
     rc = fp8_cuda_gemm_create(&c->gemm, err);
-    if (rc < 0) {
+    if (rc < 0)
         fp8_err_prefix(err, rc, "backend cuda");
+    else
+        rc = fp8_cuda_check(cudaEventCreateWithFlags(&c->samp_done, cudaEventDisableTiming),
+                            err, "backend cuda: sampling event");
+    if (rc < 0) {
+        fp8_cuda_gemm_free(c->gemm);
         cudaStreamDestroy(c->stream);
         free(be);
         free(c);
         return rc;
     }
-    c->bytes += fp8_cuda_gemm_bytes(c->gemm);
+    c->bytes[MEM_WORKSPACE] += fp8_cuda_gemm_bytes(c->gemm);
     be->ops = &cuda_ops;
     be->name = "cuda";
     be->act_dtype = FP8_DTYPE_BF16;
     be->kv_f32_ok = false;
+    be->decode_graphs = true;
     be->ctx = c;
     *out = be;
     return 0;
 }
 
-extern "C" size_t fp8_backend_cuda_bytes(const struct fp8_backend *be)
+extern "C" int fp8_backend_cuda_mem(const struct fp8_backend *be, struct fp8_cuda_mem *out,
+                                    struct fp8_err *err)
 {
-    if (!be || !be->name || strcmp(be->name, "cuda"))
-        return 0;
+    if (!be || !be->name || strcmp(be->name, "cuda") || !out)
+        return fp8_err_set(err, -EINVAL, "memory accounting: not a cuda backend");
     const cuda_ctx *c = (const cuda_ctx *)be->ctx;
-    return c->bytes;
+    size_t f = 0, t = 0;
+    int rc = fp8_cuda_check(cudaMemGetInfo(&f, &t), err, "cudaMemGetInfo");
+    if (rc < 0)
+        return rc;
+    struct fp8_cuda_mem m;
+    m.weights = c->bytes[MEM_WEIGHTS];
+    m.kv = c->bytes[MEM_KV];
+    m.activations = c->bytes[MEM_ACT];
+    m.scratch = c->bytes[MEM_SCRATCH];
+    m.workspace = c->bytes[MEM_WORKSPACE];
+    m.graphs = c->graph_bytes;
+    m.device_free = f;
+    m.device_total = t;
+    *out = m;
+    return 0;
 }

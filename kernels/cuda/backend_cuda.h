@@ -12,9 +12,21 @@ extern "C" {
 /* Fails with a message when no CUDA device is usable. */
 int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err *err);
 
-/* Bytes of device memory the backend holds now (tensors, KV cache, step buffers and
- * workspace), for `fp8d bench`'s accounting; 0 for another backend. */
-size_t fp8_backend_cuda_bytes(const struct fp8_backend *be);
+/* Device memory by class, for `fp8d bench` and serve's start-up log. The classes are
+ * what the backend allocated itself; device_total - device_free is everything the device
+ * holds (cudaMemGetInfo), so the difference from their sum is the CUDA context, cuBLASLt,
+ * allocation rounding and any other process. */
+struct fp8_cuda_mem {
+    size_t weights;     /* tensors filled from the host or the random filler */
+    size_t kv;          /* the KV pool, scales included */
+    size_t activations; /* the model's other tensors */
+    size_t scratch;     /* step layout, sampling parameters, attention and GEMM scratch */
+    size_t workspace;   /* cuBLASLt's */
+    size_t graphs;      /* instantiated decode graphs (cudaMemGetInfo around each) */
+    size_t device_free, device_total;
+};
+int fp8_backend_cuda_mem(const struct fp8_backend *be, struct fp8_cuda_mem *out,
+                         struct fp8_err *err);
 
 #ifdef __cplusplus
 }

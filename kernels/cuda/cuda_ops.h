@@ -311,6 +311,17 @@ int fp8_cuda_glu(uint16_t *y,         /* (rows, inter) bf16 */
                  int32_t rows, int32_t inter, enum fp8_cuda_glu_act act, void *stream,
                  struct fp8_err *err);
 
+/* kernels.h's `sample` op (struct fp8_sample_row has the contract): ids[r] = the draw
+ * from row r of logits under rows[r] (device copies of the host structs), penalty ids in
+ * pen (device; may be NULL when no row has penalties). Penalties are applied to logits in
+ * place. One block per row; deterministic (integer sums: the same ids on every run). */
+struct fp8_sample_row;
+int fp8_cuda_sample(int32_t *ids,                       /* (n_rows) */
+                    float *logits,                      /* (n_rows, vocab) */
+                    const struct fp8_sample_row *rows,  /* (n_rows) */
+                    const int32_t *pen, int32_t n_rows, int32_t vocab, void *stream,
+                    struct fp8_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -322,7 +322,7 @@ static const struct fp8_backend_ops ref_ops = {
     .moe_experts = ref_moe_experts,
     .gather_rows = ref_gather_rows,
     .softcap = ref_softcap,
-    .argmax = ref_argmax,
+    .sample = ref_sample,
 };
 
 int fp8_backend_ref_create(struct fp8_backend **out, struct fp8_err *err)

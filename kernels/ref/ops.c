@@ -259,26 +259,6 @@ void ref_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap)
     }
 }
 
-void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids)
-{
-    if (ref_failed(be))
-        return;
-    if (!logits || !logits->data || logits->dtype != FP8_DTYPE_F32 || logits->n_dims != 2 ||
-        !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 || fp8_tensor_numel(ids) != logits->ne[0]) {
-        ref_fail(be, -EINVAL, "argmax: logits must be f32 (rows, vocab) and ids i32 (rows)");
-        return;
-    }
-    int64_t v = logits->ne[1];
-    for (int64_t r = 0; r < logits->ne[0]; r++) {
-        const float *x = (const float *)logits->data + r * v;
-        int32_t best = 0;
-        for (int64_t i = 1; i < v; i++)
-            if (x[i] > x[best])
-                best = (int32_t)i;
-        ((int32_t *)ids->data)[r] = best;
-    }
-}
-
 /* The fused decode sequences of kernels.h, as the compositions they are defined to be. */
 void ref_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
                          const struct fp8_tensor *norm_w, float eps, enum fp8_norm kind,

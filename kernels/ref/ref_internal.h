@@ -54,7 +54,7 @@ bool ref_check_act(struct fp8_backend *be, const char *op, const char *what,
 bool ref_check_weight(struct fp8_backend *be, const char *op, const char *what,
                       const struct fp8_tensor *t);
 
-/* The ops (kernels/ref/ops.c, attention.c, moe.c); contracts in kernels/kernels.h. */
+/* The ops (kernels/ref/ops.c, attention.c, moe.c, sample.c); contracts in kernels/kernels.h. */
 void ref_embed(struct fp8_backend *be, const struct fp8_tensor *table, float scale,
                struct fp8_tensor *out);
 void ref_rms_norm(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
@@ -92,7 +92,9 @@ void ref_moe_experts(struct fp8_backend *be, const struct fp8_tensor *x,
                      enum fp8_glu_act act, struct fp8_tensor *out);
 void ref_gather_rows(struct fp8_backend *be, const struct fp8_tensor *x, struct fp8_tensor *out);
 void ref_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap);
-void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids);
+void ref_sample(struct fp8_backend *be, struct fp8_tensor *logits,
+                const struct fp8_sample_row *rows, const int32_t *pen_ids,
+                struct fp8_tensor *ids);
 
 void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *qkv,
                                const struct fp8_tensor *q_norm, const struct fp8_tensor *k_norm,
