@@ -247,7 +247,7 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
                                             f_add = {NULL, 0.0f, 0, 0, 0, 1};
             const struct fp8_cuda_gemv_fuse *f = s == 0 ? &f_norm : s == 2 ? &f_glu
                                                : s == 1 || s == 3 ? &f_add : NULL;
-            if (f && (!f->glu || g.rows <= 32)) {
+            if (f && (!f->norm_w || g.rows <= 8) && (!f->glu || g.rows <= 32)) {
                 g.cfg = NULL;
                 g.fuse = f;
                 printf(" fused(%s) %.2f", s == 0 ? "norm" : s == 2 ? "norm+glu" : "add",
