@@ -247,7 +247,7 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
                                             f_add = {NULL, 0.0f, 0, 0, 0, 1};
             const struct fp8_cuda_gemv_fuse *f = s == 0 ? &f_norm : s == 2 ? &f_glu
                                                : s == 1 || s == 3 ? &f_add : NULL;
-            if (f && (!f->glu || g.rows <= 32)) {
+            if (f && (!f->norm_w || g.rows <= 8) && (!f->glu || g.rows <= 32)) {
                 g.cfg = NULL;
                 g.fuse = f;
                 printf(" fused(%s) %.2f", s == 0 ? "norm" : s == 2 ? "norm+glu" : "add",
@@ -344,11 +344,11 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
         void *ws = plan.workspace_bytes ? dalloc(plan.workspace_bytes) : NULL;
         const float eps = 1e-6f, sm = 0.08838834764831845f;
 
-        /* mode 0: the unfused kernels; 1: norms (up to 8 rows), glu and residual adds
-         * fused into the GEMVs, a norm kernel before qkv and gate_up above 8 rows (what the
+        /* mode 0: the unfused kernels; 1: norms (up to 4 rows), glu and residual adds
+         * fused into the GEMVs, a norm kernel before qkv and gate_up above 4 rows (what the
          * backend runs); 2: mode 1 without q/k-norm + attention (their share is the
          * difference) */
-        const int in_gemv = b <= 8;
+        const int in_gemv = b <= 4;
         const struct fp8_cuda_gemv_fuse f_norm = {norm_w, eps, 0, 0, 0, 0},
                                         f_glu = {in_gemv ? norm_w : NULL, eps, 0, 1,
                                                  FP8_CUDA_GLU_SILU, 0},

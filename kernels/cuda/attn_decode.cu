@@ -122,6 +122,7 @@ __global__ void __launch_bounds__(kThreads)
 attn_decode_kernel(const attn_args a)
 {
     fp8_launch_dependents();
+    fp8_grid_wait();
     /* DPL dims per lane; NGRP lane groups per block; kUnroll tokens per group in flight
      * (32 K+V bytes per lane either way) */
     constexpr int DPL = kHeadDim / TPT, NGRP = kThreads / TPT, GPW = 32 / TPT;
@@ -289,6 +290,7 @@ __global__ void __launch_bounds__(kThreads)
 attn_decode_mma_kernel(const attn_args a)
 {
     fp8_launch_dependents();
+    fp8_grid_wait();
     constexpr int KC = HD / 64, NQ = HD / 32; /* 64-dim K chunks; 32-dim output groups */
     const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -451,6 +453,7 @@ template <int HD>
 __global__ void __launch_bounds__(kThreads) attn_merge_kernel(const attn_args a)
 {
     fp8_launch_dependents();
+    fp8_grid_wait();
     const int h = blockIdx.x, s = blockIdx.y;
     const int len = a.seq_len[s], span = len - visible_from(a, len);
     int pieces = span <= 0 ? 0 : (span + a.split_tokens - 1) / a.split_tokens;
@@ -475,17 +478,14 @@ __global__ void __launch_bounds__(kThreads) attn_merge_kernel(const attn_args a)
 }
 
 template <int G>
-void launch(const attn_args &a, int n_seqs, int head_dim, int variant, cudaStream_t stream)
+cudaError_t launch(const attn_args &a, int n_seqs, int head_dim, int variant, cudaStream_t stream)
 {
-    dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
-    if (head_dim == 256)
-        attn_decode_mma_kernel<G, 256><<<grid, kThreads, 0, stream>>>(a);
-    else if (variant == FP8_CUDA_ATTN_MMA)
-        attn_decode_mma_kernel<G, kHeadDim><<<grid, kThreads, 0, stream>>>(a);
-    else if (variant == FP8_CUDA_ATTN_LANES8)
-        attn_decode_kernel<G, 8><<<grid, kThreads, 0, stream>>>(a);
-    else
-        attn_decode_kernel<G, 16><<<grid, kThreads, 0, stream>>>(a);
+    const dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
+    void (*k)(attn_args) = head_dim == 256                   ? attn_decode_mma_kernel<G, 256>
+                           : variant == FP8_CUDA_ATTN_MMA    ? attn_decode_mma_kernel<G, kHeadDim>
+                           : variant == FP8_CUDA_ATTN_LANES8 ? attn_decode_kernel<G, 8>
+                                                             : attn_decode_kernel<G, 16>;
+    return fp8_cuda_launch_pdl(k, grid, dim3(kThreads), stream, a);
 }
 
 size_t workspace_for(int n_seqs, int n_heads, int head_dim, int n_splits)
@@ -615,13 +615,14 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     a.qk_scale_log2 = sm_scale * 1.4426950408889634f;
     cudaStream_t st = (cudaStream_t)stream;
     const int hd = kv->head_dim;
+    cudaError_t e;
     switch (n_heads / kv->n_kv_heads) {
-    case 1: launch<1>(a, n_seqs, hd, plan->variant, st); break;
-    case 2: launch<2>(a, n_seqs, hd, plan->variant, st); break;
-    case 4: launch<4>(a, n_seqs, hd, plan->variant, st); break;
-    default: launch<8>(a, n_seqs, hd, plan->variant, st); break;
+    case 1: e = launch<1>(a, n_seqs, hd, plan->variant, st); break;
+    case 2: e = launch<2>(a, n_seqs, hd, plan->variant, st); break;
+    case 4: e = launch<4>(a, n_seqs, hd, plan->variant, st); break;
+    default: e = launch<8>(a, n_seqs, hd, plan->variant, st); break;
     }
-    rc = fp8_cuda_check(cudaGetLastError(), err,
+    rc = fp8_cuda_check(e, err,
                         "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d head_dim=%d splits=%d x "
                         "%d tokens window=%d)",
                         (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, hd, (int)plan->n_splits,
@@ -629,11 +630,10 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     if (rc < 0 || plan->n_splits == 1)
         return rc;
     const dim3 mgrid((unsigned)n_heads, (unsigned)n_seqs);
-    if (hd == 256)
-        attn_merge_kernel<256><<<mgrid, kThreads, 0, st>>>(a);
-    else
-        attn_merge_kernel<kHeadDim><<<mgrid, kThreads, 0, st>>>(a);
-    return fp8_cuda_check(cudaGetLastError(), err,
+    return fp8_cuda_check(fp8_cuda_launch_pdl(hd == 256 ? attn_merge_kernel<256>
+                                                        : attn_merge_kernel<kHeadDim>,
+                                              mgrid, dim3(kThreads), st, a),
+                          err,
                           "attn_decode merge(n_seqs=%d n_heads=%d head_dim=%d splits=%d)",
                           (int)n_seqs, (int)n_heads, hd, (int)plan->n_splits);
 }

@@ -150,12 +150,12 @@ int fp8_cuda_gemm_e4m3(struct fp8_cuda_gemm *g,
                        size_t workspace_bytes, void *stream, struct fp8_err *err);
 
 /* Fusions of the decode step into the GEMV (each saves a kernel and its gap per layer):
- * - norm_w (non-NULL): x is RMS-normalized first, as fp8_cuda_rmsnorm without residual
- *   (eps, plus_one likewise): y = (x / rms(x) * w') W^T. The block sums each row's
- *   squares while it streams x and applies 1 / rms at the end, so the bf16 rounding falls
- *   on x * w' instead of x / rms * w' (same relative size, 2^-9). It costs the loop some
- *   arithmetic on every iteration, more with more rows (H100: +4 us on qkv at 1 row,
- *   +10 us at 16), so it only beats a separate norm kernel for a few rows.
+ * - norm_w (non-NULL; at most 8 rows and fp8_cuda_gemv_norm_stage_bytes(rows, in) <=
+ *   FP8_CUDA_GEMV_NORM_STAGE_MAX): x is RMS-normalized first, as fp8_cuda_rmsnorm
+ *   without residual (eps, plus_one likewise): y = (x / rms(x) * w') W^T. Each block
+ *   stages bf16(x * w') in shared memory, summing each row's squares, and applies
+ *   1 / rms at the end, so the bf16 rounding falls on x * w' instead of x / rms * w'
+ *   (same relative size, 2^-9).
  * - glu: w is the fused (2 I, in) gate_up weight (gate rows, then up rows; out = 2 I,
  *   even) and y (rows, I) = bf16(act(bf16 gate) * bf16 up), bit-identical to the GEMV
  *   followed by fp8_cuda_glu. Needs bf16 y, m_tiles 2 (the gate tile and its up tile;
@@ -171,6 +171,10 @@ struct fp8_cuda_gemv_fuse {
     int32_t glu_act;         /* enum fp8_cuda_glu_act */
     int32_t add;
 };
+
+/* Shared memory the norm fusion stages per block: rows of in + 8 bf16 values. */
+#define FP8_CUDA_GEMV_NORM_STAGE_MAX (96 * 1024)
+size_t fp8_cuda_gemv_norm_stage_bytes(int32_t rows, int32_t in);
 
 /* fp8_cuda_gemv_e4m3 with the fusions above (fuse NULL: none). With glu, y is
  * (rows, out / 2). */

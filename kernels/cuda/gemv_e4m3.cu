@@ -23,13 +23,12 @@
  *
  * Fusions (fp8_cuda_gemv_e4m3_fused), each removing a small kernel and its gap from the
  * decode step:
- * - RMSNorm prologue: x is normalized on the fly. Every x element is loaded by exactly
- *   one thread of the block, so the block sums the squares of each row while it streams
- *   them and applies 1/rms once at the end: y = scale * inv_rms * sum bf16(x * w') W.
+ * - RMSNorm prologue (up to 8 rows): after waiting for the previous kernel each block
+ *   stages bf16(x * w') of the rows in shared memory, summing each row's squares on the
+ *   way, and applies 1/rms once at the end: y = scale * inv_rms * sum bf16(x * w') W.
  *   (The unfused path rounds x * inv_rms * w' to bf16 instead: the same 2^-9 relative
- *   rounding at a different place.) The single-buffered loop pays the extra arithmetic
- *   on every iteration: +4 us on qkv at 1 row, +10 us at 16 (H100), so it beats a
- *   separate norm kernel only for a few rows; the backend uses it up to 8.
+ *   rounding at a different place.) Until the `decode2` branch the norm ran inside the
+ *   loop, on every iteration (+4 us on qkv at 1 row, H100).
  * - GLU epilogue: the block's two 16-channel tiles are gate rows c.. and up rows
  *   I + c.. of the fused gate_up weight, so the epilogue has both halves and writes
  *   act(gate) * up with exactly the unfused rounding (bf16 gate and up, then bf16 out).
@@ -60,79 +59,24 @@ __device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i)
 /* One 64-in-dim chunk: this thread holds bytes [16t, 16t+16) of the chunk for weight rows
  * g and g+8 of each m-tile (wv) and loads the matching 16 activations of row g of each
  * n-tile. Word jj of the weight bytes feeds mma jj. */
-/* NORM: x[k..k+16) of each row times the norm weight w' (nw: this thread's w' + k0),
- * rounded to bf16 in place, and the squares of the unscaled values summed into ss. */
-template <int NT>
-__device__ __forceinline__ void norm_x(uint4 (&xv)[NT][2], float (&ss)[NT], const float *nw,
-                                       bool plus_one, const bool (&xok)[NT], bool tok, size_t k)
-{
-    uint32_t in[NT][8];
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        in[j][0] = xv[j][0].x;
-        in[j][1] = xv[j][0].y;
-        in[j][2] = xv[j][0].z;
-        in[j][3] = xv[j][0].w;
-        in[j][4] = xv[j][1].x;
-        in[j][5] = xv[j][1].y;
-        in[j][6] = xv[j][1].z;
-        in[j][7] = xv[j][1].w;
-    }
-    /* four weights (two words of each row) at a time keeps the registers down */
-#pragma unroll
-    for (int q = 0; q < 4; q++) {
-        /* past K in a partial last chunk (tok false) nothing is read */
-        float4 f = tok ? __ldg(reinterpret_cast<const float4 *>(nw + k) + q)
-                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (plus_one) {
-            f.x += 1.0f;
-            f.y += 1.0f;
-            f.z += 1.0f;
-            f.w += 1.0f;
-        }
-        const float wf[4] = {f.x, f.y, f.z, f.w};
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-            if (!(xok[j] && tok))
-                continue;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const uint32_t v = in[j][2 * q + h];
-                const float a = __uint_as_float(v << 16), b = __uint_as_float(v & 0xffff0000u);
-                ss[j] = fmaf(a, a, ss[j]);
-                ss[j] = fmaf(b, b, ss[j]);
-                in[j][2 * q + h] = (uint32_t)fp8_f32_to_bf16_bits(a * wf[2 * h]) |
-                                   (uint32_t)fp8_f32_to_bf16_bits(b * wf[2 * h + 1]) << 16;
-            }
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        xv[j][0] = make_uint4(in[j][0], in[j][1], in[j][2], in[j][3]);
-        xv[j][1] = make_uint4(in[j][4], in[j][5], in[j][6], in[j][7]);
-    }
-}
-
+/* NORM: xrow points into the block's shared copy of the normalized rows. */
 template <int MT, int NT, bool NORM>
 __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 (&wv)[MT][2],
                                            const uint16_t *const (&xrow)[NT],
-                                           const bool (&xok)[NT], bool tok, size_t k,
-                                           float (&ss)[NT], const float *nw, bool plus_one)
+                                           const bool (&xok)[NT], bool tok, size_t k)
 {
     uint4 xv[NT][2];
 #pragma unroll
     for (int j = 0; j < NT; j++) {
         if (xok[j] && tok) {
             const uint4 *p = reinterpret_cast<const uint4 *>(xrow[j] + k);
-            xv[j][0] = __ldg(p);
-            xv[j][1] = __ldg(p + 1);
+            xv[j][0] = NORM ? p[0] : __ldg(p);
+            xv[j][1] = NORM ? p[1] : __ldg(p + 1);
         } else {
             xv[j][0] = make_uint4(0, 0, 0, 0);
             xv[j][1] = make_uint4(0, 0, 0, 0);
         }
     }
-    if (NORM)
-        norm_x<NT>(xv, ss, nw, plus_one, xok, tok, k);
 #pragma unroll
     for (int jj = 0; jj < 4; jj++) {
         uint32_t a[MT][4];
@@ -229,18 +173,85 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 
+    /* NORM (rows <= 8): the block stages bf16(x * w') of its rows in shared memory once,
+     * summing each row's squares on the way (one warp-sum per row, the warps in a fixed
+     * order), so the weight loop reads x as without a norm and the epilogue applies
+     * 1/rms. Every block repeats this 8 KB-a-row prologue (from L2) instead of paying
+     * the norm's arithmetic and weight loads on every iteration of the loop. */
+    extern __shared__ uint4 stage_raw[];
+    uint16_t *const xs = reinterpret_cast<uint16_t *>(stage_raw);
+    const int xs_stride = K + 8; /* elements: 16 bytes of padding between rows */
+    __shared__ float inv_rms[NORM ? 8 : 1];
+    if (NORM) {
+        __shared__ float ss_warp[kWarps][8];
+        const bool plus_one = a.plus_one != 0;
+        float ss[8];
+#pragma unroll
+        for (int r = 0; r < 8; r++)
+            ss[r] = 0.0f;
+        /* all rows' loads of a piece of 8 columns go out together */
+        for (int i = threadIdx.x * 8; i < K; i += kWarps * 32 * 8) {
+            const float4 w0 = __ldg(reinterpret_cast<const float4 *>(a.norm_w + i));
+            const float4 w1 = __ldg(reinterpret_cast<const float4 *>(a.norm_w + i) + 1);
+            float wf[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+            if (plus_one) {
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    wf[e] += 1.0f;
+            }
+            uint4 v[8];
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+                if (r < rows)
+                    v[r] = __ldg(reinterpret_cast<const uint4 *>(a.x + (size_t)r * K + i));
+#pragma unroll
+            for (int r = 0; r < 8; r++) {
+                if (r >= rows)
+                    continue;
+                const uint32_t in[4] = {v[r].x, v[r].y, v[r].z, v[r].w};
+                uint32_t o[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float x0 = __uint_as_float(in[e] << 16),
+                                x1 = __uint_as_float(in[e] & 0xffff0000u);
+                    ss[r] = fmaf(x0, x0, ss[r]);
+                    ss[r] = fmaf(x1, x1, ss[r]);
+                    o[e] = (uint32_t)fp8_f32_to_bf16_bits(x0 * wf[2 * e]) |
+                           (uint32_t)fp8_f32_to_bf16_bits(x1 * wf[2 * e + 1]) << 16;
+                }
+                *reinterpret_cast<uint4 *>(xs + (size_t)r * xs_stride + i) =
+                    make_uint4(o[0], o[1], o[2], o[3]);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 8; r++) {
+            if (r >= rows) /* rows is the same for the whole block */
+                continue;
+            const float v = fp8_warp_sum(ss[r]);
+            if (lane == 0)
+                ss_warp[warp][r] = v;
+        }
+        __syncthreads();
+        if (threadIdx.x < rows) {
+            float tot = 0.0f;
+#pragma unroll
+            for (int v = 0; v < kWarps; v++)
+                tot += ss_warp[v][threadIdx.x];
+            inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + a.eps); /* as rmsnorm */
+        }
+    }
+
     const uint16_t *xrow[NT];
     bool xok[NT];
 #pragma unroll
     for (int j = 0; j < NT; j++) {
         int n = 8 * j + g;
         xok[j] = n < rows;
-        xrow[j] = a.x + (size_t)(xok[j] ? n : 0) * K + 16 * t;
+        xrow[j] = NORM ? xs + (size_t)(xok[j] ? n : 0) * xs_stride + 16 * t
+                       : a.x + (size_t)(xok[j] ? n : 0) * K + 16 * t;
     }
-    const float *nw = NORM ? a.norm_w + 16 * t : nullptr;
-    const bool plus_one = a.plus_one != 0;
 
-    float acc[MT][NT][4], ss[NT];
+    float acc[MT][NT][4];
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -248,15 +259,13 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 acc[i][j][r] = 0.0f;
-#pragma unroll
-    for (int j = 0; j < NT; j++)
-        ss[j] = 0.0f;
+    if (NORM)
+        __syncthreads(); /* the staged rows */
 
     if (early) {
 #pragma unroll
         for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT, NORM>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64,
-                                     ss, nw, plus_one);
+            gemv_chunk<MT, NT, NORM>(acc, wv0[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
         c += U * kWarps;
     }
     /* Single-buffered on purpose: a double-buffered loop (next iteration's loads before
@@ -266,8 +275,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
         gemv_load_iter<MT, NT, U>(wv, wrow, wok, c);
 #pragma unroll
         for (int u = 0; u < U; u++)
-            gemv_chunk<MT, NT, NORM>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64,
-                                     ss, nw, plus_one);
+            gemv_chunk<MT, NT, NORM>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
     }
     for (; c <= nfull; c += kWarps) {
         /* the last chunk may be partial (K % 64 of 16, 32 or 48): whole 16-byte pieces only */
@@ -281,11 +289,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
             for (int h = 0; h < 2; h++)
                 wv[i][h] = wok[i][h] && tok ? load_stream16(wrow[i][h] + (size_t)c * 64)
                                             : make_uint4(0, 0, 0, 0);
-        gemv_chunk<MT, NT, NORM>(acc, wv, xrow, xok, tok, (size_t)c * 64, ss, nw, plus_one);
+        gemv_chunk<MT, NT, NORM>(acc, wv, xrow, xok, tok, (size_t)c * 64);
     }
 
     __shared__ float red[kWarps][MT * NT * 4][32];
-    __shared__ float inv_rms[NORM ? 8 * NT : 1];
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -293,27 +300,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 red[warp][(i * NT + j) * 4 + r][lane] = acc[i][j][r];
-    if (NORM) {
-        /* row 8j + g's squares: over the 4 lanes t, then (below) over the warps, in a
-         * fixed order */
-        __shared__ float red_ss[kWarps][8 * NT];
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-            float v = ss[j];
-            v += __shfl_xor_sync(0xffffffffu, v, 1);
-            v += __shfl_xor_sync(0xffffffffu, v, 2);
-            if (t == 0)
-                red_ss[warp][8 * j + g] = v;
-        }
-        __syncthreads();
-        if (threadIdx.x < 8 * NT) {
-            float tot = 0.0f;
-#pragma unroll
-            for (int v = 0; v < kWarps; v++)
-                tot += red_ss[v][threadIdx.x];
-            inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + a.eps); /* as rmsnorm */
-        }
-    }
     __syncthreads();
     const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
     for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
@@ -379,12 +365,25 @@ cudaError_t launch(const gemv_args &a, bool overlap, cudaStream_t stream)
     attr.val.programmaticStreamSerializationAllowed = 1;
     lc.attrs = &attr;
     lc.numAttrs = overlap ? 1 : 0;
-    if (a.norm_w)
-        return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT, true>, a);
+    if (NT == 1 && a.norm_w) {
+        const size_t stage = fp8_cuda_gemv_norm_stage_bytes(a.rows, a.K);
+        cudaError_t e = cudaFuncSetAttribute(gemv_e4m3_kernel<MT, 1, true>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)stage);
+        if (e != cudaSuccess)
+            return e;
+        lc.dynamicSmemBytes = stage;
+        return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, 1, true>, a);
+    }
     return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, NT, false>, a);
 }
 
 } // namespace
+
+size_t fp8_cuda_gemv_norm_stage_bytes(int32_t rows, int32_t in)
+{
+    return rows < 1 || in < 1 ? 0 : (size_t)rows * ((size_t)in + 8) * sizeof(uint16_t);
+}
 
 int fp8_cuda_gemv_e4m3_cfg_pick(struct fp8_cuda_gemv_cfg *cfg, int32_t rows, int32_t in,
                                 int32_t out, struct fp8_err *err)
@@ -462,6 +461,13 @@ int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const ui
                            "out, at most 32 rows, bf16 y and no add; add needs bf16 y)",
                            (int)rows, (int)in, (int)out, a.norm_w ? "yes" : "no", (int)a.glu,
                            (int)a.add);
+    if (a.norm_w && (rows > 8 || fp8_cuda_gemv_norm_stage_bytes(rows, in) >
+                                     FP8_CUDA_GEMV_NORM_STAGE_MAX))
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d): the norm inside the GEMV needs at "
+                           "most 8 rows of at most %d staged bytes (%zu here)",
+                           (int)rows, (int)in, (int)out, FP8_CUDA_GEMV_NORM_STAGE_MAX,
+                           fp8_cuda_gemv_norm_stage_bytes(rows, in));
     struct fp8_cuda_gemv_cfg picked;
     if (!cfg) {
         int rc = fp8_cuda_gemv_e4m3_cfg_pick(&picked, rows, in, out, err);

@@ -3,8 +3,8 @@
  * of rms_norm, linear, glu and the residual add that defines it, on the same stored
  * inputs: bf16 x and residual, f32 norm weights, e4m3 weights with row scales (quantized
  * once on the host by fp8_quantize_rows_e4m3 and uploaded to both). Fresh random inputs
- * per case; every path cuda takes: up to 8 rows the norm inside the GEMV (1, 3, 8), 9-32
- * a norm kernel then the GEMV with its glu epilogue (9, 16, 17, 32), more rows the
+ * per case; every path cuda takes: up to 4 rows the norm inside the GEMV (1, 3), 5-32
+ * a norm kernel then the GEMV with its glu epilogue (8, 9, 16, 17, 32), more rows the
  * composition (33, 70); in-dims 4096, 12288 and 1040 (not a multiple of 64: a partial
  * last chunk); out 77, 130 and glu widths 65, 33 (not multiples of 16) up to 64 rows; at
  * 70 rows the linear is the FP8 GEMM, whose out must be a multiple of 8 (it refuses
