@@ -3,8 +3,9 @@
  * of rms_norm, linear, glu and the residual add that defines it, on the same stored
  * inputs: bf16 x and residual, f32 norm weights, e4m3 weights with row scales (quantized
  * once on the host by fp8_quantize_rows_e4m3 and uploaded to both). Fresh random inputs
- * per case; every path cuda takes: up to 4 rows the norm inside the GEMV (1, 3), 5-32
- * a norm kernel then the GEMV with its glu epilogue (8, 9, 16, 17, 32), more rows the
+ * per case; every path cuda takes: up to 4 rows the norm inside the GEMV (1, 3, 4; but 4
+ * rows of 12288 exceed its shared-memory stage and take the norm kernel), 5-32
+ * a norm kernel then the GEMV with its glu epilogue (5, 8, 9, 16, 17, 32), more rows the
  * composition (33, 70); in-dims 4096, 12288 and 1040 (not a multiple of 64: a partial
  * last chunk); out 77, 130 and glu widths 65, 33 (not multiples of 16) up to 64 rows; at
  * 70 rows the linear is the FP8 GEMM, whose out must be a multiple of 8 (it refuses
@@ -269,6 +270,8 @@ static void test_rms_norm_linear(void **state)
     static const struct fused_case cases[] = {
         {OP_NORM_LINEAR, 1, 4096, 77, FP8_NORM_RMS, FP8_GLU_SILU},
         {OP_NORM_LINEAR, 3, 1040, 160, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 4, 4096, 130, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR, 5, 1040, 77, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
         {OP_NORM_LINEAR, 8, 1040, 130, FP8_NORM_RMS, FP8_GLU_SILU},
         {OP_NORM_LINEAR, 9, 4096, 96, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
         {OP_NORM_LINEAR, 16, 4096, 96, FP8_NORM_RMS, FP8_GLU_SILU},
@@ -286,6 +289,8 @@ static void test_rms_norm_linear_glu(void **state)
     static const struct fused_case cases[] = {
         {OP_NORM_LINEAR_GLU, 1, 4096, 65, FP8_NORM_RMS, FP8_GLU_SILU},
         {OP_NORM_LINEAR_GLU, 3, 1040, 96, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_GELU_TANH},
+        {OP_NORM_LINEAR_GLU, 4, 12288, 65, FP8_NORM_RMS, FP8_GLU_SILU},
+        {OP_NORM_LINEAR_GLU, 5, 1040, 33, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_GELU_TANH},
         {OP_NORM_LINEAR_GLU, 8, 1040, 33, FP8_NORM_RMS, FP8_GLU_SILU},
         {OP_NORM_LINEAR_GLU, 9, 1040, 65, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_GELU_TANH},
         {OP_NORM_LINEAR_GLU, 16, 4096, 48, FP8_NORM_RMS, FP8_GLU_SILU},
