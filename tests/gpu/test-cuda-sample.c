@@ -13,8 +13,12 @@
  * - Chi-square of cuda draws against the exact distribution (float64 softmax here) for
  *   temperature, top-k, top-p and min-p, on 6 logits (20,000 draws) and on the same 6
  *   placed among 151,936 ids whose other logits are -1e4 (1,000 draws: 0.6 GB of rows).
- * - Determinism: the same rows give bit-identical ids on a rerun and in a batch of
- *   another order and composition. */
+ * - Determinism: the same rows give bit-identical ids on a rerun, in a batch of
+ *   another order and composition, and alone or 16 at a time.
+ * - Ties by the hundred thousand (every logit 0: one value bucket far larger than the
+ *   kernel's shared buffer, searched in the row): the draw is floor(u * n) of the n
+ *   candidates kept, worked out here by hand for temperature, top-k, top-p and min-p.
+ * - Rows without weight (an infinite maximum, no finite logit): the greedy pick. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -230,6 +234,15 @@ static void test_cuda_matches_ref(void **state)
     for (int r = 0; r < ROWS; r++)
         assert_int_equal(ids2[2 * r + 1], cuda_ids[ROWS - 1 - r]);
     free(l2);
+    /* Alone (batch 1, each kind) and 16 at a time: the same draws. */
+    for (int r = 0; r < n_kinds; r++) {
+        int32_t one;
+        run_op(cb, l + (size_t)r * QWEN_V, 1, QWEN_V, &rows[r], pen, &one);
+        assert_int_equal(one, cuda_ids[r]);
+    }
+    int32_t ids16[16];
+    run_op(cb, l + (size_t)16 * QWEN_V, 16, QWEN_V, rows + 16, pen, ids16);
+    assert_memory_equal(ids16, cuda_ids + 16, sizeof(ids16));
 
     int differ = 0;
     for (int r = 0; r < ROWS; r++) {
@@ -373,12 +386,68 @@ static void test_chi_square_qwen_vocab(void **state)
     chi_cases(1000, QWEN_V, place, false);
 }
 
+/* ---- ties and rows without weight ---------------------------------------------------- */
+
+/* floor(u * n) for the row's Philox draw u: with n equal weights, the candidate drawn. */
+static int32_t nth_of_u(const struct fp8_sample_row *p, int32_t n)
+{
+    uint32_t ctr[4] = {p->step, 0, 0, 0}, key[2] = {(uint32_t)p->seed, (uint32_t)(p->seed >> 32)},
+             out[4];
+    philox4x32_10(ctr, key, out);
+    return (int32_t)floor((double)rng_u32_to_unit(out[0]) * n); /* exact: 24 x 18 bits */
+}
+
+static void test_flat_rows(void **state)
+{
+    (void)state;
+    if (!have_gpu())
+        skip();
+    /* every logit 0: weights all exactly 1, candidates in id order; kept = how many */
+    const struct {
+        struct fp8_sample_row p;
+        int32_t kept;
+    } kinds[] = {
+        {row_of(1.0f, 0, 1.0f, 0.0f, 21, 0), QWEN_V},
+        {row_of(0.6f, 20, 0.95f, 0.0f, 22, 4), 19},     /* 0.95 * 20 = 19 weights */
+        {row_of(1.0f, 10000, 1.0f, 0.0f, 23, 1), 10000},
+        {row_of(1.0f, 0, 0.5f, 0.0f, 24, 2), QWEN_V / 2}, /* ceil(0.5 * 151936) */
+        {row_of(2.0f, 0, 1.0f, 0.5f, 25, 3), QWEN_V},      /* w = 1 >= min_p for all */
+    };
+    const int n_kinds = (int)(sizeof(kinds) / sizeof(kinds[0])), n = 4 * n_kinds;
+    float *l = calloc((size_t)n * QWEN_V, sizeof(float));
+    struct fp8_sample_row rows[4 * 5];
+    int32_t ids[4 * 5];
+    assert_non_null(l);
+    for (int r = 0; r < n; r++) {
+        rows[r] = kinds[r % n_kinds].p;
+        rows[r].seed += (uint64_t)r * 1000003u;
+        rows[r].step += (uint32_t)r;
+    }
+    struct fp8_backend *cb = backend("cuda");
+    run_op(cb, l, n, QWEN_V, rows, NULL, ids);
+    for (int r = 0; r < n; r++)
+        assert_int_equal(ids[r], nth_of_u(&rows[r], kinds[r % n_kinds].kept));
+
+    /* +inf at id 777 (every other weight 0, its own NaN); no finite logit at all */
+    for (int32_t i = 0; i < QWEN_V; i++)
+        l[QWEN_V + i] = -INFINITY;
+    l[777] = INFINITY;
+    l[1000] = INFINITY;
+    rows[0] = rows[1] = row_of(1.0f, 0, 1.0f, 0.0f, 5, 0);
+    run_op(cb, l, 2, QWEN_V, rows, NULL, ids);
+    assert_int_equal(ids[0], 777);
+    assert_int_equal(ids[1], 0);
+    fp8_backend_free(cb);
+    free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cuda_matches_ref),
         cmocka_unit_test(test_chi_square_small_vocab),
         cmocka_unit_test(test_chi_square_qwen_vocab),
+        cmocka_unit_test(test_flat_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
