@@ -115,26 +115,29 @@ static int alloc_act(struct fp8_model *m, struct fp8_tensor *t, enum fp8_dtype d
 static int alloc_activations(struct fp8_model *m, struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
+    const struct fp8_tp_shard *s = &m->shard;
     enum fp8_dtype a = m->be->act_dtype;
     int rc;
     int64_t k = c->n_experts_per_tok > 0 ? c->n_experts_per_tok : 1,
-            e = c->n_experts > 0 ? c->n_experts : 1;
+            e = c->n_experts > 0 ? c->n_experts : 1,
+            inter = s->down_cols.count > 0 ? s->down_cols.count : 1;
     if ((rc = alloc_act(m, &m->x, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->xb, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->xb2, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->qkv, a, 2,
-                        ((int64_t)c->n_heads + 2 * (int64_t)c->n_kv_heads) * c->head_dim, 0,
+                        ((int64_t)s->n_heads + 2 * (int64_t)s->n_kv_heads) * c->head_dim, 0,
                         err)) < 0 ||
-        (rc = alloc_act(m, &m->q, a, 3, c->n_heads, c->head_dim, err)) < 0 ||
-        (rc = alloc_act(m, &m->att, a, 2, (int64_t)c->n_heads * c->head_dim, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->hb, a, 2, 2 * (int64_t)c->intermediate_size, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->hb2, a, 2, c->intermediate_size, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->q, a, 3, s->n_heads, c->head_dim, err)) < 0 ||
+        (rc = alloc_act(m, &m->att, a, 2, (int64_t)s->n_heads * c->head_dim, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->hb, a, 2, 2 * inter, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->hb2, a, 2, inter, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->moe_logits, a, 2, e, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->moe_ids, FP8_DTYPE_I32, 2, k, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->moe_weights, FP8_DTYPE_F32, 2, k, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->last, a, 2, c->hidden_size, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->logits, FP8_DTYPE_F32, 2, c->vocab_size, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->ids, FP8_DTYPE_I32, 1, 0, 0, err)) < 0)
+        (rc = alloc_act(m, &m->logits, FP8_DTYPE_F32, 2, s->vocab_rows.count, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->ids, FP8_DTYPE_I32, 1, 0, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->maxv, FP8_DTYPE_F32, 1, 0, 0, err)) < 0)
         return rc;
     m->logit_rows = malloc((size_t)m->opts.max_tokens * sizeof(int32_t));
     if (!m->logit_rows)
@@ -158,10 +161,56 @@ static int load_embeddings(struct fp8_model *m, struct fp8_weights *src, struct 
             return fp8_err_set(err, -EINVAL, "untied embeddings but no lm_head tensor named");
         names[0] = c->lm_head_name;
     }
-    rc = model_load_weight(m, src, &m->lm_head, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
+    /* Vocab-parallel: this shard's rows of the output projection. */
+    struct model_part head = {names[0], c->vocab_size, c->hidden_size, m->shard.vocab_rows};
+    struct fp8_tp_range all = {0, c->hidden_size};
+    int64_t hne[2] = {m->shard.vocab_rows.count, c->hidden_size};
+    rc = model_load_parts(m, src, &m->lm_head, m->opts.weight_dtype, 2, hne, &head, 1, all, err);
     if (rc < 0)
         return rc;
     return model_load_vector(m, src, &m->final_norm, -1, "norm.weight", c->hidden_size, err);
+}
+
+int model_build(struct fp8_weights *src, struct fp8_backend *be, const struct fp8_model_opts *o,
+                const struct fp8_tp_shard *shard, struct fp8_model **out, struct fp8_err *err)
+{
+    const struct fp8_model_config *cfg = fp8_weights_config(src);
+    int rc;
+    struct fp8_model *m = calloc(1, sizeof(*m));
+    if (!m)
+        return fp8_err_set(err, -ENOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->opts = *o;
+    m->be = be;
+    m->shard = *shard;
+    m->norm_kind = cfg->norm_plus_one ? FP8_NORM_RMS_PLUS_ONE : FP8_NORM_RMS;
+    m->act = cfg->act == FP8_ACT_SILU ? FP8_GLU_SILU : FP8_GLU_GELU_TANH;
+    m->layers = calloc((size_t)cfg->n_layers, sizeof(*m->layers));
+    if (!m->layers) {
+        rc = fp8_err_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    struct fp8_kv_cache_desc kd = fp8_model_kv_desc(cfg, o->kv_dtype, o->block_size,
+                                                    o->n_kv_blocks);
+    kd.n_kv_heads = shard->n_kv_heads; /* the rank caches only its KV heads */
+    if ((rc = load_embeddings(m, src, err)) < 0 ||
+        (rc = load_inv_freq(m, &m->inv_freq, &cfg->rope, err)) < 0 ||
+        (rc = load_inv_freq(m, &m->inv_freq_local, &cfg->rope_local, err)) < 0 ||
+        (rc = alloc_activations(m, err)) < 0 ||
+        (rc = be->ops->kv_cache_alloc(be, &m->kv, &kd, err)) < 0)
+        goto fail;
+    switch (cfg->arch) {
+    case FP8_ARCH_QWEN3:
+    case FP8_ARCH_QWEN3_MOE: rc = qwen3_load(m, src, err); break;
+    case FP8_ARCH_GEMMA3: rc = gemma3_load(m, src, err); break;
+    }
+    if (rc < 0)
+        goto fail;
+    *out = m;
+    return 0;
+fail:
+    fp8_model_free(m);
+    return rc;
 }
 
 int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
@@ -182,38 +231,27 @@ int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
                            "supported there: qwen3 dense", cfg->arch_name,
                            cfg->arch == FP8_ARCH_QWEN3_MOE ? "MoE routing and experts"
                                                            : "Gemma3 layers");
+    if (!be->group) {
+        struct fp8_tp_shard whole;
+        if ((rc = fp8_tp_plan_shard(cfg, 1, 0, &whole, err)) < 0)
+            return rc;
+        return model_build(src, be, &o, &whole, out, err);
+    }
+    if (be->tp_rank != 0)
+        return fp8_err_set(err, -EINVAL, "model: a backend group is driven through its rank 0");
     struct fp8_model *m = calloc(1, sizeof(*m));
     if (!m)
         return fp8_err_set(err, -ENOMEM, "out of memory");
     m->cfg = *cfg;
     m->opts = o;
     m->be = be;
-    m->norm_kind = cfg->norm_plus_one ? FP8_NORM_RMS_PLUS_ONE : FP8_NORM_RMS;
-    m->act = cfg->act == FP8_ACT_SILU ? FP8_GLU_SILU : FP8_GLU_GELU_TANH;
-    m->layers = calloc((size_t)cfg->n_layers, sizeof(*m->layers));
-    if (!m->layers) {
-        rc = fp8_err_set(err, -ENOMEM, "out of memory");
-        goto fail;
+    if ((rc = fp8_tp_plan_shard(cfg, be->group->n_ranks, 0, &m->shard, err)) < 0 ||
+        (rc = model_tp_create(m, src, err)) < 0) {
+        fp8_model_free(m);
+        return rc;
     }
-    struct fp8_kv_cache_desc kd = fp8_model_kv_desc(cfg, o.kv_dtype, o.block_size, o.n_kv_blocks);
-    if ((rc = load_embeddings(m, src, err)) < 0 ||
-        (rc = load_inv_freq(m, &m->inv_freq, &cfg->rope, err)) < 0 ||
-        (rc = load_inv_freq(m, &m->inv_freq_local, &cfg->rope_local, err)) < 0 ||
-        (rc = alloc_activations(m, err)) < 0 ||
-        (rc = be->ops->kv_cache_alloc(be, &m->kv, &kd, err)) < 0)
-        goto fail;
-    switch (cfg->arch) {
-    case FP8_ARCH_QWEN3:
-    case FP8_ARCH_QWEN3_MOE: rc = qwen3_load(m, src, err); break;
-    case FP8_ARCH_GEMMA3: rc = gemma3_load(m, src, err); break;
-    }
-    if (rc < 0)
-        goto fail;
     *out = m;
     return 0;
-fail:
-    fp8_model_free(m);
-    return rc;
 }
 
 int fp8_model_load(const char *dir, struct fp8_backend *be, const struct fp8_model_opts *opts,
@@ -239,6 +277,7 @@ void fp8_model_free(struct fp8_model *m)
 {
     if (!m)
         return;
+    model_tp_free(m->tp);
     if (m->layers) {
         for (int32_t l = 0; l < m->cfg.n_layers; l++) {
             struct fp8_layer *w = &m->layers[l];
@@ -254,7 +293,7 @@ void fp8_model_free(struct fp8_model *m)
     struct fp8_tensor *ts[] = {&m->embed, &m->lm_head, &m->final_norm, &m->inv_freq,
                                &m->inv_freq_local, &m->x, &m->xb, &m->xb2, &m->qkv, &m->q,
                                &m->att, &m->hb, &m->hb2, &m->moe_logits, &m->moe_ids,
-                               &m->moe_weights, &m->last, &m->logits, &m->ids};
+                               &m->moe_weights, &m->last, &m->logits, &m->ids, &m->maxv};
     for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
         free_tensor(m, ts[i]);
     m->be->ops->kv_cache_free(m->be, &m->kv);
@@ -291,10 +330,7 @@ int32_t fp8_batch_n_logit_rows(const struct fp8_batch *b)
     return b && b->seq_start ? logit_rows(b, NULL) : 0;
 }
 
-/* Checks the step and launches it up to the logits (and the greedy picks when greedy);
- * returns the number of logit rows. */
-static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool want_out,
-                          bool greedy, struct fp8_err *err)
+int model_check_batch(const struct fp8_model *m, const struct fp8_batch *b, struct fp8_err *err)
 {
     if (!m || !b || !b->tokens || !b->seq_start || b->n_tokens <= 0 || b->n_seqs <= 0)
         return fp8_err_set(err, -EINVAL, "forward: empty or incomplete batch");
@@ -310,13 +346,25 @@ static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool w
     for (int32_t s = 0; s < b->n_seqs; s++)
         if (b->seq_start[s + 1] < b->seq_start[s])
             return fp8_err_set(err, -EINVAL, "forward: seq_start decreases at sequence %d", s);
+    return fp8_batch_check(b, NULL, 0, err);
+}
+
+/* Checks the step and launches it up to the logits (and the greedy picks when greedy);
+ * returns the number of logit rows. */
+static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool want_out,
+                          bool greedy, struct fp8_err *err)
+{
+    int rc = model_check_batch(m, b, err);
+    if (rc < 0)
+        return rc;
     int32_t n_rows = logit_rows(b, m->logit_rows);
     if (n_rows > 0 && !want_out)
         return fp8_err_set(err, -EINVAL, "forward: no buffer for %d logit rows", n_rows);
     const struct fp8_backend_ops *op = m->be->ops;
-    if (greedy && !op->argmax)
+    bool shard = m->shard.n_ranks > 1; /* greedy picks this shard's candidate and its value */
+    if (greedy && (shard ? !op->argmax_value : !op->argmax))
         return fp8_err_set(err, -ENOTSUP, "forward: backend %s has no argmax", m->be->name);
-    int rc = op->step_begin(m->be, b, m->logit_rows, n_rows, err);
+    rc = op->step_begin(m->be, b, m->logit_rows, n_rows, err);
     if (rc < 0)
         return rc;
     switch (m->cfg.arch) {
@@ -332,36 +380,50 @@ static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool w
         if (m->cfg.final_logit_softcapping > 0.0f)
             op->softcap(m->be, &lg, m->cfg.final_logit_softcapping);
         if (greedy) {
-            struct fp8_tensor ids = model_rows(&m->ids, n_rows);
-            op->argmax(m->be, &lg, &ids);
+            struct fp8_tensor ids = model_rows(&m->ids, n_rows), v = model_rows(&m->maxv, n_rows);
+            if (shard)
+                op->argmax_value(m->be, &lg, &ids, &v);
+            else
+                op->argmax(m->be, &lg, &ids);
         }
     }
     rc = op->sync(m->be, err);
     return rc < 0 ? rc : n_rows;
 }
 
+int model_forward_local(struct fp8_model *m, const struct fp8_batch *b, float *logits,
+                        int32_t *ids, float *vals, struct fp8_err *err)
+{
+    bool greedy = ids != NULL;
+    int n_rows = forward_launch(m, b, greedy || logits, greedy, err);
+    if (n_rows <= 0)
+        return n_rows;
+    const struct fp8_backend_ops *op = m->be->ops;
+    int rc;
+    if (!greedy) {
+        struct fp8_tensor lg = model_rows(&m->logits, n_rows);
+        rc = op->tensor_get(m->be, &lg, logits, NULL, err);
+    } else {
+        struct fp8_tensor t = model_rows(&m->ids, n_rows), v = model_rows(&m->maxv, n_rows);
+        rc = op->tensor_get(m->be, &t, ids, NULL, err);
+        if (rc == 0 && vals)
+            rc = op->tensor_get(m->be, &v, vals, NULL, err);
+    }
+    return rc < 0 ? rc : n_rows;
+}
+
 int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,
                       struct fp8_err *err)
 {
-    int n_rows = forward_launch(m, b, logits != NULL, false, err);
-    if (n_rows > 0) {
-        struct fp8_tensor lg = model_rows(&m->logits, n_rows);
-        int rc = m->be->ops->tensor_get(m->be, &lg, logits, NULL, err);
-        if (rc < 0)
-            return rc;
-    }
-    return n_rows;
+    if (m && m->tp)
+        return model_tp_forward(m, b, logits, NULL, err);
+    return model_forward_local(m, b, logits, NULL, NULL, err);
 }
 
 int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,
                              struct fp8_err *err)
 {
-    int n_rows = forward_launch(m, b, ids != NULL, true, err);
-    if (n_rows > 0) {
-        struct fp8_tensor t = model_rows(&m->ids, n_rows);
-        int rc = m->be->ops->tensor_get(m->be, &t, ids, NULL, err);
-        if (rc < 0)
-            return rc;
-    }
-    return n_rows;
+    if (m && m->tp)
+        return model_tp_forward(m, b, NULL, ids, err);
+    return model_forward_local(m, b, NULL, ids, NULL, err);
 }

@@ -259,15 +259,25 @@ void ref_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap)
     }
 }
 
-void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids)
+static bool argmax_args(struct fp8_backend *be, const struct fp8_tensor *logits,
+                        const struct fp8_tensor *ids, const struct fp8_tensor *values)
 {
-    if (ref_failed(be))
-        return;
     if (!logits || !logits->data || logits->dtype != FP8_DTYPE_F32 || logits->n_dims != 2 ||
-        !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 || fp8_tensor_numel(ids) != logits->ne[0]) {
-        ref_fail(be, -EINVAL, "argmax: logits must be f32 (rows, vocab) and ids i32 (rows)");
-        return;
+        !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 || fp8_tensor_numel(ids) != logits->ne[0] ||
+        (values && (!values->data || values->dtype != FP8_DTYPE_F32 ||
+                    fp8_tensor_numel(values) != logits->ne[0]))) {
+        ref_fail(be, -EINVAL, "argmax: logits must be f32 (rows, vocab), ids i32 (rows) and "
+                 "values f32 (rows)");
+        return false;
     }
+    return true;
+}
+
+void ref_argmax_value(struct fp8_backend *be, const struct fp8_tensor *logits,
+                      struct fp8_tensor *ids, struct fp8_tensor *values)
+{
+    if (ref_failed(be) || !argmax_args(be, logits, ids, values))
+        return;
     int64_t v = logits->ne[1];
     for (int64_t r = 0; r < logits->ne[0]; r++) {
         const float *x = (const float *)logits->data + r * v;
@@ -276,5 +286,12 @@ void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct 
             if (x[i] > x[best])
                 best = (int32_t)i;
         ((int32_t *)ids->data)[r] = best;
+        if (values)
+            ((float *)values->data)[r] = x[best];
     }
+}
+
+void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids)
+{
+    ref_argmax_value(be, logits, ids, NULL);
 }

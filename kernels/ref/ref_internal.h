@@ -81,6 +81,10 @@ void ref_moe_experts(struct fp8_backend *be, const struct fp8_tensor *x,
                      enum fp8_glu_act act, struct fp8_tensor *out);
 void ref_gather_rows(struct fp8_backend *be, const struct fp8_tensor *x, struct fp8_tensor *out);
 void ref_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap);
+/* kernels/ref/group.c: the host barrier of a ref group (nothing to do alone). */
+void ref_all_reduce_sum(struct fp8_backend *be, struct fp8_tensor *x);
+void ref_argmax_value(struct fp8_backend *be, const struct fp8_tensor *logits,
+                      struct fp8_tensor *ids, struct fp8_tensor *values);
 void ref_argmax(struct fp8_backend *be, const struct fp8_tensor *logits, struct fp8_tensor *ids);
 
 void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *qkv,
