@@ -123,8 +123,9 @@ $(BUILD)/libfp8d.a: $(CLIENT_OBJ)
 	@rm -f $@
 	$(call say,AR,$@)$(AR) rcs $@ $^
 
-$(BUILD)/libfp8d.so: $(CLIENT_OBJ)
-	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libfp8d.so.0 $(SANFLAGS) -o $@ $^ $(PKG_LIBS) -pthread
+$(BUILD)/libfp8d.so: $(CLIENT_OBJ) client/libfp8d.map
+	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libfp8d.so.0 -Wl,--version-script,client/libfp8d.map \
+	  $(SANFLAGS) -o $@ $(CLIENT_OBJ) $(PKG_LIBS) -pthread
 
 $(BUILD)/fp8d: $(BUILD)/obj/daemon/main.o $(BUILD)/libfp8dcore.a
 	$(call say,LD,$@)$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(LINK_CUDA)

@@ -317,7 +317,7 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
         CHECK(fp8_cuda_memset(h, 0x3c, 2ull * b * Q_DIM, stream, &err));
         CHECK(fp8_cuda_memset(po, 0x3c, 2ull * b * Q_DIM, stream, &err));
         struct fp8_cuda_attn_plan plan;
-        CHECK(fp8_cuda_attn_decode_plan(&plan, b, Q_HEADS, &kv[0], ctx, &err));
+        CHECK(fp8_cuda_attn_decode_plan(&plan, b, Q_HEADS, &kv[0], ctx, 0, &err));
         void *ws = plan.workspace_bytes ? dalloc(plan.workspace_bytes) : NULL;
         const float eps = 1e-6f, sm = 0.08838834764831845f;
 
@@ -519,7 +519,7 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
         a.q = dalloc(nq * 2);
         a.out = dalloc(nq * 2);
         CHECK(fp8_cuda_memset(a.q, 0x3c, nq * 2, stream, &err));
-        CHECK(fp8_cuda_attn_decode_plan(&a.plan, a.n_seqs, Q_HEADS, &a.kv, a.ctx, &err));
+        CHECK(fp8_cuda_attn_decode_plan(&a.plan, a.n_seqs, Q_HEADS, &a.kv, a.ctx, 0, &err));
         const struct fp8_cuda_attn_plan picked = a.plan;
         /* room for the variants' doubled split count */
         a.ws_bytes = (size_t)a.n_seqs * Q_HEADS * (2 * picked.n_splits + 2) * (Q_HD + 2) * 4;

@@ -5,14 +5,19 @@
  * share each K/V read. A token's 128-byte K row is read by TPT lanes (16 or 8 bytes each,
  * whole 32-byte sectors); every group of TPT lanes walks its own tokens with an exact
  * online softmax in fp32 (base 2, the scale folded into q); groups, warps and then pieces
- * are merged with the usual max/sum rescaling. */
+ * are merged with the usual max/sum rescaling.
+ *
+ * Sliding windows (Gemma3's local layers): the query sits at position len - 1, so only
+ * keys at positions >= len - window are visible; the pieces tile [len - window, len)
+ * instead of [0, len), so blocks before the window are never read and the plan splits
+ * the window's span, not the whole sequence. */
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace {
 
-constexpr int kHeadDim = 128;
+constexpr int kHeadDim = 128; /* the CUDA-core variants; the tensor-core one also takes 256 */
 constexpr int kThreads = 128;
 constexpr int kMinSplitTokens = 64; /* a piece shorter than this costs more than it gains */
 
@@ -52,45 +57,62 @@ struct attn_args {
     const int32_t *block_table, *seq_len;
     float *part_o, *part_ml; /* (n_seqs, n_heads, n_splits, head_dim), (.., 2) */
     int n_heads, n_kv, n_blocks, block_size, max_blocks, n_splits, split_tokens;
+    int window;          /* 0: every position */
     float qk_scale_log2; /* sm_scale * log2(e) */
 };
 
+/* The first visible position of a sequence of len tokens (its query at len - 1). */
+__device__ __forceinline__ int visible_from(const attn_args &a, int len)
+{
+    return a.window > 0 && len > a.window ? len - a.window : 0;
+}
+
+/* Tokens [t0, t1) of piece split; the last piece takes any rest (lengths past the plan). */
+__device__ __forceinline__ void piece_range(const attn_args &a, int len, int split, int &t0,
+                                            int &t1)
+{
+    t0 = visible_from(a, len) + split * a.split_tokens;
+    t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
+}
+
 /* The block's warps have left (m, l, acc) per head in shared memory: merge them and
  * write the output (one piece) or this piece's partial result. */
-template <int G>
+template <int G, int HD>
 __device__ __forceinline__ void attn_block_finish(const attn_args &a,
                                                   const float (&sm_m)[kThreads / 32][G],
                                                   const float (&sm_l)[kThreads / 32][G],
-                                                  const float (&sm_acc)[kThreads / 32][G][kHeadDim],
+                                                  const float (&sm_acc)[kThreads / 32][G][HD],
                                                   int s, int kvh, int split)
 {
-    const int d = threadIdx.x; /* kThreads == kHeadDim: one output dim per thread */
 #pragma unroll
     for (int g = 0; g < G; g++) {
         float mx = -INFINITY;
 #pragma unroll
         for (int w = 0; w < kThreads / 32; w++)
             mx = fmaxf(mx, sm_m[w][g]);
-        float lsum = 0.0f, o = 0.0f;
-        if (mx != -INFINITY) {
+        float sc[kThreads / 32], lsum = 0.0f;
 #pragma unroll
-            for (int w = 0; w < kThreads / 32; w++) {
-                const float sc = exp2f(sm_m[w][g] - mx);
-                lsum += sm_l[w][g] * sc;
-                o += sm_acc[w][g][d] * sc;
-            }
+        for (int w = 0; w < kThreads / 32; w++) {
+            sc[w] = mx == -INFINITY ? 0.0f : exp2f(sm_m[w][g] - mx);
+            lsum += sm_l[w][g] * sc[w];
         }
-        const float res = lsum > 0.0f ? o / lsum : 0.0f;
         const int h = kvh * G + g;
-        if (a.n_splits == 1) {
-            a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] = fp8_f32_to_bf16_bits(res);
-        } else {
-            const size_t pi = ((size_t)s * a.n_heads + h) * a.n_splits + split;
-            a.part_o[pi * kHeadDim + d] = res;
-            if (d == 0) {
-                a.part_ml[2 * pi] = mx;
-                a.part_ml[2 * pi + 1] = lsum;
-            }
+        const size_t pi = ((size_t)s * a.n_heads + h) * a.n_splits + split;
+#pragma unroll
+        for (int d = threadIdx.x; d < HD; d += kThreads) {
+            float o = 0.0f;
+#pragma unroll
+            for (int w = 0; w < kThreads / 32; w++)
+                o += sm_acc[w][g][d] * sc[w];
+            const float res = lsum > 0.0f ? o / lsum : 0.0f;
+            if (a.n_splits == 1)
+                a.out[((size_t)s * a.n_heads + h) * HD + d] = fp8_f32_to_bf16_bits(res);
+            else
+                a.part_o[pi * HD + d] = res;
+        }
+        if (a.n_splits > 1 && threadIdx.x == 0) {
+            a.part_ml[2 * pi] = mx;
+            a.part_ml[2 * pi + 1] = lsum;
         }
     }
 }
@@ -108,9 +130,8 @@ attn_decode_kernel(const attn_args a)
     const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int lt = threadIdx.x % TPT, grp = threadIdx.x / TPT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int len = a.seq_len[s];
-    const int t0 = split * a.split_tokens;
-    const int t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
+    int t0, t1;
+    piece_range(a, a.seq_len[s], split, t0, t1);
     if (t0 >= t1 && a.n_splits > 1)
         return; /* the merge reads only pieces that hold tokens */
 
@@ -230,17 +251,18 @@ attn_decode_kernel(const attn_args a)
     }
     __syncthreads();
 
-    attn_block_finish<G>(a, sm_m, sm_l, sm_acc, s, kvh, split);
+    attn_block_finish<G, kHeadDim>(a, sm_m, sm_l, sm_acc, s, kvh, split);
 }
 
 /* ---- tensor-core variant ----------------------------------------------------------------
  * A warp takes 16 tokens at a time. S = Q K^T runs as mma.m16n8k16 (bf16 in, fp32 out)
  * with the G query heads as the 16 rows (G <= 8 used), the tokens as columns and head_dim
  * as the reduction; K's e4m3 bytes widen exactly to bf16 in registers (as in the GEMV) and
- * its dims are permuted identically in Q, so each lane loads 16 contiguous K bytes. The
- * accumulator layout of S is the A-operand layout of O += P V, so the probabilities (times
- * the per-token V scale, rounded to bf16) feed the second mma without leaving registers;
- * V's bytes are gathered per dim with byte permutes. Softmax stays exact fp32 online. */
+ * its dims are permuted identically in Q, so each lane loads 16 contiguous K bytes per 64
+ * dims. The accumulator layout of S is the A-operand layout of O += P V, so the
+ * probabilities (times the per-token V scale, rounded to bf16) feed the second mma without
+ * leaving registers; V's bytes are gathered per dim with byte permutes. Softmax stays exact
+ * fp32 online. HD is 128 or 256 (Gemma3 1b/4b/12b). */
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
 {
@@ -262,28 +284,28 @@ __device__ __forceinline__ long long token_slot(const attn_args &a, const int32_
     return (long long)blk * a.block_size + tok % a.block_size;
 }
 
-template <int G>
+template <int G, int HD>
 __global__ void __launch_bounds__(kThreads)
 attn_decode_mma_kernel(const attn_args a)
 {
     fp8_launch_dependents();
+    constexpr int KC = HD / 64, NQ = HD / 32; /* 64-dim K chunks; 32-dim output groups */
     const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
-    const int len = a.seq_len[s];
-    const int t0 = split * a.split_tokens;
-    const int t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
+    int t0, t1;
+    piece_range(a, a.seq_len[s], split, t0, t1);
     if (t0 >= t1 && a.n_splits > 1)
         return;
 
     /* Q of head g (row g of A), dims permuted as the K bytes: chunk kc, k-step jj */
-    uint32_t qa[2][4][2];
+    uint32_t qa[KC][4][2];
 #pragma unroll
-    for (int kc = 0; kc < 2; kc++) {
+    for (int kc = 0; kc < KC; kc++) {
         uint4 w0 = make_uint4(0, 0, 0, 0), w1 = make_uint4(0, 0, 0, 0);
         if (g < G) {
             const uint4 *qp = reinterpret_cast<const uint4 *>(
-                a.q + ((size_t)s * a.n_heads + kvh * G + g) * kHeadDim + kc * 64 + 16 * t);
+                a.q + ((size_t)s * a.n_heads + kvh * G + g) * HD + kc * 64 + 16 * t);
             w0 = qp[0];
             w1 = qp[1];
         }
@@ -296,9 +318,9 @@ attn_decode_mma_kernel(const attn_args a)
     }
 
     float m = -INFINITY, l = 0.0f;
-    float o[4][4][4]; /* (32-dim group q, byte j, C fragment) */
+    float o[NQ][4][4]; /* (32-dim group q, byte j, C fragment) */
 #pragma unroll
-    for (int q = 0; q < 4; q++)
+    for (int q = 0; q < NQ; q++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
 #pragma unroll
@@ -309,17 +331,17 @@ attn_decode_mma_kernel(const attn_args a)
     /* the loop bound is uniform over the warp: every lane reaches every shuffle and mma */
     for (int base = t0 + 16 * warp; base < t1; base += 16 * (kThreads / 32)) {
         /* K rows: tokens base + 8 nt + g; columns (scales, V, P): base + {2t, 2t+1, 2t+8, 2t+9} */
-        uint4 kv[2][2];
+        uint4 kv[2][KC];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
             const long long sl = token_slot(a, bt, base + 8 * nt + g, t1);
-            const uint8_t *kp = a.k + ((size_t)sl * a.n_kv + kvh) * kHeadDim + 16 * t;
+            const uint8_t *kp = a.k + ((size_t)sl * a.n_kv + kvh) * HD + 16 * t;
 #pragma unroll
-            for (int kc = 0; kc < 2; kc++)
+            for (int kc = 0; kc < KC; kc++)
                 kv[nt][kc] = sl >= 0 ? *reinterpret_cast<const uint4 *>(kp + kc * 64)
                                      : make_uint4(0, 0, 0, 0);
         }
-        uint32_t vw[4][4];
+        uint32_t vw[4][NQ];
         float ks[4], vs[4];
         bool ok[4];
 #pragma unroll
@@ -328,9 +350,9 @@ attn_decode_mma_kernel(const attn_args a)
             const long long sl = token_slot(a, bt, tok, t1);
             ok[ci] = sl >= 0;
             const size_t h = (size_t)(ok[ci] ? sl : 0) * a.n_kv + kvh;
-            const uint8_t *vp = a.v + h * kHeadDim + 4 * g;
+            const uint8_t *vp = a.v + h * HD + 4 * g;
 #pragma unroll
-            for (int q = 0; q < 4; q++)
+            for (int q = 0; q < NQ; q++)
                 vw[ci][q] = ok[ci] ? *reinterpret_cast<const uint32_t *>(vp + 32 * q) : 0u;
             ks[ci] = ok[ci] ? a.k_scale[h] : 0.0f;
             vs[ci] = ok[ci] ? a.v_scale[h] : 0.0f;
@@ -343,7 +365,7 @@ attn_decode_mma_kernel(const attn_args a)
             for (int e = 0; e < 4; e++)
                 sc[nt][e] = 0.0f;
 #pragma unroll
-            for (int kc = 0; kc < 2; kc++) {
+            for (int kc = 0; kc < KC; kc++) {
                 const uint32_t kw[4] = {kv[nt][kc].x, kv[nt][kc].y, kv[nt][kc].z, kv[nt][kc].w};
 #pragma unroll
                 for (int jj = 0; jj < 4; jj++) {
@@ -379,7 +401,7 @@ attn_decode_mma_kernel(const attn_args a)
         l = l * corr + psum;
         if (corr != 1.0f) {
 #pragma unroll
-            for (int q = 0; q < 4; q++)
+            for (int q = 0; q < NQ; q++)
 #pragma unroll
                 for (int j = 0; j < 4; j++)
 #pragma unroll
@@ -389,7 +411,7 @@ attn_decode_mma_kernel(const attn_args a)
         const uint32_t pa0 = pack_bf16x2(p[0] * vs[0], p[1] * vs[1]);
         const uint32_t pa2 = pack_bf16x2(p[2] * vs[2], p[3] * vs[3]);
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
+        for (int q = 0; q < NQ; q++) {
             uint32_t b0[4], b1[4]; /* per byte j: V[tokens][dim 32q + 4g + j] */
             fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x5410), b0[0], b0[1]);
             fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x7632), b0[2], b0[3]);
@@ -406,11 +428,11 @@ attn_decode_mma_kernel(const attn_args a)
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     __shared__ float sm_m[kThreads / 32][G], sm_l[kThreads / 32][G];
-    __shared__ float sm_acc[kThreads / 32][G][kHeadDim];
+    __shared__ float sm_acc[kThreads / 32][G][HD];
     if (g < G) {
         /* C fragment of mma (q, j): c0 = dim 32q + 8t + j, c1 = dim 32q + 8t + 4 + j */
 #pragma unroll
-        for (int q = 0; q < 4; q++)
+        for (int q = 0; q < NQ; q++)
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 sm_acc[warp][g][32 * q + 8 * t + j] = o[q][j][0];
@@ -422,47 +444,55 @@ attn_decode_mma_kernel(const attn_args a)
         }
     }
     __syncthreads();
-    attn_block_finish<G>(a, sm_m, sm_l, sm_acc, s, kvh, split);
+    attn_block_finish<G, HD>(a, sm_m, sm_l, sm_acc, s, kvh, split);
 }
 
-__global__ void __launch_bounds__(kHeadDim) attn_merge_kernel(const attn_args a)
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attn_merge_kernel(const attn_args a)
 {
     fp8_launch_dependents();
-    const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
-    const int len = a.seq_len[s];
-    int pieces = len <= 0 ? 0 : (len + a.split_tokens - 1) / a.split_tokens;
+    const int h = blockIdx.x, s = blockIdx.y;
+    const int len = a.seq_len[s], span = len - visible_from(a, len);
+    int pieces = span <= 0 ? 0 : (span + a.split_tokens - 1) / a.split_tokens;
     pieces = min(pieces, a.n_splits);
     const size_t p0 = ((size_t)s * a.n_heads + h) * a.n_splits;
     float mx = -INFINITY;
     for (int p = 0; p < pieces; p++)
         mx = fmaxf(mx, a.part_ml[2 * (p0 + p)]);
-    float lsum = 0.0f, o = 0.0f;
-    if (mx != -INFINITY) {
-        for (int p = 0; p < pieces; p++) {
-            const float w = a.part_ml[2 * (p0 + p) + 1] * exp2f(a.part_ml[2 * (p0 + p)] - mx);
-            lsum += w;
-            o += w * a.part_o[(p0 + p) * kHeadDim + d];
+    for (int d = threadIdx.x; d < HD; d += kThreads) {
+        float lsum = 0.0f, o = 0.0f;
+        if (mx != -INFINITY) {
+            for (int p = 0; p < pieces; p++) {
+                const float w =
+                    a.part_ml[2 * (p0 + p) + 1] * exp2f(a.part_ml[2 * (p0 + p)] - mx);
+                lsum += w;
+                o += w * a.part_o[(p0 + p) * HD + d];
+            }
         }
+        a.out[((size_t)s * a.n_heads + h) * HD + d] =
+            fp8_f32_to_bf16_bits(lsum > 0.0f ? o / lsum : 0.0f);
     }
-    a.out[((size_t)s * a.n_heads + h) * kHeadDim + d] =
-        fp8_f32_to_bf16_bits(lsum > 0.0f ? o / lsum : 0.0f);
 }
 
 template <int G>
-void launch(const attn_args &a, int n_seqs, int variant, cudaStream_t stream)
+void launch(const attn_args &a, int n_seqs, int head_dim, int variant, cudaStream_t stream)
 {
     dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
-    if (variant == FP8_CUDA_ATTN_MMA)
-        attn_decode_mma_kernel<G><<<grid, kThreads, 0, stream>>>(a);
+    if (head_dim == 256)
+        attn_decode_mma_kernel<G, 256><<<grid, kThreads, 0, stream>>>(a);
+    else if (variant == FP8_CUDA_ATTN_MMA)
+        attn_decode_mma_kernel<G, kHeadDim><<<grid, kThreads, 0, stream>>>(a);
     else if (variant == FP8_CUDA_ATTN_LANES8)
         attn_decode_kernel<G, 8><<<grid, kThreads, 0, stream>>>(a);
     else
         attn_decode_kernel<G, 16><<<grid, kThreads, 0, stream>>>(a);
 }
 
-size_t workspace_for(int n_seqs, int n_heads, int n_splits)
+size_t workspace_for(int n_seqs, int n_heads, int head_dim, int n_splits)
 {
-    return n_splits > 1 ? (size_t)n_seqs * n_heads * n_splits * (kHeadDim + 2) * sizeof(float) : 0;
+    return n_splits > 1
+               ? (size_t)n_seqs * n_heads * n_splits * (head_dim + 2) * sizeof(float)
+               : 0;
 }
 
 } // namespace
@@ -475,29 +505,32 @@ static int check_geometry(int32_t n_seqs, int32_t n_heads, const struct fp8_cuda
                            "attn_decode: needs n_seqs, n_heads, n_kv_heads >= 1 (got %d, %d, %d)",
                            (int)n_seqs, (int)n_heads, kv ? (int)kv->n_kv_heads : 0);
     const int g = n_heads / kv->n_kv_heads;
-    if (kv->head_dim != kHeadDim || n_heads % kv->n_kv_heads != 0 ||
+    if ((kv->head_dim != 128 && kv->head_dim != 256) || n_heads % kv->n_kv_heads != 0 ||
         (g != 1 && g != 2 && g != 4 && g != 8))
         return fp8_err_set(err, -EINVAL,
                            "attn_decode(n_heads=%d n_kv_heads=%d head_dim=%d): supported are "
-                           "head_dim 128 and 1, 2, 4 or 8 query heads per kv head",
+                           "head_dim 128 or 256 and 1, 2, 4 or 8 query heads per kv head",
                            (int)n_heads, (int)kv->n_kv_heads, (int)kv->head_dim);
     return 0;
 }
 
 int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
                               const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
-                              struct fp8_err *err)
+                              int32_t window, struct fp8_err *err)
 {
     int rc = check_geometry(n_seqs, n_heads, kv, err);
     if (rc < 0)
         return rc;
-    if (max_seq_len < 1)
-        return fp8_err_set(err, -EINVAL, "attn_decode: max_seq_len must be >= 1 (got %d)",
-                           (int)max_seq_len);
+    if (max_seq_len < 1 || window < 0)
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode: max_seq_len must be >= 1 and window >= 0 (got %d, %d)",
+                           (int)max_seq_len, (int)window);
     int32_t sms = 0;
     rc = fp8_cuda_sm_count(&sms, err);
     if (rc < 0)
         return rc;
+    /* A windowed query sees at most window keys: the pieces split that span. */
+    const int32_t span = window > 0 && window < max_seq_len ? window : max_seq_len;
     /* About two blocks per SM, and two pieces while (sequences x kv heads) is under six
      * blocks per SM, where one piece per sequence leaves a ragged last wave: on H100 this
      * picks the fastest of the measured split counts for batch 1/16/64 and 1k-16k tokens
@@ -506,21 +539,22 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
     int64_t splits = (2 * (int64_t)sms + base - 1) / base;
     if (splits == 1 && base < 6 * (int64_t)sms)
         splits = 2;
-    const int64_t max_pieces = (max_seq_len + kMinSplitTokens - 1) / kMinSplitTokens;
+    const int64_t max_pieces = (span + kMinSplitTokens - 1) / kMinSplitTokens;
     if (splits > max_pieces)
         splits = max_pieces;
     struct fp8_cuda_attn_plan p;
     if (splits <= 1) {
         p.n_splits = 1;
-        p.split_tokens = max_seq_len;
+        p.split_tokens = span;
     } else {
-        int64_t tokens = (max_seq_len + splits - 1) / splits;
+        int64_t tokens = (span + splits - 1) / splits;
         tokens = (tokens + 15) / 16 * 16;
         p.split_tokens = (int32_t)tokens;
-        p.n_splits = (int32_t)((max_seq_len + tokens - 1) / tokens);
+        p.n_splits = (int32_t)((span + tokens - 1) / tokens);
     }
     p.variant = FP8_CUDA_ATTN_MMA;
-    p.workspace_bytes = workspace_for(n_seqs, n_heads, p.n_splits);
+    p.window = window;
+    p.workspace_bytes = workspace_for(n_seqs, n_heads, kv->head_dim, p.n_splits);
     *plan = p;
     return 0;
 }
@@ -541,15 +575,17 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
                            "cache geometry (n_blocks=%d block_size=%d max_blocks_per_seq=%d)",
                            (int)n_seqs, (int)n_heads, (int)kv->n_blocks, (int)kv->block_size,
                            (int)max_blocks_per_seq);
-    if (plan->n_splits < 1 || plan->split_tokens < 1 ||
+    if (plan->n_splits < 1 || plan->split_tokens < 1 || plan->window < 0 ||
         (plan->variant != FP8_CUDA_ATTN_LANES8 && plan->variant != FP8_CUDA_ATTN_LANES16 &&
-         plan->variant != FP8_CUDA_ATTN_MMA))
+         plan->variant != FP8_CUDA_ATTN_MMA) ||
+        (kv->head_dim != kHeadDim && plan->variant != FP8_CUDA_ATTN_MMA))
         return fp8_err_set(err, -EINVAL,
-                           "attn_decode(n_seqs=%d n_heads=%d): bad plan (splits=%d tokens=%d "
-                           "variant=%d)",
-                           (int)n_seqs, (int)n_heads, (int)plan->n_splits,
-                           (int)plan->split_tokens, (int)plan->variant);
-    const size_t need = workspace_for(n_seqs, n_heads, plan->n_splits);
+                           "attn_decode(n_seqs=%d n_heads=%d head_dim=%d): bad plan (splits=%d "
+                           "tokens=%d window=%d variant=%d; the CUDA-core variants take "
+                           "head_dim 128 only)",
+                           (int)n_seqs, (int)n_heads, (int)kv->head_dim, (int)plan->n_splits,
+                           (int)plan->split_tokens, (int)plan->window, (int)plan->variant);
+    const size_t need = workspace_for(n_seqs, n_heads, kv->head_dim, plan->n_splits);
     if (need > 0 && (!workspace || workspace_bytes < need))
         return fp8_err_set(err, -EINVAL,
                            "attn_decode(n_seqs=%d n_heads=%d splits=%d): workspace of %zu bytes "
@@ -566,7 +602,8 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     a.block_table = block_table;
     a.seq_len = seq_len;
     a.part_o = (float *)workspace;
-    a.part_ml = need ? a.part_o + (size_t)n_seqs * n_heads * plan->n_splits * kHeadDim : NULL;
+    a.part_ml =
+        need ? a.part_o + (size_t)n_seqs * n_heads * plan->n_splits * kv->head_dim : NULL;
     a.n_heads = n_heads;
     a.n_kv = kv->n_kv_heads;
     a.n_blocks = kv->n_blocks;
@@ -574,22 +611,29 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     a.max_blocks = max_blocks_per_seq;
     a.n_splits = plan->n_splits;
     a.split_tokens = plan->split_tokens;
+    a.window = plan->window;
     a.qk_scale_log2 = sm_scale * 1.4426950408889634f;
     cudaStream_t st = (cudaStream_t)stream;
+    const int hd = kv->head_dim;
     switch (n_heads / kv->n_kv_heads) {
-    case 1: launch<1>(a, n_seqs, plan->variant, st); break;
-    case 2: launch<2>(a, n_seqs, plan->variant, st); break;
-    case 4: launch<4>(a, n_seqs, plan->variant, st); break;
-    default: launch<8>(a, n_seqs, plan->variant, st); break;
+    case 1: launch<1>(a, n_seqs, hd, plan->variant, st); break;
+    case 2: launch<2>(a, n_seqs, hd, plan->variant, st); break;
+    case 4: launch<4>(a, n_seqs, hd, plan->variant, st); break;
+    default: launch<8>(a, n_seqs, hd, plan->variant, st); break;
     }
     rc = fp8_cuda_check(cudaGetLastError(), err,
-                        "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d splits=%d x %d tokens)",
-                        (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, (int)plan->n_splits,
-                        (int)plan->split_tokens);
+                        "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d head_dim=%d splits=%d x "
+                        "%d tokens window=%d)",
+                        (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, hd, (int)plan->n_splits,
+                        (int)plan->split_tokens, (int)plan->window);
     if (rc < 0 || plan->n_splits == 1)
         return rc;
-    attn_merge_kernel<<<dim3((unsigned)n_heads, (unsigned)n_seqs), kHeadDim, 0, st>>>(a);
+    const dim3 mgrid((unsigned)n_heads, (unsigned)n_seqs);
+    if (hd == 256)
+        attn_merge_kernel<256><<<mgrid, kThreads, 0, st>>>(a);
+    else
+        attn_merge_kernel<kHeadDim><<<mgrid, kThreads, 0, st>>>(a);
     return fp8_cuda_check(cudaGetLastError(), err,
-                          "attn_decode merge(n_seqs=%d n_heads=%d splits=%d)", (int)n_seqs,
-                          (int)n_heads, (int)plan->n_splits);
+                          "attn_decode merge(n_seqs=%d n_heads=%d head_dim=%d splits=%d)",
+                          (int)n_seqs, (int)n_heads, hd, (int)plan->n_splits);
 }

@@ -9,9 +9,10 @@
  *   the GEMV, on the tensor cores at the bf16 rate. Not yet an FP8 x FP8 GEMM (which
  *   needs e4m3 activations): stated in docs/cuda.md and in `fp8d bench`'s output.
  * - attention: decode steps (every sequence one token, at its last position) with
- *   head_dim 128 and 1/2/4/8 query heads per KV head go to fp8_cuda_attn_decode; every
- *   other step (prefill chunks, other head sizes) to attn_rows_kernel below, one block
- *   per (token, head) with an online softmax over the visible positions.
+ *   head_dim 128 or 256 and 1/2/4/8 query heads per KV head go to fp8_cuda_attn_decode,
+ *   sliding windows included; every other step (prefill chunks, other head sizes) to
+ *   attn_rows_kernel below, one block per (token, head) with an online softmax over the
+ *   visible positions.
  * - qk_norm_rope_kv_write: fp8_cuda_qk_norm_rope_kv_write for head_dim 128, the general
  *   qk_rows_kernel below for other even head_dim up to 256.
  *
@@ -1303,7 +1304,11 @@ void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
     if (!check_act(be, "attention", "out", out, n, h * hd))
         return;
     const int64_t g = h / kvh;
-    if (c->decode && n == c->n_seqs && window == 0 && hd == 128 &&
+    if (window < 0) {
+        fail(be, -EINVAL, "attention: negative window %d", (int)window);
+        return;
+    }
+    if (c->decode && n == c->n_seqs && (hd == 128 || hd == 256) &&
         (g == 1 || g == 2 || g == 4 || g == 8)) {
         struct fp8_err e;
         const struct fp8_cuda_kv_cache l = cuda_layer(kc, layer);
@@ -1311,7 +1316,7 @@ void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
         /* Planned for the block table's capacity, so a captured graph holds for every
          * length up to it. */
         if (!ok(be, fp8_cuda_attn_decode_plan(&plan, c->n_seqs, (int32_t)h, &l,
-                                              c->max_blocks * c->block_size, &e),
+                                              c->max_blocks * c->block_size, window, &e),
                 &e) ||
             !grow(be, &c->ws, &c->ws_cap, 2 * plan.workspace_bytes, "attention"))
             return;

@@ -117,17 +117,20 @@ struct fp8_cuda_kv_cache {
     int32_t n_blocks;
     int32_t block_size;
     int32_t n_kv_heads;
-    int32_t head_dim; /* 128 */
+    int32_t head_dim; /* 128 (decode attention: or 256) */
 };
 
 /* ---- decode attention --------------------------------------------------------------------
  * out[s, h] = softmax_j(sm_scale * q[s, h] . K[j]) V[j] over the seq_len[s] tokens of
- * sequence s, K/V of kv head h / (n_heads / n_kv_heads) read through block_table.
+ * sequence s, K/V of kv head h / (n_heads / n_kv_heads) read through block_table; with a
+ * window (the plan's, > 0) only over j >= seq_len[s] - window (the query is the token at
+ * position seq_len[s] - 1: a sliding-window layer's keys j > p - window), and blocks
+ * before the window are not read. head_dim 128 or 256 (256: tensor-core variant only).
  * Softmax exact in fp32. When n_seqs * n_kv_heads is too small to fill the device the
- * sequence is split in pieces whose partial results a second kernel merges; the split
- * depends only on (n_seqs, n_heads, kv geometry, max_seq_len, device), so a captured graph
- * stays valid whatever seq_len[s] holds at replay (past max_seq_len the last piece just
- * grows). seq_len[s] = 0 gives zeros. */
+ * visible span is split in pieces whose partial results a second kernel merges; the split
+ * depends only on (n_seqs, n_heads, kv geometry, max_seq_len, window, device), so a
+ * captured graph stays valid whatever seq_len[s] holds at replay (past max_seq_len the
+ * last piece just grows). seq_len[s] = 0 gives zeros. */
 enum fp8_cuda_attn_variant {
     FP8_CUDA_ATTN_MMA,     /* tensor cores: a warp takes 16 tokens, S and P V as mma */
     FP8_CUDA_ATTN_LANES8,  /* CUDA cores: 8 lanes read one token's K/V row */
@@ -138,12 +141,14 @@ struct fp8_cuda_attn_plan {
     int32_t n_splits;     /* pieces per (sequence, head); 1 = no merge kernel */
     int32_t split_tokens; /* tokens per piece (the last one takes any rest) */
     int32_t variant;      /* enum fp8_cuda_attn_variant */
+    int32_t window;       /* sliding window in tokens; 0: every position */
     size_t workspace_bytes; /* fp32 partial results of the pieces */
 };
 
+/* window: 0, or the layer's sliding window (the pieces then split at most window tokens). */
 int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
                               const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
-                              struct fp8_err *err);
+                              int32_t window, struct fp8_err *err);
 
 /* plan: from fp8_cuda_attn_decode_plan for the same (n_seqs, n_heads, kv); a benchmark may
  * change its splits or lanes (the workspace must then fit the changed plan). */

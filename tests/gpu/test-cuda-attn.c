@@ -2,7 +2,10 @@
  * cache (K = e4m3 * k_scale, V = e4m3 * v_scale per token and kv head), read through
  * shuffled block tables, on fresh random inputs per case: GQA groups of 1, 2, 4 and 8,
  * block sizes 16, 32, 7 and 5, sequences of 1 token up to max_seq_len, single-kernel and
- * split (flash-decoding) plans, the tensor-core kernel and the CUDA-core ones.
+ * split (flash-decoding) plans, the tensor-core kernel and the CUDA-core ones, head_dim
+ * 128 and 256, and sliding windows (the reference attends to positions j >= len - window
+ * only) smaller than, equal to and larger than the sequences, starting mid-block; the
+ * keys before the window hold ordinary random values, so attending to any of them shows.
  *
  * Bounds: bf16 output of a softmax-weighted mean of V, exp2 approximate in fp32, and on
  * the tensor cores each weight p * v_scale rounded to bf16 (relative 2^-9): per element
@@ -17,7 +20,6 @@
 
 #include "tests/gpu/gpu_check.h"
 
-#define HD 128
 #define L8 (1 + FP8_CUDA_ATTN_LANES8)
 #define L16 (1 + FP8_CUDA_ATTN_LANES16)
 
@@ -27,12 +29,14 @@ struct attn_case {
     int variant;    /* 1 + enum fp8_cuda_attn_variant forced into the plan; 0: the plan's */
     int plan_len;   /* max_seq_len the plan is made for; 0: the case's (longer sequences
                        must still be attended in full) */
+    int window;     /* sliding window; 0: none */
+    int head_dim;   /* 0: 128 */
 };
 
 static void run_case(uint32_t id, const struct attn_case *c)
 {
     uint64_t st = gpu_case_seed(id);
-    const int bs = c->block_size, G = c->n_heads / c->n_kv;
+    const int bs = c->block_size, G = c->n_heads / c->n_kv, HD = c->head_dim ? c->head_dim : 128;
     const int max_blocks = (c->max_seq_len + bs - 1) / bs;
     const int n_blocks = c->n_seqs * max_blocks + 3; /* a few never used */
     const size_t slots = (size_t)n_blocks * bs;
@@ -86,7 +90,8 @@ static void run_case(uint32_t id, const struct attn_case *c)
             const int g = h / G;
             const uint16_t *qh = q + ((size_t)s * c->n_heads + h) * HD;
             double mx = -INFINITY, sum = 0.0;
-            for (int j = 0; j < len[s]; j++) {
+            const int lo = c->window > 0 && len[s] > c->window ? len[s] - c->window : 0;
+            for (int j = lo; j < len[s]; j++) {
                 size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
                 size_t kh = slot * c->n_kv + g;
                 double d = 0.0;
@@ -95,13 +100,13 @@ static void run_case(uint32_t id, const struct attn_case *c)
                 p[j] = d * ks[kh] * sm_scale;
                 mx = p[j] > mx ? p[j] : mx;
             }
-            for (int j = 0; j < len[s]; j++) {
+            for (int j = lo; j < len[s]; j++) {
                 p[j] = exp(p[j] - mx);
                 sum += p[j];
             }
             for (int e = 0; e < HD; e++) {
                 double o = 0.0;
-                for (int j = 0; j < len[s]; j++) {
+                for (int j = lo; j < len[s]; j++) {
                     size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
                     size_t vh = slot * c->n_kv + g;
                     o += p[j] * e4m3_to_f32(v[vh * HD + e]) * vs[vh];
@@ -128,7 +133,8 @@ static void run_case(uint32_t id, const struct attn_case *c)
     struct fp8_cuda_attn_plan plan;
     struct fp8_err err = {{0}};
     if (fp8_cuda_attn_decode_plan(&plan, c->n_seqs, c->n_heads, &kv,
-                                  c->plan_len ? c->plan_len : c->max_seq_len, &err) < 0)
+                                  c->plan_len ? c->plan_len : c->max_seq_len, c->window,
+                                  &err) < 0)
         fail_msg("%s", err.msg);
     if (c->variant)
         plan.variant = c->variant - 1;
@@ -146,9 +152,10 @@ static void run_case(uint32_t id, const struct attn_case *c)
 
     char what[160];
     snprintf(what, sizeof(what),
-             "attn n_seqs=%d n_heads=%d n_kv=%d block_size=%d max_seq_len=%d splits=%d "
-             "variant=%d",
-             c->n_seqs, c->n_heads, c->n_kv, bs, c->max_seq_len, plan.n_splits, plan.variant);
+             "attn n_seqs=%d n_heads=%d n_kv=%d head_dim=%d block_size=%d max_seq_len=%d "
+             "window=%d splits=%d variant=%d",
+             c->n_seqs, c->n_heads, c->n_kv, HD, bs, c->max_seq_len, c->window, plan.n_splits,
+             plan.variant);
     gpu_check_bf16(what, out, ref, atol, nq, 1e-2, 4e-3);
 
     fp8_cuda_free(kv.k);
@@ -178,16 +185,16 @@ static void test_attn_split(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 32, 8, 16, 1000, 1, 0, 0}, /* Qwen3-8B heads, batch 1: flash-decoding */
-        {1, 32, 8, 16, 1000, 1, L8, 0}, /* the same on the CUDA-core kernels */
-        {1, 32, 8, 16, 1000, 1, L16, 0},
-        {2, 16, 8, 32, 777, 1, 0, 0},  /* G = 2 */
-        {2, 16, 8, 32, 777, 1, L16, 0},
-        {3, 8, 8, 7, 300, 1, 0, 0},    /* G = 1, odd block size */
-        {3, 8, 8, 7, 300, 1, L8, 0},
-        {2, 16, 2, 16, 513, 1, 0, 0},  /* G = 8 */
-        {2, 16, 2, 16, 513, 1, L8, 0},
-        {3, 32, 8, 16, 900, 1, 0, 300}, /* sequences past the plan's max_seq_len */
+        {1, 32, 8, 16, 1000, 1, 0, 0, 0, 0}, /* Qwen3-8B heads, batch 1: flash-decoding */
+        {1, 32, 8, 16, 1000, 1, L8, 0, 0, 0}, /* the same on the CUDA-core kernels */
+        {1, 32, 8, 16, 1000, 1, L16, 0, 0, 0},
+        {2, 16, 8, 32, 777, 1, 0, 0, 0, 0},  /* G = 2 */
+        {2, 16, 8, 32, 777, 1, L16, 0, 0, 0},
+        {3, 8, 8, 7, 300, 1, 0, 0, 0, 0},    /* G = 1, odd block size */
+        {3, 8, 8, 7, 300, 1, L8, 0, 0, 0},
+        {2, 16, 2, 16, 513, 1, 0, 0, 0, 0},  /* G = 8 */
+        {2, 16, 2, 16, 513, 1, L8, 0, 0, 0},
+        {3, 32, 8, 16, 900, 1, 0, 300, 0, 0}, /* sequences past the plan's max_seq_len */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(500 + (uint32_t)i, &cases[i]);
@@ -197,16 +204,53 @@ static void test_attn_single_pass(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {17, 32, 8, 16, 64, 0, 0, 0}, /* short contexts: one piece per sequence */
-        {17, 32, 8, 16, 64, 0, L8, 0},
-        {2, 4, 1, 16, 40, 0, 0, 0},   /* G = 4, a single kv head */
-        {5, 16, 2, 32, 50, -1, 0, 0},
-        {4, 8, 8, 16, 200, -1, L16, 0},
-        {4, 8, 8, 5, 19, -1, 0, 0},    /* block size 5, less than one 16-token tile */
-        {100, 32, 8, 16, 100, 0, 0, 0}, /* sequences x kv heads fill the device: no split */
+        {17, 32, 8, 16, 64, 0, 0, 0, 0, 0}, /* short contexts: one piece per sequence */
+        {17, 32, 8, 16, 64, 0, L8, 0, 0, 0},
+        {2, 4, 1, 16, 40, 0, 0, 0, 0, 0},   /* G = 4, a single kv head */
+        {5, 16, 2, 32, 50, -1, 0, 0, 0, 0},
+        {4, 8, 8, 16, 200, -1, L16, 0, 0, 0},
+        {4, 8, 8, 5, 19, -1, 0, 0, 0, 0},    /* block size 5, less than one 16-token tile */
+        {100, 32, 8, 16, 100, 0, 0, 0, 0, 0}, /* sequences x kv heads fill the device: no split */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(600 + (uint32_t)i, &cases[i]);
+}
+
+/* Gemma3's sliding layers: the pieces tile the window, not the sequence. */
+static void test_attn_window(void **state)
+{
+    (void)state;
+    static const struct attn_case cases[] = {
+        /* gemma3-27b heads (32 / 16): window 300 < 1000 tokens, starting at position 700
+         * (mid-block); other sequences shorter than the window */
+        {3, 32, 16, 16, 1000, 1, 0, 0, 300, 0},
+        {3, 32, 16, 16, 1000, 1, L8, 0, 300, 0},
+        {3, 32, 16, 16, 1000, 1, L16, 0, 300, 0},
+        {2, 32, 16, 16, 1000, -1, 0, 0, 1000, 0}, /* window = the longest sequence */
+        {2, 32, 16, 16, 1000, -1, 0, 0, 4096, 0}, /* window past every sequence */
+        {4, 16, 2, 7, 333, -1, 0, 0, 50, 0},      /* odd blocks: 283 = 40 x 7 + 3 */
+        {2, 8, 8, 16, 90, -1, 0, 0, 1, 0},        /* only the query's own key */
+        {20, 32, 16, 16, 200, 0, 0, 0, 37, 0},    /* many sequences, no split */
+        {3, 32, 16, 16, 900, 1, 0, 300, 200, 0},  /* sequences past the plan's max_seq_len */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(700 + (uint32_t)i, &cases[i]);
+}
+
+/* head_dim 256 (Gemma3 1b: 4 heads / 1 kv head, 4b / 12b: 2 heads per kv head). */
+static void test_attn_head_dim_256(void **state)
+{
+    (void)state;
+    static const struct attn_case cases[] = {
+        {1, 4, 1, 16, 1000, 1, 0, 0, 512, 256}, /* 1b, batch 1: window 512, split */
+        {1, 4, 1, 16, 700, 1, 0, 0, 0, 256},    /* 1b global layer */
+        {2, 8, 4, 16, 300, -1, 0, 0, 0, 256},
+        {3, 16, 8, 5, 260, -1, 0, 0, 33, 256},  /* window mid-block, odd blocks */
+        {2, 8, 1, 32, 130, -1, 0, 0, 0, 256},   /* G = 8 */
+        {64, 16, 8, 16, 64, 0, 0, 0, 20, 256},  /* many sequences, no split */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(800 + (uint32_t)i, &cases[i]);
 }
 
 static void test_attn_rejects_unsupported(void **state)
@@ -216,16 +260,23 @@ static void test_attn_rejects_unsupported(void **state)
                                    .head_dim = 64};
     struct fp8_cuda_attn_plan plan;
     struct fp8_err err = {{0}};
-    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, &err), -EINVAL);
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, 0, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "head_dim=64"));
     kv.head_dim = 128;
-    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 24, &kv, 100, &err), -EINVAL);
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 24, &kv, 100, 0, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "n_heads=24"));
     kv.n_kv_heads = 2;
-    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, &err), -EINVAL);
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, 0, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "n_kv_heads=2"));
     kv.n_kv_heads = 8;
-    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 4096, &err), 0);
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, -1, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "window"));
+    /* a window shorter than the capacity: the plan splits the window's span only */
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 4096, 128, &err), 0);
+    assert_int_equal(plan.window, 128);
+    assert_true(plan.n_splits > 1 && plan.n_splits * plan.split_tokens >= 128 &&
+                (plan.n_splits - 1) * plan.split_tokens < 128);
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 4096, 0, &err), 0);
     assert_true(plan.n_splits > 1);
     /* a workspace smaller than the plan's is refused before anything runs */
     void *d = gpu_alloc(1 << 16);
@@ -240,6 +291,14 @@ static void test_attn_rejects_unsupported(void **state)
                                           NULL, &err),
                      -EINVAL);
     assert_non_null(strstr(err.msg, "variant=7"));
+    /* head_dim 256 runs on the tensor-core variant only */
+    kv.head_dim = 256;
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, 0, &err), 0);
+    plan.variant = FP8_CUDA_ATTN_LANES8;
+    assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 1 << 16,
+                                          NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "head_dim 128 only"));
     fp8_cuda_free(d);
 }
 
@@ -251,6 +310,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attn_split),
         cmocka_unit_test(test_attn_single_pass),
+        cmocka_unit_test(test_attn_window),
+        cmocka_unit_test(test_attn_head_dim_256),
         cmocka_unit_test(test_attn_rejects_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

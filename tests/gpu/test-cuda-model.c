@@ -1,15 +1,18 @@
 /* Whole-model checks of the CUDA backend (kernels/cuda/backend_cuda.cu), teacher-forced:
  *
- * - The tiny Qwen3 golden checkpoints (tests/golden/models/, or $FP8D_GOLDEN_DIR) in the
- *   default FP8 mode (e4m3 weights, e4m3 KV), three schedules (whole sequence in one
- *   step; 7-token chunks then single decode steps; both sequences in one 87-token step,
- *   which the linear op runs as two 64-row chunks), against
+ * - The tiny Qwen3 and Gemma3 golden checkpoints (tests/golden/models/, or
+ *   $FP8D_GOLDEN_DIR) in the default FP8 mode (e4m3 weights, e4m3 KV), three schedules
+ *   (whole sequence in one step; 7-token chunks then single decode steps; both sequences
+ *   in one 87-token step, which the linear op runs as two 64-row chunks), against
  *   - the ref backend on the same schedule and stored formats: the only differences are
  *     bf16 activations (ref: fp32) and fp32 summation order, so
  *     rel L2 = ||cuda - ref|| / ||ref|| <= CUDA_REF_REL_L2 and top-1 agreement
  *     >= CUDA_REF_TOP1 are asserted;
  *   - the HF transformers fixtures, with the bounds the ref backend's FP8 test asserts
- *     (docs/numerics.md): rel L2 <= 0.060 / 0.080 and top-1 >= 0.97 / 0.75.
+ *     (docs/numerics.md): rel L2 <= 0.060 / 0.080 / 0.035 / 0.045 and top-1 >= 0.97 /
+ *     0.75 / 0.97 / 0.97 (qwen3-tiny / -small / gemma3-tiny / -small). The Gemma3
+ *     sequences (64 and 23 tokens) are longer than their sliding windows (8 and 12), and
+ *     gemma3-small soft-caps its logits.
  * - A head_dim-128 Qwen3 (the qwen3-0.6b preset cut to 2 layers and a 2048 vocabulary,
  *   host synthetic weights), so that the decode kernels real models use run (the tiny
  *   checkpoints have head_dim 16/32 and take the general kernels): two sequences, 40
@@ -18,7 +21,17 @@
  *   N(0, 0.02) weights over 1024 channels give flat logits full of near-ties; first
  *   measured 0.032 and 0.89 over all rows on an H100); and greedy generation
  *   of 64 tokens identical between eager and graph mode (also on qwen3-tiny).
- * - Qwen3-MoE and Gemma3 fail at load on cuda with a message naming what is missing. */
+ * - The same for two synthetic Gemma3 models with the decode kernel's head sizes, so that
+ *   its sliding window runs (the golden checkpoints' head_dim 16/32 take the general
+ *   attention kernel): gemma3-1b's attention (head_dim 256, 4 heads / 1 kv head) and a
+ *   head_dim-128 one with gemma3-27b's head ratio (2 query heads per kv head), its
+ *   query_pre_attn_scalar 168 and linear rope scaling, plus logit soft-capping; 2 layers
+ *   (sliding, global), hidden and MLP 1024, sliding window 20, so decode steps at
+ *   positions 40-63 see windows starting mid-block (blocks of 4). Bounds as the head_dim
+ *   128 Qwen3's (the same flat N(0, 0.02) logits). For all three synthetic models the
+ *   graph and eager logits must be bit-identical; greedy generation too (gemma3 head_dim
+ *   256).
+ * - Qwen3-MoE fails at load on cuda with a message naming what is missing. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -134,21 +147,49 @@ static struct fp8_model *load_dir(const char *dir, struct fp8_backend *be)
     return m;
 }
 
-/* qwen3-0.6b's layer shapes (head_dim 128, 16/8 heads), 2 layers, 2048 tokens. */
-static struct fp8_model *load_hd128(struct fp8_backend *be)
+/* Synthetic models: real attention shapes, 2 layers, 2048 tokens, host weights. */
+#define SYNTH_VOCAB 2048
+
+/* gemma3-1b narrowed to hidden 1024 (embed_scale sqrt(1024) = 32, exact in bf16) and
+ * MLP 1024: a local then a global layer with a window of 20. */
+static void synth_gemma3(struct fp8_model_config *c)
+{
+    c->hidden_size = 1024;
+    c->embed_scale = 32.0f;
+    c->intermediate_size = 1024;
+    c->layers[0].sliding = true;
+    c->layers[1].sliding = false;
+    c->sliding_window = 20;
+}
+
+static struct fp8_model *load_synth(struct fp8_backend *be, const char *name)
 {
     struct fp8_model_config c;
     struct fp8_err err = {{0}};
     struct fp8_weights *w = NULL;
     struct fp8_model *m = NULL;
-    if (fp8_model_config_preset("qwen3-0.6b", &c, &err) < 0)
+    bool gemma = strncmp(name, "gemma3", 6) == 0;
+    if (fp8_model_config_preset(gemma ? "gemma3-1b" : "qwen3-0.6b", &c, &err) < 0)
         fail_msg("%s", err.msg);
     c.n_layers = 2;
-    c.vocab_size = 2048;
+    c.vocab_size = SYNTH_VOCAB;
+    if (gemma)
+        synth_gemma3(&c);
+    if (!strcmp(name, "gemma3 head_dim 128")) {
+        c.head_dim = 128;
+        c.n_heads = 8;
+        c.n_kv_heads = 4;
+        c.query_pre_attn_scalar = 168.0f;
+        c.rope.type = FP8_ROPE_LINEAR;
+        c.rope.factor = 8.0f;
+        c.final_logit_softcapping = 30.0f;
+    } else if (strcmp(name, "gemma3 head_dim 256") && strcmp(name, "qwen3 head_dim 128")) {
+        fail_msg("no synthetic model %s", name);
+    }
     struct fp8_model_opts o = model_opts();
     if (fp8_weights_open_config(&c, 7, &w, &err) < 0 ||
         fp8_model_create(w, be, &o, &m, &err) < 0)
-        fail_msg("hd128 model on %s: %s", be->name, err.msg);
+        fail_msg("%s model on %s: %s", name, be->name, err.msg);
     fp8_weights_free(w);
     return m;
 }
@@ -328,21 +369,34 @@ static void test_golden_qwen3_small(void **state)
     golden_case("qwen3-small", 0.080, 0.75);
 }
 
+static void test_golden_gemma3_tiny(void **state)
+{
+    (void)state;
+    golden_case("gemma3-tiny", 0.035, 0.97);
+}
+
+static void test_golden_gemma3_small(void **state)
+{
+    (void)state;
+    golden_case("gemma3-small", 0.045, 0.97);
+}
+
 /* Two sequences: their first 40 tokens in one 80-row step (the GEMM path), then 24 steps
  * of one decode token each (the decode kernels; CUDA graphs unless eager). */
-static void run_hd128(struct fp8_model *m, int32_t (*tokens)[MAX_SEQ], float **out)
+static void run_synth(struct fp8_model *m, int32_t (*tokens)[MAX_SEQ], float **out)
 {
     int32_t start[2] = {0, 0}, end[2] = {40, 40};
-    run_step(m, 2048, 2, tokens, start, end, out);
+    run_step(m, SYNTH_VOCAB, 2, tokens, start, end, out);
     for (int32_t p = 40; p < MAX_SEQ; p++) {
         int32_t s1[2] = {p, p}, e1[2] = {p + 1, p + 1};
-        run_step(m, 2048, 2, tokens, s1, e1, out);
+        run_step(m, SYNTH_VOCAB, 2, tokens, s1, e1, out);
     }
 }
 
-static void test_hd128_vs_ref(void **state)
+/* cuda (graphs, eager) vs ref on a synthetic model, prefill and decode rows apart, and
+ * graphs vs eager bit for bit. */
+static void synth_case(const char *name, double max_l2, double min_top1)
 {
-    (void)state;
     if (!have_gpu())
         skip();
     tables_init();
@@ -350,39 +404,59 @@ static void test_hd128_vs_ref(void **state)
     uint64_t st = 99;
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < MAX_SEQ; i++)
-            tokens[s][i] = (int32_t)(splitmix64_next(&st) % 2048);
+            tokens[s][i] = (int32_t)(splitmix64_next(&st) % SYNTH_VOCAB);
     struct fp8_backend *be[3] = {backend("ref", true), backend("cuda", false),
                                  backend("cuda", true)};
     float *out[3][2];
     for (int k = 0; k < 3; k++) {
-        struct fp8_model *m = load_hd128(be[k]);
+        struct fp8_model *m = load_synth(be[k], name);
         for (int s = 0; s < 2; s++)
-            out[k][s] = calloc((size_t)MAX_SEQ * 2048, sizeof(float));
-        run_hd128(m, tokens, out[k]);
+            out[k][s] = calloc((size_t)MAX_SEQ * SYNTH_VOCAB, sizeof(float));
+        run_synth(m, tokens, out[k]);
         fp8_model_free(m);
         fp8_backend_free(be[k]);
     }
-    printf("head_dim 128, two sequences: 40 tokens each in one step, then 24 decode steps:\n");
+    printf("%s, two sequences: 40 tokens each in one step, then 24 decode steps:\n", name);
     const char *names[2][2] = {{"prefill rows: cuda vs ref", "prefill rows: cuda (eager) vs ref"},
                                {"decode rows: cuda (graphs) vs ref",
                                 "decode rows: cuda (eager) vs ref"}};
     for (int phase = 0; phase < 2; phase++)
         for (int k = 1; k < 3; k++) {
-            size_t off = phase ? (size_t)40 * 2048 : 0;
+            size_t off = phase ? (size_t)40 * SYNTH_VOCAB : 0;
             int32_t rows = phase ? MAX_SEQ - 40 : 40;
             struct errstats e = {0};
             for (int s = 0; s < 2; s++)
-                compare(out[0][s] + off, out[k][s] + off, rows, 2048, &e);
-            check(names[phase][k - 1], &e, HD128_REL_L2, HD128_TOP1);
+                compare(out[0][s] + off, out[k][s] + off, rows, SYNTH_VOCAB, &e);
+            check(names[phase][k - 1], &e, max_l2, min_top1);
         }
     double maxd = 0;
     for (int s = 0; s < 2; s++)
-        for (size_t i = 0; i < (size_t)MAX_SEQ * 2048; i++)
+        for (size_t i = 0; i < (size_t)MAX_SEQ * SYNTH_VOCAB; i++)
             maxd = fmax(maxd, fabs((double)out[1][s][i] - out[2][s][i]));
     printf("  graphs vs eager: max |logit diff| %g\n", maxd);
+    for (int s = 0; s < 2; s++)
+        assert_memory_equal(out[1][s], out[2][s], (size_t)MAX_SEQ * SYNTH_VOCAB * sizeof(float));
     for (int k = 0; k < 3; k++)
         for (int s = 0; s < 2; s++)
             free(out[k][s]);
+}
+
+static void test_hd128_vs_ref(void **state)
+{
+    (void)state;
+    synth_case("qwen3 head_dim 128", HD128_REL_L2, HD128_TOP1);
+}
+
+static void test_gemma3_hd256_vs_ref(void **state)
+{
+    (void)state;
+    synth_case("gemma3 head_dim 256", HD128_REL_L2, HD128_TOP1);
+}
+
+static void test_gemma3_hd128_vs_ref(void **state)
+{
+    (void)state;
+    synth_case("gemma3 head_dim 128", HD128_REL_L2, HD128_TOP1);
 }
 
 /* Greedy: an 8-token prompt prefilled in one step, then 64 single-token steps, each fed
@@ -450,16 +524,16 @@ static struct fp8_model *load_golden(struct fp8_backend *be, const char *name)
     return load_dir(dir, be);
 }
 
-static struct fp8_model *load_hd128_arg(struct fp8_backend *be, const char *arg)
-{
-    (void)arg;
-    return load_hd128(be);
-}
-
 static void test_greedy_graph_hd128(void **state)
 {
     (void)state;
-    greedy_case(load_hd128_arg, "head_dim-128 qwen3", 2048);
+    greedy_case(load_synth, "qwen3 head_dim 128", SYNTH_VOCAB);
+}
+
+static void test_greedy_graph_gemma3(void **state)
+{
+    (void)state;
+    greedy_case(load_synth, "gemma3 head_dim 256", SYNTH_VOCAB);
 }
 
 static void test_greedy_graph_tiny(void **state)
@@ -468,25 +542,23 @@ static void test_greedy_graph_tiny(void **state)
     greedy_case(load_golden, "qwen3-tiny", 256);
 }
 
-static void test_unsupported_archs(void **state)
+static void test_moe_refused(void **state)
 {
     (void)state;
     if (!have_gpu())
         skip();
-    const char *names[] = {"qwen3-moe-tiny", "gemma3-tiny"};
-    for (int i = 0; i < 2; i++) {
-        char dir[600];
-        snprintf(dir, sizeof(dir), "%s/%s", golden_root(), names[i]);
-        struct fp8_backend *be = backend("cuda", false);
-        struct fp8_model_opts o = model_opts();
-        struct fp8_model *m = NULL;
-        struct fp8_err err = {{0}};
-        assert_int_equal(fp8_model_load(dir, be, &o, &m, &err), -ENOTSUP);
-        printf("%s: %s\n", names[i], err.msg);
-        assert_non_null(strstr(err.msg, "not yet supported on the cuda backend"));
-        assert_null(m);
-        fp8_backend_free(be);
-    }
+    char dir[600];
+    snprintf(dir, sizeof(dir), "%s/qwen3-moe-tiny", golden_root());
+    struct fp8_backend *be = backend("cuda", false);
+    struct fp8_model_opts o = model_opts();
+    struct fp8_model *m = NULL;
+    struct fp8_err err = {{0}};
+    assert_int_equal(fp8_model_load(dir, be, &o, &m, &err), -ENOTSUP);
+    printf("qwen3-moe-tiny: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "not yet supported on the cuda backend"));
+    assert_non_null(strstr(err.msg, "MoE"));
+    assert_null(m);
+    fp8_backend_free(be);
 }
 
 int main(void)
@@ -494,10 +566,15 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_qwen3_tiny),
         cmocka_unit_test(test_golden_qwen3_small),
+        cmocka_unit_test(test_golden_gemma3_tiny),
+        cmocka_unit_test(test_golden_gemma3_small),
         cmocka_unit_test(test_hd128_vs_ref),
+        cmocka_unit_test(test_gemma3_hd256_vs_ref),
+        cmocka_unit_test(test_gemma3_hd128_vs_ref),
         cmocka_unit_test(test_greedy_graph_hd128),
         cmocka_unit_test(test_greedy_graph_tiny),
-        cmocka_unit_test(test_unsupported_archs),
+        cmocka_unit_test(test_greedy_graph_gemma3),
+        cmocka_unit_test(test_moe_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
