@@ -1600,22 +1600,29 @@ extern "C" int fp8_backend_cuda_group_create(struct fp8_backend_group *g, struct
     if (g->n_ranks > n)
         return fp8_err_set(err, -EINVAL, "tensor-parallel-size %d exceeds the %d visible CUDA "
                            "device%s", g->n_ranks, n, n == 1 ? "" : "s");
-    int devs[FP8_BACKEND_MAX_RANKS];
+    int devs[FP8_BACKEND_MAX_RANKS], caller = 0;
     ncclComm_t comms[FP8_BACKEND_MAX_RANKS] = {};
-    for (int32_t r = 0; r < g->n_ranks; r++) {
+    if ((rc = fp8_cuda_check(cudaGetDevice(&caller), err, "tensor parallel: cudaGetDevice")) < 0)
+        return rc;
+    for (int32_t r = 0; r < g->n_ranks && rc == 0; r++) {
         devs[r] = r;
-        if ((rc = create_on(r, &g->rank[r], err)) < 0)
-            return rc;
+        rc = create_on(r, &g->rank[r], err);
     }
-    /* NVLink multicast (NVLS) stays off on every machine fp8d runs on. */
-    setenv("NCCL_NVLS_ENABLE", "0", 1);
-    const ncclResult_t res = ncclCommInitAll(comms, g->n_ranks, devs);
-    if (res != ncclSuccess)
-        return fp8_err_set(err, -EIO, "tensor parallel: ncclCommInitAll over %d devices: %s",
-                           g->n_ranks, ncclGetErrorString(res));
-    for (int32_t r = 0; r < g->n_ranks; r++)
+    if (rc == 0) {
+        /* NVLink multicast (NVLS) stays off on every machine fp8d runs on. Peers connect
+         * at init rather than at their first collective, which may be inside a decode
+         * graph's capture (unless the environment chose otherwise). */
+        setenv("NCCL_NVLS_ENABLE", "0", 1);
+        setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+        const ncclResult_t res = ncclCommInitAll(comms, g->n_ranks, devs);
+        if (res != ncclSuccess)
+            rc = fp8_err_set(err, -EIO, "tensor parallel: ncclCommInitAll over %d devices: %s",
+                             g->n_ranks, ncclGetErrorString(res));
+    }
+    for (int32_t r = 0; r < g->n_ranks && rc == 0; r++)
         ctx_of(g->rank[r])->comm = comms[r];
-    return 0;
+    cudaSetDevice(caller); /* creating the ranks made each device current in turn */
+    return rc;
 }
 
 extern "C" void fp8_backend_cuda_time_collectives(struct fp8_backend *be, bool on)

@@ -20,7 +20,9 @@
  *   head_dim-128 model, whose N(0, 0.02) weights give near-ties everywhere, the first
  *   divergence (if any) is printed, not asserted;
  * - Gemma3 (gemma3-tiny: sliding windows, post-norms) at TP=2 and 4 vs TP=1;
- * - sizes the plan refuses and more ranks than GPUs fail with a line naming them. */
+ * - sizes the plan refuses and more ranks than GPUs fail with a line naming them;
+ * - a rank that fails while its peer waits inside an NCCL all-reduce: the group abort
+ *   releases the peer (no timeout involved), the step names the rank. */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -35,6 +37,7 @@
 
 #include "common/rng.h"
 #include "engine/model.h"
+#include "engine/models/models.h" /* a rank's shard model, to break it */
 #include "engine/weights.h"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -341,8 +344,12 @@ static void test_tp_greedy(void **state)
     greedy(cuda(0, false), tiny, 256, a);
     for (int32_t n = 2; n <= gpus && n <= 4; n *= 2) {
         greedy(cuda(n, false), tiny, 256, b);
-        printf("qwen3-tiny greedy 2 x %d tokens: TP=%d %s TP=1\n", GREEDY, n,
-               memcmp(a, b, sizeof(a)) ? "DIFFERS from" : "identical to");
+        int distinct = 0;
+        for (int s = 0; s < 2; s++)
+            for (int32_t p = 8; p < 8 + GREEDY; p++)
+                distinct += p == 8 || a[s][p] != a[s][p - 1];
+        printf("qwen3-tiny greedy 2 x %d tokens: TP=%d %s TP=1 (%d changes of token)\n", GREEDY,
+               n, memcmp(a, b, sizeof(a)) ? "DIFFERS from" : "identical to", distinct);
         assert_memory_equal(a, b, sizeof(a));
     }
     greedy(cuda(0, false), hd128, VOCAB, a);
@@ -388,6 +395,48 @@ static void test_refused_sizes(void **state)
     }
 }
 
+static void test_rank_failure_releases_peers(void **state)
+{
+    /* Rank 1 loses its KV cache: its step fails before any op, so it never joins the first
+     * all-reduce, where rank 0's NCCL kernel then waits. The abort (not a timeout) must
+     * release rank 0 (ncclCommAbort), the step must name rank 1 and its cause, later steps
+     * must be refused, and freeing everything must not hang. */
+    (void)state;
+    int32_t gpus = visible_gpus();
+    if (gpus < 2) {
+        printf("test-cuda-tp: %d GPU(s) visible, tensor parallel needs 2: skipped\n", gpus);
+        skip();
+    }
+    struct fp8_backend *be = cuda(2, false);
+    be->group->timeout_ms = 10000; /* were the abort lost, fail in 10 s rather than 60 */
+    struct fp8_model *m = hd128(be);
+    struct fp8_model *r1 = NULL;
+    struct fp8_err err = {{0}};
+    int32_t tokens[2][SEQ];
+    random_tokens(tokens, VOCAB);
+    int32_t tk[2] = {tokens[0][0], tokens[1][0]}, pos[2] = {0, 0}, slots[2] = {0, MB * BLOCK},
+            start[3] = {0, 1, 2}, len[2] = {1, 1}, table[2 * MB], ids[2];
+    for (int32_t i = 0; i < 2 * MB; i++)
+        table[i] = i;
+    uint8_t want[2] = {1, 1};
+    struct fp8_batch b = {
+        .n_tokens = 2, .tokens = tk, .positions = pos, .slots = slots, .n_seqs = 2,
+        .seq_start = start, .seq_len = len, .block_table = table, .max_blocks_per_seq = MB,
+        .block_size = BLOCK, .want_logits = want,
+    };
+    assert_int_equal(fp8_model_forward_greedy(m, &b, ids, &err), 2); /* healthy first */
+    r1 = model_tp_rank(m, 1);
+    assert_non_null(r1);
+    r1->be->ops->kv_cache_free(r1->be, &r1->kv);
+    assert_true(fp8_model_forward_greedy(m, &b, ids, &err) < 0);
+    printf("rank 1 without its KV cache: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "tensor parallel rank 1 of 2"));
+    assert_true(fp8_backend_group_aborted(be->group));
+    assert_int_equal(fp8_model_forward_greedy(m, &b, ids, &err), -ENOTRECOVERABLE);
+    fp8_model_free(m);
+    fp8_backend_free(be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_tp_greedy),
         cmocka_unit_test(test_tp_gemma3_tiny),
         cmocka_unit_test(test_refused_sizes),
+        cmocka_unit_test(test_rank_failure_releases_peers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
