@@ -347,10 +347,8 @@ int model_check_batch(const struct fp8_model *m, const struct fp8_batch *b, stru
     return fp8_batch_check(b, NULL, 0, err);
 }
 
-/* Checks the step and launches it up to the logits (and the greedy picks when greedy);
- * returns the number of logit rows. */
-static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool want_out,
-                          bool greedy, struct fp8_err *err)
+int model_step_begin(struct fp8_model *m, const struct fp8_batch *b, bool want_out, bool greedy,
+                     struct fp8_err *err)
 {
     int rc = model_check_batch(m, b, err);
     if (rc < 0)
@@ -363,8 +361,14 @@ static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool w
     if (greedy && (shard ? !op->argmax_value : !op->argmax))
         return fp8_err_set(err, -ENOTSUP, "forward: backend %s has no argmax", m->be->name);
     rc = op->step_begin(m->be, b, m->logit_rows, n_rows, err);
-    if (rc < 0)
-        return rc;
+    return rc < 0 ? rc : n_rows;
+}
+
+int model_step_finish(struct fp8_model *m, const struct fp8_batch *b, int32_t n_rows,
+                      float *logits, int32_t *ids, float *vals, struct fp8_err *err)
+{
+    const struct fp8_backend_ops *op = m->be->ops;
+    bool greedy = ids != NULL;
     switch (m->cfg.arch) {
     case FP8_ARCH_QWEN3:
     case FP8_ARCH_QWEN3_MOE: qwen3_forward(m, b->n_tokens); break;
@@ -378,26 +382,16 @@ static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool w
         if (m->cfg.final_logit_softcapping > 0.0f)
             op->softcap(m->be, &lg, m->cfg.final_logit_softcapping);
         if (greedy) {
-            struct fp8_tensor ids = model_rows(&m->ids, n_rows), v = model_rows(&m->maxv, n_rows);
-            if (shard)
-                op->argmax_value(m->be, &lg, &ids, &v);
+            struct fp8_tensor t = model_rows(&m->ids, n_rows), v = model_rows(&m->maxv, n_rows);
+            if (m->shard.n_ranks > 1)
+                op->argmax_value(m->be, &lg, &t, &v);
             else
-                op->argmax(m->be, &lg, &ids);
+                op->argmax(m->be, &lg, &t);
         }
     }
-    rc = op->sync(m->be, err);
-    return rc < 0 ? rc : n_rows;
-}
-
-int model_forward_local(struct fp8_model *m, const struct fp8_batch *b, float *logits,
-                        int32_t *ids, float *vals, struct fp8_err *err)
-{
-    bool greedy = ids != NULL;
-    int n_rows = forward_launch(m, b, greedy || logits, greedy, err);
-    if (n_rows <= 0)
-        return n_rows;
-    const struct fp8_backend_ops *op = m->be->ops;
-    int rc;
+    int rc = op->sync(m->be, err);
+    if (rc < 0 || n_rows == 0)
+        return rc < 0 ? rc : 0;
     if (!greedy) {
         struct fp8_tensor lg = model_rows(&m->logits, n_rows);
         rc = op->tensor_get(m->be, &lg, logits, NULL, err);
@@ -408,6 +402,13 @@ int model_forward_local(struct fp8_model *m, const struct fp8_batch *b, float *l
             rc = op->tensor_get(m->be, &v, vals, NULL, err);
     }
     return rc < 0 ? rc : n_rows;
+}
+
+int model_forward_local(struct fp8_model *m, const struct fp8_batch *b, float *logits,
+                        int32_t *ids, float *vals, struct fp8_err *err)
+{
+    int n_rows = model_step_begin(m, b, ids || logits, ids != NULL, err);
+    return n_rows < 0 ? n_rows : model_step_finish(m, b, n_rows, logits, ids, vals, err);
 }
 
 int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,

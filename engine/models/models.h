@@ -143,6 +143,15 @@ int model_check_batch(const struct fp8_model *m, const struct fp8_batch *b, stru
  * values (vals may be NULL) in host memory. Returns the rows or a negative errno. */
 int model_forward_local(struct fp8_model *m, const struct fp8_batch *b, float *logits,
                         int32_t *ids, float *vals, struct fp8_err *err);
+/* model_forward_local in two halves: the checks and the backend's step_begin (which may
+ * allocate), returning the logit rows; then the forward, sync and the copies out. A group
+ * puts a barrier between them: no rank allocates or frees device or pinned memory while a
+ * peer's collective waits for it (a cudaFreeHost, say, that waits for the peer's device,
+ * whose NCCL kernel waits for this rank, would never return). */
+int model_step_begin(struct fp8_model *m, const struct fp8_batch *b, bool want_out, bool greedy,
+                     struct fp8_err *err);
+int model_step_finish(struct fp8_model *m, const struct fp8_batch *b, int32_t n_rows,
+                      float *logits, int32_t *ids, float *vals, struct fp8_err *err);
 
 int gemma3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
 void gemma3_forward(struct fp8_model *m, int32_t n);

@@ -54,6 +54,9 @@ struct model_tp {
     pthread_mutex_t mu;
     pthread_cond_t go;    /* rank threads wait here for a task */
     pthread_cond_t done;  /* the caller waits here (CLOCK_MONOTONIC) */
+    pthread_cond_t bar;   /* ranks wait here between step_begin and the forward */
+    int32_t bar_arrived;
+    uint64_t bar_gen;     /* barriers completed */
     uint64_t task_id;     /* tasks handed out so far */
     enum tp_task task;
     int32_t n_done;
@@ -65,6 +68,36 @@ struct model_tp {
     float *out_logits;    /* (rows, V) */
     bool greedy;
 };
+
+/* Aborts the group and wakes the ranks waiting at the step barrier. */
+static void tp_abort(struct model_tp *tp)
+{
+    fp8_backend_group_abort(tp->group);
+    pthread_mutex_lock(&tp->mu);
+    pthread_cond_broadcast(&tp->bar);
+    pthread_mutex_unlock(&tp->mu);
+}
+
+/* Every rank past step_begin (which may allocate) before any rank launches (models.h says
+ * why). 0, or -ECANCELED when the group was aborted. The wait has no deadline of its own:
+ * a rank that fails aborts the group, and the caller aborts it at its deadline. */
+static int step_barrier(struct model_tp *tp)
+{
+    int rc = 0;
+    pthread_mutex_lock(&tp->mu);
+    if (++tp->bar_arrived == tp->n_ranks) {
+        tp->bar_arrived = 0;
+        tp->bar_gen++;
+        pthread_cond_broadcast(&tp->bar);
+    } else {
+        uint64_t gen = tp->bar_gen;
+        while (tp->bar_gen == gen && !fp8_backend_group_aborted(tp->group))
+            pthread_cond_wait(&tp->bar, &tp->mu);
+        rc = tp->bar_gen == gen ? -ECANCELED : 0;
+    }
+    pthread_mutex_unlock(&tp->mu);
+    return rc;
+}
 
 static int rank_load(struct tp_rank *rk)
 {
@@ -101,9 +134,16 @@ static int rank_step(struct tp_rank *rk)
         rk->logits = p;
         rk->logits_cap = n * (size_t)v->count;
     }
-    rc = model_forward_local(rk->m, tp->b, tp->out_logits ? rk->logits : NULL,
-                             tp->greedy ? rk->ids : NULL, rk->vals, &rk->err);
-    if (rc <= 0 || tp->greedy || !tp->out_logits)
+    int32_t *ids = tp->greedy ? rk->ids : NULL;
+    float *logits = !tp->greedy && tp->out_logits ? rk->logits : NULL;
+    int n_rows = model_step_begin(rk->m, tp->b, ids || logits, ids != NULL, &rk->err);
+    if (n_rows < 0)
+        return n_rows;
+    if (step_barrier(tp) < 0)
+        return fp8_err_set(&rk->err, -ECANCELED, "the group was aborted before the step ran "
+                           "(another rank failed)");
+    rc = model_step_finish(rk->m, tp->b, n_rows, logits, ids, rk->vals, &rk->err);
+    if (rc <= 0 || !logits)
         return rc;
     size_t vocab = (size_t)rk->m->cfg.vocab_size;
     for (size_t r = 0; r < (size_t)rc; r++) /* this rank's columns only: no two ranks meet */
@@ -129,7 +169,7 @@ static void *rank_main(void *arg)
             return NULL;
         rk->rc = task == TP_TASK_LOAD ? rank_load(rk) : rank_step(rk);
         if (rk->rc < 0 && task == TP_TASK_STEP)
-            fp8_backend_group_abort(tp->group); /* peers may wait in a collective for us */
+            tp_abort(tp); /* peers may wait for us at the barrier or in a collective */
         pthread_mutex_lock(&tp->mu);
         tp->n_done++;
         pthread_cond_signal(&tp->done);
@@ -171,6 +211,7 @@ static int run_task(struct model_tp *tp, enum tp_task task, struct fp8_err *err)
     bool all = wait_ranks(tp, task == TP_TASK_STEP ? fp8_now_ns() + wait_ns : 0);
     if (!all) {
         fp8_backend_group_abort(tp->group);
+        pthread_cond_broadcast(&tp->bar); /* tp_abort, with tp->mu already held */
         all = wait_ranks(tp, fp8_now_ns() + wait_ns);
     }
     int32_t done = tp->n_done;
@@ -210,6 +251,7 @@ int model_tp_create(struct fp8_model *m, struct fp8_weights *src, struct fp8_err
     pthread_mutex_init(&tp->mu, NULL);
     pthread_cond_init(&tp->go, NULL);
     pthread_cond_init(&tp->done, &ca);
+    pthread_cond_init(&tp->bar, NULL);
     pthread_condattr_destroy(&ca);
     m->tp = tp;
     for (int32_t r = 0; r < tp->n_ranks; r++) {
@@ -251,6 +293,7 @@ void model_tp_free(struct model_tp *tp)
     pthread_mutex_destroy(&tp->mu);
     pthread_cond_destroy(&tp->go);
     pthread_cond_destroy(&tp->done);
+    pthread_cond_destroy(&tp->bar);
     free(tp);
 }
 

@@ -21,8 +21,8 @@
  *   divergence (if any) is printed, not asserted;
  * - Gemma3 (gemma3-tiny: sliding windows, post-norms) at TP=2 and 4 vs TP=1;
  * - sizes the plan refuses and more ranks than GPUs fail with a line naming them;
- * - a rank that fails while its peer waits inside an NCCL all-reduce: the group abort
- *   releases the peer (no timeout involved), the step names the rank. */
+ * - a rank that fails while its peer waits inside an NCCL all-reduce (eager): the group
+ *   abort releases the peer (no timeout involved), the step names the rank. */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -397,17 +397,18 @@ static void test_refused_sizes(void **state)
 
 static void test_rank_failure_releases_peers(void **state)
 {
-    /* Rank 1 loses its KV cache: its step fails before any op, so it never joins the first
-     * all-reduce, where rank 0's NCCL kernel then waits. The abort (not a timeout) must
-     * release rank 0 (ncclCommAbort), the step must name rank 1 and its cause, later steps
-     * must be refused, and freeing everything must not hang. */
+    /* Rank 1 loses its first projection (eager steps, so the op checks its operands): its
+     * first linear fails, so it never joins the first all-reduce, where rank 0's NCCL
+     * kernel then waits. The abort (not a timeout) must release rank 0 (ncclCommAbort),
+     * the step must name rank 1 and its cause, later steps must be refused, and freeing
+     * everything must not hang. */
     (void)state;
     int32_t gpus = visible_gpus();
     if (gpus < 2) {
         printf("test-cuda-tp: %d GPU(s) visible, tensor parallel needs 2: skipped\n", gpus);
         skip();
     }
-    struct fp8_backend *be = cuda(2, false);
+    struct fp8_backend *be = cuda(2, true);
     be->group->timeout_ms = 10000; /* were the abort lost, fail in 10 s rather than 60 */
     struct fp8_model *m = hd128(be);
     struct fp8_model *r1 = NULL;
@@ -427,10 +428,10 @@ static void test_rank_failure_releases_peers(void **state)
     assert_int_equal(fp8_model_forward_greedy(m, &b, ids, &err), 2); /* healthy first */
     r1 = model_tp_rank(m, 1);
     assert_non_null(r1);
-    r1->be->ops->kv_cache_free(r1->be, &r1->kv);
+    r1->be->ops->tensor_free(r1->be, &r1->layers[0].wqkv);
     assert_true(fp8_model_forward_greedy(m, &b, ids, &err) < 0);
-    printf("rank 1 without its KV cache: %s\n", err.msg);
-    assert_non_null(strstr(err.msg, "tensor parallel rank 1 of 2"));
+    printf("rank 1 without its qkv projection: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "tensor parallel rank 1 of 2: linear"));
     assert_true(fp8_backend_group_aborted(be->group));
     assert_int_equal(fp8_model_forward_greedy(m, &b, ids, &err), -ENOTRECOVERABLE);
     fp8_model_free(m);
