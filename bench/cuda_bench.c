@@ -5,7 +5,11 @@
  * qkv, o, gate+up, down GEMVs + lm_head) replayed as one CUDA graph at batch 1 and 16,
  * projected to tok/s against the FP8 roofline.
  *
- * Usage: cuda_bench [--quick]   (--quick: fewer shapes and repetitions) */
+ * Also times the prefill kernels: the FP8 GEMM on Qwen3-8B's linears at 512 and 2048 rows
+ * (TFLOP/s) and the causal flash attention over 512- and 2048-token prompts.
+ *
+ * Usage: cuda_bench [--quick | --prefill]   (--quick: fewer shapes and repetitions;
+ *        --prefill: the copy bandwidth and the prefill kernels only) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -643,9 +647,138 @@ static void bench_small(void *stream)
     fp8_cuda_free(s.kv.v_scale);
 }
 
+/* ---- prefill: FP8 GEMM and flash attention ----------------------------------------------- */
+
+struct gemm_ctx {
+    struct fp8_cuda_gemm *g;
+    struct fp8_cuda_gemm_cfg cfg;
+    uint8_t *w;
+    float *scale;
+    uint16_t *x, *y;
+    void *ws;
+    size_t ws_bytes;
+    int rows, in, out;
+};
+
+static void gemm_launch(void *p, int i, void *stream)
+{
+    struct gemm_ctx *g = p;
+    (void)i;
+    CHECK(fp8_cuda_gemm_e4m3(g->g, g->y, 0, g->x, g->w, g->scale, g->rows, g->in, g->out, &g->cfg,
+                             g->ws, g->ws_bytes, stream, &err));
+}
+
+struct prefill_ctx {
+    struct fp8_cuda_kv_cache kv;
+    uint16_t *q, *out;
+    int32_t *pos, *seq, *bt;
+    void *ws;
+    size_t ws_bytes;
+    int n_tok, max_blocks;
+};
+
+static void prefill_launch(void *p, int i, void *stream)
+{
+    struct prefill_ctx *c = p;
+    (void)i;
+    CHECK(fp8_cuda_attn_prefill(c->out, c->q, &c->kv, c->pos, c->seq, c->bt, c->n_tok, 1, Q_HEADS,
+                                c->max_blocks, 0.08838834764831845f, 0, c->ws, c->ws_bytes,
+                                stream, &err));
+}
+
+/* Qwen3-8B's prefill linears at 512 and 2048 rows (one and two activation terms, both
+ * scale modes) in TFLOP/s of the product 2 rows in out, and one layer's causal attention
+ * over a whole prompt of those lengths. */
+static void bench_prefill(void *stream)
+{
+    static const int rows_list[] = {512, 2048};
+    struct fp8_cuda_gemm *g = NULL;
+    CHECK(fp8_cuda_gemm_create(&g, &err));
+    printf("gemm_e4m3 (prefill linear: x quantized to e4m3 per row, cuBLASLt FP8, fp32 "
+           "accumulation, bf16 out): median of %d; TFLOP/s of 2 rows in out (two terms do the "
+           "matmul twice)\n", g_reps);
+    printf("%-8s %6s %6s %5s %-28s %10s %9s\n", "op", "in", "out", "rows", "cfg", "us", "TFLOP/s");
+    for (int si = 0; si < 4; si++) {
+        const struct shape *s = &shapes[si];
+        for (int ri = 0; ri < 2; ri++) {
+            struct gemm_ctx c = {.g = g, .rows = rows_list[ri], .in = s->in, .out = s->out};
+            c.w = dalloc((size_t)s->in * s->out);
+            CHECK(fp8_cuda_fill_e4m3_random(c.w, (size_t)s->in * s->out, 7, stream, &err));
+            c.scale = dalloc_fill_f32((size_t)s->out, 1.0f / 448.0f);
+            c.x = dalloc(2ull * c.rows * s->in);
+            CHECK(fp8_cuda_memset(c.x, 0x3c, 2ull * c.rows * s->in, stream, &err));
+            c.y = dalloc(2ull * c.rows * s->out);
+            for (int v = 0; v < 4; v++) {
+                c.cfg.terms = 2 - v % 2;
+                c.cfg.scales = v < 2 ? FP8_CUDA_GEMM_SCALES_OUTER : FP8_CUDA_GEMM_SCALES_EPILOGUE;
+                c.ws_bytes = fp8_cuda_gemm_e4m3_workspace(c.rows, c.in, c.out, 0, &c.cfg);
+                c.ws = dalloc(c.ws_bytes);
+                float ms = time_median(gemm_launch, &c, stream, g_reps / 4);
+                printf("%-8s %6d %6d %5d terms %d %-20s %10.2f %9.1f\n", s->name, s->in, s->out,
+                       c.rows, c.cfg.terms, v < 2 ? "outer scales" : "epilogue", ms * 1e3,
+                       2.0 * c.rows * s->in * s->out / (ms * 1e-3) / 1e12);
+                fp8_cuda_free(c.ws);
+            }
+            fp8_cuda_free(c.w);
+            fp8_cuda_free(c.scale);
+            fp8_cuda_free(c.x);
+            fp8_cuda_free(c.y);
+        }
+    }
+    fp8_cuda_gemm_free(g);
+
+    printf("\nattn_prefill (Qwen3-8B: 32 heads, 8 kv heads, head_dim 128, block 16, FP8 KV): one "
+           "sequence, the whole prompt in one chunk, median of %d\n", g_reps / 4);
+    for (int ri = 0; ri < 2; ri++) {
+        struct prefill_ctx c = {.n_tok = rows_list[ri]};
+        const int bs = 16, blocks = (c.n_tok + bs - 1) / bs;
+        c.max_blocks = blocks;
+        const size_t heads = (size_t)blocks * bs * Q_KV;
+        c.kv = (struct fp8_cuda_kv_cache){dalloc(heads * Q_HD), dalloc(heads * Q_HD),
+                                          dalloc_fill_f32(heads, 1.0f / 448.0f),
+                                          dalloc_fill_f32(heads, 1.0f / 448.0f), blocks, bs,
+                                          Q_KV, Q_HD};
+        CHECK(fp8_cuda_fill_e4m3_random(c.kv.k, heads * Q_HD, 11, stream, &err));
+        CHECK(fp8_cuda_fill_e4m3_random(c.kv.v, heads * Q_HD, 12, stream, &err));
+        c.q = dalloc(2ull * c.n_tok * Q_HEADS * Q_HD);
+        CHECK(fp8_cuda_memset(c.q, 0x3c, 2ull * c.n_tok * Q_HEADS * Q_HD, stream, &err));
+        c.out = dalloc(2ull * c.n_tok * Q_HEADS * Q_HD);
+        int32_t *h = malloc(sizeof(int32_t) * (size_t)(2 * c.n_tok + blocks));
+        for (int i = 0; i < c.n_tok; i++) {
+            h[i] = i;
+            h[c.n_tok + i] = 0;
+        }
+        for (int i = 0; i < blocks; i++)
+            h[2 * c.n_tok + i] = blocks - 1 - i;
+        c.pos = dalloc(sizeof(int32_t) * (size_t)(2 * c.n_tok + blocks));
+        CHECK(fp8_cuda_memcpy_h2d(c.pos, h, sizeof(int32_t) * (size_t)(2 * c.n_tok + blocks),
+                                  &err));
+        free(h);
+        c.seq = c.pos + c.n_tok;
+        c.bt = c.pos + 2 * c.n_tok;
+        c.ws_bytes = fp8_cuda_attn_prefill_workspace(c.n_tok, 1, Q_HEADS, Q_KV);
+        c.ws = dalloc(c.ws_bytes);
+        float ms = time_median(prefill_launch, &c, stream, g_reps / 4);
+        /* causal: about half of the n x n scores, each 2 x 2 x head_dim flops (QK and PV) */
+        const double flops = 4.0 * Q_HEADS * Q_HD * (double)c.n_tok * (c.n_tok + 1) / 2.0;
+        printf("  tokens %5d: %9.2f us per layer, %6.1f TFLOP/s, x%d layers %.2f ms\n", c.n_tok,
+               ms * 1e3, flops / (ms * 1e-3) / 1e12, Q_LAYERS, ms * Q_LAYERS);
+        fp8_cuda_free(c.kv.k);
+        fp8_cuda_free(c.kv.v);
+        fp8_cuda_free(c.kv.k_scale);
+        fp8_cuda_free(c.kv.v_scale);
+        fp8_cuda_free(c.q);
+        fp8_cuda_free(c.out);
+        fp8_cuda_free(c.pos);
+        fp8_cuda_free(c.ws);
+    }
+    printf("\n");
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    int prefill = argc > 1 && strcmp(argv[1], "--prefill") == 0;
     if (quick)
         g_reps = 50;
     int32_t n = 0;
@@ -661,6 +794,11 @@ int main(int argc, char **argv)
     void *stream = NULL;
     CHECK(fp8_cuda_stream_create(&stream, &err));
     bench_copy(stream);
+    bench_prefill(stream);
+    if (prefill) {
+        fp8_cuda_stream_destroy(stream);
+        return 0;
+    }
     bench_gemv(&dev, stream, quick);
     bench_attn(&dev, stream, quick);
     bench_small(stream);

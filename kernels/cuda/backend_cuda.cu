@@ -4,15 +4,14 @@
  *
  * Which kernel serves which op (docs/cuda.md has the table):
  * - linear: up to 64 rows (decode), fp8_cuda_gemv_e4m3 (tensor cores, weight streaming).
- *   More rows (prefill): the weight widened exactly to bf16 in a scratch buffer and one
- *   cuBLASLt bf16 GEMM (fp32 accumulation), then the row scales: the same arithmetic as
- *   the GEMV, on the tensor cores at the bf16 rate. Not yet an FP8 x FP8 GEMM (which
- *   needs e4m3 activations): stated in docs/cuda.md and in `fp8d bench`'s output.
+ *   More rows (prefill): fp8_cuda_gemm_e4m3, the activation rows quantized to e4m3 (two
+ *   terms) and cuBLASLt FP8 x FP8 matmuls with fp32 accumulation.
  * - attention: decode steps (every sequence one token, at its last position) with
  *   head_dim 128 or 256 and 1/2/4/8 query heads per KV head go to fp8_cuda_attn_decode,
- *   sliding windows included; every other step (prefill chunks, other head sizes) to
- *   attn_rows_kernel below, one block per (token, head) with an online softmax over the
- *   visible positions.
+ *   sliding windows included; every other head_dim-128 step (prefill chunks, mixed steps)
+ *   to fp8_cuda_attn_prefill (flash attention on the tensor cores); other head sizes
+ *   (the tiny test checkpoints, Gemma3-1B's 256 outside decode) to attn_rows_kernel below,
+ *   one block per (token, head) with an online softmax over the visible positions.
  * - qk_norm_rope_kv_write: fp8_cuda_qk_norm_rope_kv_write for head_dim 128, the general
  *   qk_rows_kernel below for other even head_dim up to 256.
  *
@@ -31,7 +30,6 @@
  * mode stays Relaxed). sync waits for the stream with a deadline and watches the
  * communicator's asynchronous error and the group's abort flag: a missing peer or an NCCL
  * failure aborts the communicator and fails the step naming the rank, never hangs. */
-#include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <math.h>
 #include <nccl.h>
@@ -49,7 +47,6 @@ namespace {
 
 constexpr int kMaxGraphs = 128;
 constexpr int kMaxRetired = 64;
-constexpr size_t kLtWorkspace = (size_t)32 << 20;
 constexpr int kRowsHeadDimMax = 256;
 constexpr int kAttnWarps = 4;
 constexpr int kMaxTimed = 512; /* all_reduce_sum calls timed per step (2 per layer) */
@@ -93,12 +90,11 @@ struct cuda_ctx {
 
     void *ws; /* decode-attention partial results */
     size_t ws_cap;
-    cublasLtHandle_t lt; /* prefill GEMMs */
-    void *lt_ws;         /* kLtWorkspace bytes */
-    void *wide;          /* a weight widened to bf16 for the GEMM */
-    size_t wide_cap;
-    void *acc;           /* fp32 GEMM output before the row scales */
-    size_t acc_cap;
+    void *pws; /* prefill-attention tile list */
+    size_t pws_cap;
+    struct fp8_cuda_gemm *gemm; /* prefill GEMMs */
+    void *gemm_ws;              /* quantized activations (and the sm_89 epilogue's sum) */
+    size_t gemm_ws_cap;
     void *retired[kMaxRetired]; /* outgrown workspaces a captured graph may still use */
     int n_retired;
 
@@ -328,7 +324,8 @@ __global__ void qk_rows_kernel(uint16_t *q_out, const uint16_t *qkv, const float
 
 /* Attention for any query row: one block of kAttnWarps warps per (token, query head); each
  * warp keeps an online softmax over every kAttnWarps-th visible position, then the warps
- * merge. O(positions) per row: the prefill path until a flash-attention kernel lands. */
+ * merge. O(positions) per row, CUDA cores: serves the head sizes fp8_cuda_attn_prefill
+ * does not (head_dim != 128). */
 __global__ void __launch_bounds__(kAttnWarps * 32)
 attn_rows_kernel(uint16_t *out, const uint16_t *q, rows_kv kv, const int32_t *positions,
                  const int32_t *tok_seq, const int32_t *block_table, int32_t max_blocks,
@@ -440,43 +437,6 @@ __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *ids, float *value
         ids[blockIdx.x] = bi == INT32_MAX ? 0 : bi; /* all-NaN row: 0 */
         if (values)
             values[blockIdx.x] = bi == INT32_MAX ? row[0] : best;
-    }
-}
-
-/* e4m3 -> bf16, exactly (every e4m3 value is a bf16 value); 16 bytes per thread. */
-__global__ void widen_e4m3_kernel(uint16_t *dst, const uint8_t *src, size_t n16)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n16;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const uint4 q = reinterpret_cast<const uint4 *>(src)[i];
-        const uint32_t w[4] = {q.x, q.y, q.z, q.w};
-        uint32_t o[8];
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const uint32_t lo = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)w[j]));
-            const uint32_t b1 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 8)));
-            const uint32_t b2 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 16)));
-            const uint32_t b3 = fp8_f32_to_bf16_bits(e4m3_to_f32((uint8_t)(w[j] >> 24)));
-            o[2 * j] = lo | (b1 << 16);
-            o[2 * j + 1] = b2 | (b3 << 16);
-        }
-        uint4 *d = reinterpret_cast<uint4 *>(dst) + 2 * i;
-        d[0] = make_uint4(o[0], o[1], o[2], o[3]);
-        d[1] = make_uint4(o[4], o[5], o[6], o[7]);
-    }
-}
-
-/* y[r, o] = acc[r, o] * scale[o], to bf16 or in place as fp32. */
-__global__ void row_scale_kernel(void *y, bool y_f32, const float *acc, const float *scale,
-                                 size_t n, int32_t out)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float v = acc[i] * scale[i % out];
-        if (y_f32)
-            ((float *)y)[i] = v;
-        else
-            ((uint16_t *)y)[i] = fp8_f32_to_bf16_bits(v);
     }
 }
 
@@ -1069,87 +1029,23 @@ bool grow(struct fp8_backend *be, void **buf, size_t *cap, size_t bytes, const c
     return true;
 }
 
-const char *lt_status(cublasStatus_t st)
-{
-    return cublasLtGetStatusString(st);
-}
-
-/* acc (n, out) fp32 = x (n, in) bf16 @ wide (out, in)^T bf16, fp32 accumulation: in
- * cuBLASLt's column-major terms acc^T (out x n) = op_T(wide stored (in x out)) x (x^T
- * stored (in x n)). */
-bool gemm_bf16(struct fp8_backend *be, float *acc, const void *wide, const void *x, int32_t n,
-               int32_t in, int32_t out)
-{
-    cuda_ctx *c = ctx_of(be);
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t h;
-    int found = 0;
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    const size_t wsb = kLtWorkspace;
-    const float alpha = 1.0f, beta = 0.0f;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)in, (uint64_t)out, in);
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)in, (uint64_t)n, in);
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)out, (uint64_t)n, out);
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulPreferenceCreate(&pref);
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                  &wsb, sizeof(wsb));
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, lc, lc, pref, 1, &h, &found);
-    if (st == CUBLAS_STATUS_SUCCESS && !found)
-        st = CUBLAS_STATUS_NOT_SUPPORTED;
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmul(c->lt, op, &alpha, wide, la, x, lb, &beta, acc, lc, acc, lc, &h.algo,
-                            c->lt_ws, wsb, c->stream);
-    if (pref)
-        cublasLtMatmulPreferenceDestroy(pref);
-    if (lc)
-        cublasLtMatrixLayoutDestroy(lc);
-    if (lb)
-        cublasLtMatrixLayoutDestroy(lb);
-    if (la)
-        cublasLtMatrixLayoutDestroy(la);
-    if (op)
-        cublasLtMatmulDescDestroy(op);
-    if (st != CUBLAS_STATUS_SUCCESS)
-        fail(be, -EIO, "linear (n=%d in=%d out=%d): cuBLASLt bf16 GEMM: %s", (int)n, (int)in,
-             (int)out, lt_status(st));
-    return st == CUBLAS_STATUS_SUCCESS;
-}
-
-/* Steps of more than 64 rows: the weight widened exactly to bf16 in a scratch, one
- * cuBLASLt GEMM (bf16 x bf16 on the tensor cores, fp32 accumulation: the GEMV's arithmetic
- * in another order), then the row scales. */
+/* Steps of more than 64 rows: FP8 x FP8 on the tensor cores (fp8_cuda_gemm_e4m3). */
 void linear_gemm(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
                  struct fp8_tensor *out, int32_t n)
 {
     cuda_ctx *c = ctx_of(be);
     const int32_t in = (int32_t)w->ne[1], n_out = (int32_t)w->ne[0];
-    const size_t nw = (size_t)n_out * in, ny = (size_t)n * n_out;
-    const bool f32 = out->dtype == FP8_DTYPE_F32;
-    if (!grow(be, &c->wide, &c->wide_cap, nw * 2, "linear") ||
-        (!f32 && !grow(be, &c->acc, &c->acc_cap, ny * 4, "linear")))
+    const int32_t f32 = out->dtype == FP8_DTYPE_F32;
+    struct fp8_cuda_gemm_cfg cfg;
+    fp8_cuda_gemm_cfg_pick(c->gemm, &cfg);
+    const size_t need = fp8_cuda_gemm_e4m3_workspace(n, in, n_out, f32, &cfg);
+    if (!grow(be, &c->gemm_ws, &c->gemm_ws_cap, need, "linear"))
         return;
-    widen_e4m3_kernel<<<2048, 256, 0, c->stream>>>((uint16_t *)c->wide,
-                                                   (const uint8_t *)w->data, nw / 16);
-    if (!launched(be, "linear: widen e4m3"))
-        return;
-    float *acc = f32 ? (float *)out->data : (float *)c->acc;
-    if (!gemm_bf16(be, acc, c->wide, x->data, n, in, n_out))
-        return;
-    row_scale_kernel<<<2048, 256, 0, c->stream>>>(out->data, f32, acc, w->scale, ny, n_out);
-    launched(be, "linear: row scales");
+    struct fp8_err e;
+    ok(be, fp8_cuda_gemm_e4m3(c->gemm, out->data, f32, (const uint16_t *)x->data,
+                              (const uint8_t *)w->data, w->scale, n, in, n_out, &cfg, c->gemm_ws,
+                              c->gemm_ws_cap, c->stream, &e),
+       &e);
 }
 
 void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
@@ -1179,11 +1075,6 @@ void cuda_linear(struct fp8_backend *be, const struct fp8_tensor *x, const struc
     }
     const int32_t in = (int32_t)w->ne[1], n_out = (int32_t)w->ne[0];
     if (n > FP8_CUDA_GEMV_MAX_ROWS) {
-        if (in % 16) {
-            fail(be, -ENOTSUP, "linear (n=%lld in=%d out=%d): in must be a multiple of 16",
-                 (long long)n, (int)in, (int)n_out);
-            return;
-        }
         linear_gemm(be, x, w, out, (int32_t)n);
         return;
     }
@@ -1327,6 +1218,22 @@ void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
            &e);
         return;
     }
+    if (hd == 128) {
+        struct fp8_err e;
+        const struct fp8_cuda_kv_cache l = cuda_layer(kc, layer);
+        if (!grow(be, &c->pws, &c->pws_cap,
+                  fp8_cuda_attn_prefill_workspace((int32_t)n, c->n_seqs, (int32_t)h,
+                                                  (int32_t)kvh),
+                  "attention"))
+            return;
+        ok(be, fp8_cuda_attn_prefill((uint16_t *)out->data, (const uint16_t *)q->data, &l,
+                                     c->d_positions, c->d_tok_seq, c->d_block_table,
+                                     (int32_t)n, c->n_seqs, (int32_t)h, c->max_blocks, scale,
+                                     window, c->pws, c->pws_cap, c->stream, &e),
+           &e);
+        return;
+    }
+    /* the tiny checkpoints' head sizes (16, 32, ...): the general per-row kernel */
     attn_rows_kernel<<<dim3((unsigned)n, (unsigned)h), kAttnWarps * 32, 0, c->stream>>>(
         (uint16_t *)out->data, (const uint16_t *)q->data, layer_view(kc, layer), c->d_positions,
         c->d_tok_seq, c->d_block_table, c->max_blocks, kc->desc.n_blocks, (int32_t)h, scale,
@@ -1480,11 +1387,9 @@ void cuda_destroy(struct fp8_backend *be)
     for (int i = 0; i < c->n_retired; i++)
         cudaFree(c->retired[i]);
     cudaFree(c->ws);
-    cudaFree(c->wide);
-    cudaFree(c->acc);
-    cudaFree(c->lt_ws);
-    if (c->lt)
-        cublasLtDestroy(c->lt);
+    cudaFree(c->pws);
+    cudaFree(c->gemm_ws);
+    fp8_cuda_gemm_free(c->gemm);
     cudaFree(c->d_step);
     cudaFreeHost(c->h_step);
     if (c->stream)
@@ -1543,20 +1448,15 @@ int create_on(int device, struct fp8_backend **out, struct fp8_err *err)
         return fp8_err_prefix(err, rc, "backend cuda (device %d)", device);
     }
     c->stream = (cudaStream_t)s;
-    cublasStatus_t st = cublasLtCreate(&c->lt);
-    if (st != CUBLAS_STATUS_SUCCESS) {
-        rc = fp8_err_set(err, -EIO, "backend cuda: cublasLtCreate: %s", lt_status(st));
-    } else if ((rc = dev_alloc(c, &c->lt_ws, kLtWorkspace, err)) < 0) {
-        fp8_err_prefix(err, rc, "backend cuda: GEMM workspace");
-    }
+    rc = fp8_cuda_gemm_create(&c->gemm, err);
     if (rc < 0) {
-        if (c->lt)
-            cublasLtDestroy(c->lt);
+        fp8_err_prefix(err, rc, "backend cuda");
         cudaStreamDestroy(c->stream);
         free(be);
         free(c);
         return rc;
     }
+    c->bytes += fp8_cuda_gemm_bytes(c->gemm);
     be->ops = &cuda_ops;
     be->name = "cuda";
     be->act_dtype = FP8_DTYPE_BF16;

@@ -103,6 +103,52 @@ int fp8_cuda_gemv_e4m3(void *y,                /* (rows, out) bf16, or fp32 if y
                        const struct fp8_cuda_gemv_cfg *cfg, void *stream,
                        struct fp8_err *err);
 
+/* ---- FP8 x FP8 GEMM (prefill linears, more than FP8_CUDA_GEMV_MAX_ROWS rows) --------- */
+
+/* A cuBLASLt handle, its workspace and a cache of per-shape plans. Not thread-safe: one
+ * per stream. sm_89 or newer. */
+struct fp8_cuda_gemm;
+
+int fp8_cuda_gemm_create(struct fp8_cuda_gemm **g, struct fp8_err *err);
+void fp8_cuda_gemm_free(struct fp8_cuda_gemm *g); /* NULL is fine */
+size_t fp8_cuda_gemm_bytes(const struct fp8_cuda_gemm *g); /* device memory it holds */
+
+/* Who applies the row scales: cuBLASLt itself (outer-vector scales, sm_90+), or a kernel
+ * after a unit-scaled fp32 matmul (sm_89, where FP8 matmuls take scalar scales only). */
+enum fp8_cuda_gemm_scales {
+    FP8_CUDA_GEMM_SCALES_OUTER,
+    FP8_CUDA_GEMM_SCALES_EPILOGUE,
+};
+
+/* terms: e4m3 terms per activation (1: x ~ s hi, relative error up to 2^-4; 2: plus the
+ * quantized residual, x ~ s (hi + lo / 16), error ~2^-8, twice the matmul work). */
+struct fp8_cuda_gemm_cfg {
+    int32_t terms;
+    int32_t scales; /* enum fp8_cuda_gemm_scales */
+};
+
+/* The product's configuration on this device: two terms, outer scales on sm_90+. */
+int fp8_cuda_gemm_cfg_pick(const struct fp8_cuda_gemm *g, struct fp8_cuda_gemm_cfg *cfg);
+
+/* Bytes of device workspace fp8_cuda_gemm_e4m3 needs for this shape and cfg. */
+size_t fp8_cuda_gemm_e4m3_workspace(int32_t rows, int32_t in, int32_t out, int32_t y_f32,
+                                    const struct fp8_cuda_gemm_cfg *cfg);
+
+/* y[r, o] = scale[o] * sum_i q(x)[r, i] * w[o, i]: the activation rows quantized to e4m3
+ * with one scale per row (scale = amax / 448, e4m3 = f32_to_e4m3(x / scale)), then an
+ * e4m3 x e4m3 matmul with fp32 accumulation; bf16 out, or fp32 when y_f32. in must be a
+ * multiple of 16 and out of 8 (bf16) or 4 (fp32): other shapes fail naming the shape.
+ * cfg NULL: fp8_cuda_gemm_cfg_pick's. */
+int fp8_cuda_gemm_e4m3(struct fp8_cuda_gemm *g,
+                       void *y,                /* (rows, out) bf16, or fp32 if y_f32 */
+                       int32_t y_f32,
+                       const uint16_t *x,      /* (rows, in) bf16 */
+                       const uint8_t *w,       /* (out, in) e4m3 */
+                       const float *scale,     /* (out) */
+                       int32_t rows, int32_t in, int32_t out,
+                       const struct fp8_cuda_gemm_cfg *cfg, void *workspace,
+                       size_t workspace_bytes, void *stream, struct fp8_err *err);
+
 /* ---- paged FP8 KV cache ------------------------------------------------------------------
  * One layer of kernels.h's cache (its arrays are (n_layers, ...) of these): a pool of
  * n_blocks blocks of block_size token slots; slot s is block s / block_size, offset
@@ -161,6 +207,31 @@ int fp8_cuda_attn_decode(uint16_t *out,               /* (n_seqs, n_heads, head_
                          float sm_scale, const struct fp8_cuda_attn_plan *plan,
                          void *workspace, size_t workspace_bytes, void *stream,
                          struct fp8_err *err);
+
+/* ---- prefill attention -----------------------------------------------------------------
+ * Causal attention for any step (prefill chunks, several sequences, mixed with decode
+ * tokens): for each token t of the step and query head h,
+ *   out[t, h] = softmax_j(sm_scale * q[t, h] . K[j]) V[j]
+ * over the keys j of sequence tok_seq[t] with j <= positions[t] (and j > positions[t] -
+ * window when window > 0), K/V of kv head h / (n_heads / n_kv_heads) read through the
+ * sequence's block table (key j at slot block_table[j / block_size] * block_size +
+ * j % block_size). The step's own keys must already be in the cache. Softmax exact in
+ * fp32; tensor cores for Q K^T and P V (P times the V scale rounded to bf16). A
+ * sequence's tokens must be contiguous in the step (as struct fp8_batch lays them out).
+ * head_dim 128 and 1 to 64 query heads per kv head. */
+size_t fp8_cuda_attn_prefill_workspace(int32_t n_tokens, int32_t n_seqs, int32_t n_heads,
+                                       int32_t n_kv_heads);
+
+int fp8_cuda_attn_prefill(uint16_t *out,               /* (n_tokens, n_heads, head_dim) bf16 */
+                          const uint16_t *q,           /* (n_tokens, n_heads, head_dim) bf16 */
+                          const struct fp8_cuda_kv_cache *kv,
+                          const int32_t *positions,    /* (n_tokens) */
+                          const int32_t *tok_seq,      /* (n_tokens) sequence of each token */
+                          const int32_t *block_table,  /* (n_seqs, max_blocks_per_seq) */
+                          int32_t n_tokens, int32_t n_seqs, int32_t n_heads,
+                          int32_t max_blocks_per_seq, float sm_scale, int32_t window,
+                          void *workspace, size_t workspace_bytes, void *stream,
+                          struct fp8_err *err);
 
 /* ---- norms, RoPE and the KV-cache write ----------------------------------------------- */
 

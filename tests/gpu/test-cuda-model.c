@@ -3,9 +3,11 @@
  * - The tiny Qwen3 and Gemma3 golden checkpoints (tests/golden/models/, or
  *   $FP8D_GOLDEN_DIR) in the default FP8 mode (e4m3 weights, e4m3 KV), three schedules
  *   (whole sequence in one step; 7-token chunks then single decode steps; both sequences
- *   in one 87-token step, which the linear op runs as two 64-row chunks), against
+ *   in one 87-token step, whose linears run as FP8 x FP8 GEMMs), against
  *   - the ref backend on the same schedule and stored formats: the only differences are
- *     bf16 activations (ref: fp32) and fp32 summation order, so
+ *     bf16 activations (ref: fp32), in steps of more than 64 rows their two-term e4m3
+ *     quantization into the linears (error ~2^-8, docs/numerics.md), and fp32
+ *     summation order, so
  *     rel L2 = ||cuda - ref|| / ||ref|| <= CUDA_REF_REL_L2 and top-1 agreement
  *     >= CUDA_REF_TOP1 are asserted;
  *   - the HF transformers fixtures, with the bounds the ref backend's FP8 test asserts
@@ -16,7 +18,9 @@
  * - A head_dim-128 Qwen3 (the qwen3-0.6b preset cut to 2 layers and a 2048 vocabulary,
  *   host synthetic weights), so that the decode kernels real models use run (the tiny
  *   checkpoints have head_dim 16/32 and take the general kernels): two sequences, 40
- *   tokens each in one 80-row step (the GEMM path), then 24 two-token decode steps, cuda (CUDA graphs, and eager) vs ref, prefill and decode rows
+ *   tokens each in one 80-row step (the FP8 GEMMs and the flash-attention prefill
+ *   kernel), then 24 two-token decode steps, cuda (CUDA graphs, and eager) vs ref,
+ *   prefill and decode rows
  *   apart: rel L2 <= HD128_REL_L2 and top-1 >= HD128_TOP1 (looser than the checkpoints':
  *   N(0, 0.02) weights over 1024 channels give flat logits full of near-ties; first
  *   measured 0.032 and 0.89 over all rows on an H100); and greedy generation
@@ -381,7 +385,8 @@ static void test_golden_gemma3_small(void **state)
     golden_case("gemma3-small", 0.045, 0.97);
 }
 
-/* Two sequences: their first 40 tokens in one 80-row step (the GEMM path), then 24 steps
+/* Two sequences: their first 40 tokens in one 80-row step (FP8 GEMMs, prefill attention),
+ * then 24 steps
  * of one decode token each (the decode kernels; CUDA graphs unless eager). */
 static void run_synth(struct fp8_model *m, int32_t (*tokens)[MAX_SEQ], float **out)
 {
