@@ -41,7 +41,7 @@ NVCCFLAGS  ?= -O3 -lineinfo
 ALL_NVCCFLAGS := -std=c++17 $(NVCCFLAGS) -I. -DFP8D_WITH_CUDA=1 \
                  $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
                  -Xcompiler -fPIC,-Wall,-Wextra,-Werror --Werror all-warnings -MMD -MP
-CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lnccl -lcudart -lstdc++
 
 CORE_SRC := $(wildcard common/*.c ipc/*.c engine/*.c engine/models/*.c kernels/*.c kernels/ref/*.c) \
             $(filter-out daemon/main.c,$(wildcard daemon/*.c))

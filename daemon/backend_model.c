@@ -192,6 +192,9 @@ static int mb_step(void *ctx, const struct fp8d_gen_events *ev, struct fp8_err *
         rc = fp8_sched_step(&m->engine.sched, err);
     mb_reap(m, ev);
     m->ev = NULL;
+    /* A failed tensor-parallel group cannot run another step: the daemon must go. */
+    if (rc < 0 && m->be->group && fp8_backend_group_aborted(m->be->group))
+        return fp8_err_prefix(err, -ENOTRECOVERABLE, "tensor-parallel group failed");
     return rc < 0 ? rc : 0;
 }
 
@@ -296,10 +299,9 @@ int fp8d_backend_model_open(struct fp8d_backend *out, const struct fp8d_opts *o,
                         fp8_kv_block_bytes(&one);
     if (p.kv_budget_bytes > KV_POOL_MAX_BYTES)
         p.kv_budget_bytes = KV_POOL_MAX_BYTES;
-    rc = fp8_backend_create(o->backend, &m->be, err);
+    rc = fp8d_opts_backend(o, &m->be, err);
     if (rc < 0)
         goto fail;
-    m->be->enforce_eager = o->enforce_eager;
     rc = fp8_engine_init(&m->engine, w, m->be, &p, err);
     if (rc < 0)
         goto fail;

@@ -8,7 +8,13 @@
  * unless --temperature is given, then with the sampling options), timed on the host clock
  * around the steps (each step ends with a device sync). Time to first token: one
  * --prompt-tokens prompt in one step, through its first greedy token, median of 3 after a
- * warm-up. */
+ * warm-up.
+ *
+ * --tensor-parallel-size N: the model split over N GPUs (engine/models/tp.c); each GPU
+ * streams 1/N of the weights, so the roofline is (bytes / N) / bandwidth. After each
+ * batch size's timed steps, three more run eager with CUDA events around every
+ * all_reduce_sum on rank 0's stream (graph replays cannot be timed per node): the
+ * all-reduce time per step, a late peer's wait included. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -246,6 +252,48 @@ static double copy_bandwidth(struct fp8_backend *be)
 #endif
 }
 
+/* Three eager steps of the current batch with rank 0's all_reduce_sum calls timed: the
+ * all-reduce milliseconds per step and the calls per step, and the eager step time. */
+static int time_all_reduce(struct fp8_model *m, struct fp8_backend *be, struct bench_seqs *q,
+                           int32_t context,
+                           int32_t *ids, double *ar_ms, double *calls, double *step_ms,
+                           struct fp8_err *err)
+{
+    *ar_ms = *calls = *step_ms = 0.0;
+#ifdef FP8D_WITH_CUDA
+    struct fp8_backend_group *g = be->group;
+    bool eager[FP8_BACKEND_MAX_RANKS];
+    for (int32_t r = 0; r < g->n_ranks; r++) {
+        eager[r] = g->rank[r]->enforce_eager;
+        g->rank[r]->enforce_eager = true;
+    }
+    fp8_backend_cuda_time_collectives(g->rank[0], true);
+    for (int32_t s = 0; s < q->n_seqs; s++)
+        q->len[s] = context; /* over the timed steps' positions: the cache holds no more */
+    double s0 = now_s();
+    int rc = 0;
+    for (int i = 0; i < 3 && rc == 0; i++)
+        rc = step(m, q, ids, 1, ids, err);
+    *step_ms = (now_s() - s0) * 1e3 / 3;
+    int64_t n = 0;
+    fp8_backend_cuda_collective_time(g->rank[0], ar_ms, &n);
+    fp8_backend_cuda_time_collectives(g->rank[0], false);
+    *ar_ms /= 3;
+    *calls = (double)n / 3;
+    for (int32_t r = 0; r < g->n_ranks; r++)
+        g->rank[r]->enforce_eager = eager[r];
+    return rc;
+#else
+    (void)m;
+    (void)be;
+    (void)q;
+    (void)context;
+    (void)ids;
+    (void)err;
+    return 0;
+#endif
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -323,9 +371,8 @@ int cmd_bench(int argc, char **argv)
     mo.n_kv_blocks = max_batch * q.max_blocks;
     mo.max_tokens = a.prompt_tokens > max_batch * a.context ? a.prompt_tokens
                                                             : max_batch * a.context;
-    if (fp8_backend_create(o.backend, &be, &err) < 0)
+    if (fp8d_opts_backend(&o, &be, &err) < 0)
         goto fail;
-    be->enforce_eager = o.enforce_eager;
     double t0 = now_s();
     if (o.synthetic) {
         mo.device_random_weights = !strcmp(be->name, "cuda");
@@ -342,9 +389,16 @@ int cmd_bench(int argc, char **argv)
     double wbytes = weight_bytes(cfg);
     const char *what = o.synthetic ? o.synthetic : o.model_dir;
     bool cuda = !strcmp(be->name, "cuda");
+    int32_t n_gpus = be->group ? be->group->n_ranks : 1;
+    bool time_ar = cuda && n_gpus > 1;
+    double ar_ms[16] = {0}, ar_calls[16] = {0}, eager_ms[16] = {0};
     /* with --json only the JSON object goes to stdout */
     FILE *info = a.json ? stderr : stdout;
-    fprintf(info, "fp8d bench: %s on %s%s, weights %s (%s), KV %s\n", what, be->name,
+    fprintf(info, "fp8d bench: %s on %s", what, be->name);
+    if (be->group)
+        fprintf(info, " x %d (tensor parallel, one thread per %s, %s)", n_gpus,
+                cuda ? "GPU" : "rank", cuda ? "NCCL all-reduce, NVLS off" : "host all-reduce");
+    fprintf(info, "%s, weights %s (%s), KV %s\n",
            !cuda ? "" : be->enforce_eager ? " (eager)" : " (CUDA graphs for decode steps)",
            fp8_dtype_name(mo.weight_dtype),
            mo.device_random_weights ? "random, generated on the device" : "loaded",
@@ -352,7 +406,8 @@ int cmd_bench(int argc, char **argv)
     fprintf(info, "KV pool: %d blocks x %d slots = %.3f GB (%d sequences x %d positions)\n",
            mo.n_kv_blocks, mo.block_size, kv_gb, max_batch, q.max_blocks * BENCH_BLOCK);
     fprintf(info, "load: %.2f s; weights streamed per decode step: %.3f GB (linear layers + lm_head, "
-           "e4m3 + row scales)\n", load_s, wbytes / 1e9);
+           "e4m3 + row scales)%s\n", load_s, wbytes / 1e9,
+            n_gpus > 1 ? ", split over the ranks" : "");
     if (cuda)
         fprintf(info, "prefill: linear layers quantize the activation rows to e4m3 (two terms) "
                 "for cuBLASLt FP8 x FP8 GEMMs; attention is a tensor-core flash-attention kernel "
@@ -433,8 +488,11 @@ int cmd_bench(int argc, char **argv)
                 goto fail;
         double secs = now_s() - s0;
         mem_sample(&mi, be);
+        if (time_ar && time_all_reduce(m, be, &q, a.context, ids, &ar_ms[bi], &ar_calls[bi],
+                                       &eager_ms[bi], &err) < 0)
+            goto fail;
         double tps = (double)B * a.tokens / secs;
-        double roof = wbytes / bw; /* seconds per step at the bandwidth */
+        double roof = wbytes / n_gpus / bw; /* seconds per step at the bandwidth */
         double pct = 100.0 * roof / (secs / a.tokens);
         double peak = mi.have ? mi.peak / 1e9 : NAN;
         if (!a.json)
@@ -442,8 +500,11 @@ int cmd_bench(int argc, char **argv)
                    pct);
         else
             printf("%s{\"batch\": %d, \"tokens\": %d, \"seconds\": %.5f, \"tok_s\": %.2f, "
-                   "\"peak_gb\": %.3f, \"roofline_pct\": %.2f}",
-                   bi ? ", " : "", B, B * a.tokens, secs, tps, mi.have ? peak : -1.0, pct);
+                   "\"peak_gb\": %.3f, \"roofline_pct\": %.2f, \"tensor_parallel\": %d, "
+                   "\"allreduce_ms_per_step\": %.4f, \"allreduce_calls_per_step\": %.1f, "
+                   "\"eager_step_ms\": %.4f}",
+                   bi ? ", " : "", B, B * a.tokens, secs, tps, mi.have ? peak : -1.0, pct,
+                   n_gpus, ar_ms[bi], ar_calls[bi], eager_ms[bi]);
     }
     if (a.json) {
         printf("]");
@@ -457,13 +518,23 @@ int cmd_bench(int argc, char **argv)
         if (q.rows)
             printf("decode: each sequence prefilled with %d tokens, then %d steps sampled on the "
                    "device (temperature %g, top-k %d, top-p %g, min-p %g); roofline %% = (%.3f GB "
-                   "/ %.0f GB/s) / measured step time\n", a.context, a.tokens,
+                   "/ %d GPU%s / %.0f GB/s) / measured step time\n", a.context, a.tokens,
                    (double)o.sampling.temperature, o.sampling.top_k, (double)o.sampling.top_p,
-                   (double)o.sampling.min_p, wbytes / 1e9, bw / 1e9);
+                   (double)o.sampling.min_p, wbytes / 1e9, n_gpus, n_gpus > 1 ? "s" : "", bw / 1e9);
         else
             printf("decode: each sequence prefilled with %d tokens, then %d greedy steps (on the "
-                   "device); roofline %% = (%.3f GB / %.0f GB/s) / measured step time\n",
-                   a.context, a.tokens, wbytes / 1e9, bw / 1e9);
+                   "device); roofline %% = (%.3f GB / %d GPU%s / %.0f GB/s) / measured step "
+                   "time\n", a.context, a.tokens, wbytes / 1e9, n_gpus, n_gpus > 1 ? "s" : "",
+                   bw / 1e9);
+        if (time_ar) {
+            printf("all-reduce per decode step (3 eager steps after each row, CUDA events "
+                   "around each ncclAllReduce on rank 0's stream, bf16, in place):\n");
+            for (int32_t bi = 0; bi < a.n_batch; bi++)
+                printf("  batch %2d: %.3f ms in %.0f calls (%.1f us each); eager step %.3f ms "
+                       "(%.0f%% all-reduce)\n", a.batch[bi], ar_ms[bi], ar_calls[bi],
+                       ar_calls[bi] > 0 ? 1e3 * ar_ms[bi] / ar_calls[bi] : 0.0, eager_ms[bi],
+                       eager_ms[bi] > 0 ? 100.0 * ar_ms[bi] / eager_ms[bi] : 0.0);
+        }
         if (mi.have) {
             printf("peak GB = the most device memory in use (cudaMemGetInfo total - free) at "
                    "the samples after each row\n");

@@ -121,7 +121,7 @@ static int run_requests(const struct fp8d_opts *o, const char *path, bool chat,
     int rc;
     if (!(in = fopen(path, "r")))
         return fp8_err_set(err, -errno, "--requests %s: %s", path, strerror(errno));
-    if ((rc = fp8_backend_create(o->backend, &be, err)) < 0)
+    if ((rc = fp8d_opts_backend(o, &be, err)) < 0)
         goto out;
     rc = o->model_dir ? fp8_weights_open_dir(o->model_dir, &w, err)
                       : fp8_weights_open_synthetic(o->synthetic, 0, &w, err);

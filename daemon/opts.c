@@ -13,6 +13,7 @@ const char fp8d_opts_help[] =
     "  --weights auto|fp8|bf16      stored weight format (auto: fp8 e4m3)\n"
     "  --kv-cache-dtype fp8|bf16|f32  (f32: ref backend only)\n"
     "  --max-model-len N  --max-num-seqs N  --max-num-batched-tokens N  --enforce-eager\n"
+    "  --tensor-parallel-size N     split the model over N GPUs (1..8; ref: N threads)\n"
     "  --temperature T  --top-p P  --top-k K  --min-p P  --seed S  --max-tokens N\n"
     "  --repetition-penalty R  --presence-penalty P  --ignore-eos\n";
 
@@ -125,6 +126,7 @@ int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct f
         {"--kv-cache-dtype", OPT_SPECIAL, NULL, 0, 0},
         {"--weights", OPT_SPECIAL, NULL, 0, 0},
         {"--enforce-eager", OPT_FLAG, &o->enforce_eager, 0, 0},
+        {"--tensor-parallel-size", OPT_I32, &o->tensor_parallel_size, 1, FP8_BACKEND_MAX_RANKS},
         {"--temperature", OPT_FLOAT, &sp->temperature, 0.0, 100.0},
         {"--top-p", OPT_FLOAT, &sp->top_p, 1e-6, 1.0},
         {"--top-k", OPT_I32, &sp->top_k, 0, INT32_MAX},
@@ -191,6 +193,23 @@ int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct f
         *i += 2;
         return 1;
     }
+    return 0;
+}
+
+int fp8d_opts_backend(const struct fp8d_opts *o, struct fp8_backend **out, struct fp8_err *err)
+{
+    struct fp8_backend *be = NULL;
+    int rc = o->tensor_parallel_size
+                 ? fp8_backend_group_create(o->backend, o->tensor_parallel_size, &be, err)
+                 : fp8_backend_create(o->backend, &be, err);
+    if (rc < 0)
+        return rc;
+    if (be->group)
+        for (int32_t r = 0; r < be->group->n_ranks; r++)
+            be->group->rank[r]->enforce_eager = o->enforce_eager;
+    else
+        be->enforce_eager = o->enforce_eager;
+    *out = be;
     return 0;
 }
 

@@ -23,6 +23,7 @@ struct fp8d_opts {
     enum fp8_dtype kv_cache_dtype;  /* --kv-cache-dtype fp8|bf16|f32 */
     enum fp8_dtype weights;         /* --weights auto|fp8|bf16 (auto: fp8) */
     bool enforce_eager;             /* --enforce-eager */
+    int32_t tensor_parallel_size;   /* --tensor-parallel-size N (0: not given, one backend) */
 
     /* Per-request sampling (run, and the defaults of serve). */
     struct fp8_sampling_params sampling; /* --temperature --top-p --top-k --min-p --seed
@@ -47,6 +48,11 @@ int fp8d_opts_parse(struct fp8d_opts *o, int argc, char **argv, int *i, struct f
  * for a bad shared option, 0 after usage(stdout) for --help. */
 int fp8d_opts_next(struct fp8d_opts *o, int argc, char **argv, int *i, const char *cmd,
                    void (*usage)(FILE *), int *exit_status);
+
+/* The backend the options name: one, or with --tensor-parallel-size N a group of N (cuda:
+ * devices 0..N-1 over NCCL; ref: N host threads), *out its rank 0; --enforce-eager set on
+ * every rank. fp8_backend_free(*out) frees it either way. */
+int fp8d_opts_backend(const struct fp8d_opts *o, struct fp8_backend **out, struct fp8_err *err);
 
 /* Help text for these options, for the commands' --help. */
 extern const char fp8d_opts_help[];

@@ -137,6 +137,9 @@ struct fp8d_server {
     void *ctx, *sock, *mon;
     int wake_fd;
     atomic_int stop_req, hup_req;
+    struct fp8_err fatal;       /* the engine cannot step any more (written once by the
+                                   engine thread before it stops the server) */
+    atomic_bool have_fatal;
     bool local;                 /* ipc:// endpoint: shared memory allowed */
     char sock_path[256];        /* to unlink on exit (not for socket activation) */
     char endpoint[FP8_ENDPOINT_MAX]; /* as bound (a tcp wildcard port resolved) */
@@ -772,6 +775,14 @@ static void *engine_main(void *arg)
             int rc = s->be->step(s->be->ctx, &ev, &err);
             if (rc < 0)
                 fp8d_log(FP8D_LOG_ERR, "engine step failed: %s", err.msg);
+            if (rc == -ENOTRECOVERABLE && !atomic_load(&s->have_fatal)) {
+                /* Unhealthy: systemd sees the status, then the failed exit (and restarts
+                 * the unit under Restart=on-failure). */
+                s->fatal = err;
+                atomic_store(&s->have_fatal, true);
+                fp8d_notify_status("unhealthy: %s", err.msg);
+                fp8d_server_stop(s);
+            }
             engine_publish_load(s);
         }
     }
@@ -1402,6 +1413,8 @@ int fp8d_server_run(struct fp8d_server *s, struct fp8_err *err)
     }
     s->n_sessions = 0;
     fp8d_log(FP8D_LOG_INFO, "stopped");
+    if (rc == 0 && atomic_load(&s->have_fatal))
+        rc = fp8_err_set(err, -ENOTRECOVERABLE, "the engine cannot continue: %s", s->fatal.msg);
     return rc < 0 ? rc : 0;
 }
 

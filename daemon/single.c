@@ -30,9 +30,7 @@ int fp8d_single_open(struct fp8d_single *s, const struct fp8d_opts *o, int32_t m
     mo.max_tokens = n.max_step;
     mo.block_size = SINGLE_BLOCK;
     mo.n_kv_blocks = n.n_blocks;
-    rc = fp8_backend_create(o->backend, &n.be, err);
-    if (rc == 0)
-        n.be->enforce_eager = o->enforce_eager;
+    rc = fp8d_opts_backend(o, &n.be, err);
     if (rc == 0 && o->model_dir) {
         rc = fp8_model_load(o->model_dir, n.be, &mo, &n.model, err);
     } else if (rc == 0) {

@@ -106,6 +106,17 @@ static int load_inv_freq(struct fp8_model *m, struct fp8_tensor *t, const struct
     return rc;
 }
 
+/* Temperature-0 rows for fp8_model_forward_greedy, one per token a step may hold. */
+static int alloc_greedy_rows(struct fp8_model *m, struct fp8_err *err)
+{
+    m->greedy_rows = calloc((size_t)m->opts.max_tokens, sizeof(*m->greedy_rows));
+    if (!m->greedy_rows)
+        return fp8_err_set(err, -ENOMEM, "out of memory");
+    for (int32_t i = 0; i < m->opts.max_tokens; i++)
+        m->greedy_rows[i] = (struct fp8_sample_row){.top_p = 1.0f, .repetition_penalty = 1.0f};
+    return 0;
+}
+
 static int alloc_act(struct fp8_model *m, struct fp8_tensor *t, enum fp8_dtype dtype,
                      int32_t n_dims, int64_t d1, int64_t d2, struct fp8_err *err)
 {
@@ -116,34 +127,34 @@ static int alloc_act(struct fp8_model *m, struct fp8_tensor *t, enum fp8_dtype d
 static int alloc_activations(struct fp8_model *m, struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
+    const struct fp8_tp_shard *s = &m->shard;
     enum fp8_dtype a = m->be->act_dtype;
     int rc;
     int64_t k = c->n_experts_per_tok > 0 ? c->n_experts_per_tok : 1,
-            e = c->n_experts > 0 ? c->n_experts : 1;
+            e = c->n_experts > 0 ? c->n_experts : 1,
+            inter = s->down_cols.count > 0 ? s->down_cols.count : 1;
     if ((rc = alloc_act(m, &m->x, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->xb, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->xb2, a, 2, c->hidden_size, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->qkv, a, 2,
-                        ((int64_t)c->n_heads + 2 * (int64_t)c->n_kv_heads) * c->head_dim, 0,
+                        ((int64_t)s->n_heads + 2 * (int64_t)s->n_kv_heads) * c->head_dim, 0,
                         err)) < 0 ||
-        (rc = alloc_act(m, &m->q, a, 3, c->n_heads, c->head_dim, err)) < 0 ||
-        (rc = alloc_act(m, &m->att, a, 2, (int64_t)c->n_heads * c->head_dim, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->hb, a, 2, 2 * (int64_t)c->intermediate_size, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->hb2, a, 2, c->intermediate_size, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->q, a, 3, s->n_heads, c->head_dim, err)) < 0 ||
+        (rc = alloc_act(m, &m->att, a, 2, (int64_t)s->n_heads * c->head_dim, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->hb, a, 2, 2 * inter, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->hb2, a, 2, inter, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->moe_logits, a, 2, e, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->moe_ids, FP8_DTYPE_I32, 2, k, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->moe_weights, FP8_DTYPE_F32, 2, k, 0, err)) < 0 ||
         (rc = alloc_act(m, &m->last, a, 2, c->hidden_size, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->logits, FP8_DTYPE_F32, 2, c->vocab_size, 0, err)) < 0 ||
-        (rc = alloc_act(m, &m->ids, FP8_DTYPE_I32, 1, 0, 0, err)) < 0)
+        (rc = alloc_act(m, &m->logits, FP8_DTYPE_F32, 2, s->vocab_rows.count, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->ids, FP8_DTYPE_I32, 1, 0, 0, err)) < 0 ||
+        (rc = alloc_act(m, &m->maxv, FP8_DTYPE_F32, 1, 0, 0, err)) < 0)
         return rc;
     m->logit_rows = malloc((size_t)m->opts.max_tokens * sizeof(int32_t));
-    m->greedy_rows = calloc((size_t)m->opts.max_tokens, sizeof(*m->greedy_rows));
-    if (!m->logit_rows || !m->greedy_rows)
+    if (!m->logit_rows)
         return fp8_err_set(err, -ENOMEM, "out of memory");
-    for (int32_t i = 0; i < m->opts.max_tokens; i++)
-        m->greedy_rows[i] = (struct fp8_sample_row){.top_p = 1.0f, .repetition_penalty = 1.0f};
-    return 0;
+    return alloc_greedy_rows(m, err);
 }
 
 static int load_embeddings(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err)
@@ -162,34 +173,28 @@ static int load_embeddings(struct fp8_model *m, struct fp8_weights *src, struct 
             return fp8_err_set(err, -EINVAL, "untied embeddings but no lm_head tensor named");
         names[0] = c->lm_head_name;
     }
-    rc = model_load_weight(m, src, &m->lm_head, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
+    /* Vocab-parallel: this shard's rows of the output projection. */
+    struct model_part head = {names[0], c->vocab_size, c->hidden_size, m->shard.vocab_rows};
+    struct fp8_tp_range all = {0, c->hidden_size};
+    int64_t hne[2] = {m->shard.vocab_rows.count, c->hidden_size};
+    rc = model_load_parts(m, src, &m->lm_head, m->opts.weight_dtype, 2, hne, &head, 1, all, err);
     if (rc < 0)
         return rc;
     return model_load_vector(m, src, &m->final_norm, -1, "norm.weight", c->hidden_size, err);
 }
 
-int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
-                     const struct fp8_model_opts *opts, struct fp8_model **out,
-                     struct fp8_err *err)
+int model_build(struct fp8_weights *src, struct fp8_backend *be, const struct fp8_model_opts *o,
+                const struct fp8_tp_shard *shard, struct fp8_model **out, struct fp8_err *err)
 {
-    if (!src || !be || !out)
-        return fp8_err_set(err, -EINVAL, "model: missing weights or backend");
     const struct fp8_model_config *cfg = fp8_weights_config(src);
-    struct fp8_model_opts o = opts ? *opts : fp8_model_opts_default();
-    int rc = check_config(cfg, &o, err);
-    if (rc < 0)
-        return rc;
-    /* The cuda backend has no MoE routing/experts ops yet. */
-    if (!strcmp(be->name, "cuda") && cfg->arch == FP8_ARCH_QWEN3_MOE)
-        return fp8_err_set(err, -ENOTSUP, "not yet supported on the cuda backend: %s (MoE "
-                           "routing and experts); supported there: qwen3 dense, gemma3",
-                           cfg->arch_name);
+    int rc;
     struct fp8_model *m = calloc(1, sizeof(*m));
     if (!m)
         return fp8_err_set(err, -ENOMEM, "out of memory");
     m->cfg = *cfg;
-    m->opts = o;
+    m->opts = *o;
     m->be = be;
+    m->shard = *shard;
     m->norm_kind = cfg->norm_plus_one ? FP8_NORM_RMS_PLUS_ONE : FP8_NORM_RMS;
     m->act = cfg->act == FP8_ACT_SILU ? FP8_GLU_SILU : FP8_GLU_GELU_TANH;
     m->layers = calloc((size_t)cfg->n_layers, sizeof(*m->layers));
@@ -197,7 +202,9 @@ int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
         rc = fp8_err_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
-    struct fp8_kv_cache_desc kd = fp8_model_kv_desc(cfg, o.kv_dtype, o.block_size, o.n_kv_blocks);
+    struct fp8_kv_cache_desc kd = fp8_model_kv_desc(cfg, o->kv_dtype, o->block_size,
+                                                    o->n_kv_blocks);
+    kd.n_kv_heads = shard->n_kv_heads; /* the rank caches only its KV heads */
     if ((rc = load_embeddings(m, src, err)) < 0 ||
         (rc = load_inv_freq(m, &m->inv_freq, &cfg->rope, err)) < 0 ||
         (rc = load_inv_freq(m, &m->inv_freq_local, &cfg->rope_local, err)) < 0 ||
@@ -216,6 +223,45 @@ int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
 fail:
     fp8_model_free(m);
     return rc;
+}
+
+int fp8_model_create(struct fp8_weights *src, struct fp8_backend *be,
+                     const struct fp8_model_opts *opts, struct fp8_model **out,
+                     struct fp8_err *err)
+{
+    if (!src || !be || !out)
+        return fp8_err_set(err, -EINVAL, "model: missing weights or backend");
+    const struct fp8_model_config *cfg = fp8_weights_config(src);
+    struct fp8_model_opts o = opts ? *opts : fp8_model_opts_default();
+    int rc = check_config(cfg, &o, err);
+    if (rc < 0)
+        return rc;
+    /* The cuda backend has no MoE routing/experts ops yet. */
+    if (!strcmp(be->name, "cuda") && cfg->arch == FP8_ARCH_QWEN3_MOE)
+        return fp8_err_set(err, -ENOTSUP, "not yet supported on the cuda backend: %s (MoE "
+                           "routing and experts); supported there: qwen3 dense, gemma3",
+                           cfg->arch_name);
+    if (!be->group) {
+        struct fp8_tp_shard whole;
+        if ((rc = fp8_tp_plan_shard(cfg, 1, 0, &whole, err)) < 0)
+            return rc;
+        return model_build(src, be, &o, &whole, out, err);
+    }
+    if (be->tp_rank != 0)
+        return fp8_err_set(err, -EINVAL, "model: a backend group is driven through its rank 0");
+    struct fp8_model *m = calloc(1, sizeof(*m));
+    if (!m)
+        return fp8_err_set(err, -ENOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->opts = o;
+    m->be = be;
+    if ((rc = fp8_tp_plan_shard(cfg, be->group->n_ranks, 0, &m->shard, err)) < 0 ||
+        (rc = alloc_greedy_rows(m, err)) < 0 || (rc = model_tp_create(m, src, err)) < 0) {
+        fp8_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
 }
 
 int fp8_model_load(const char *dir, struct fp8_backend *be, const struct fp8_model_opts *opts,
@@ -241,6 +287,7 @@ void fp8_model_free(struct fp8_model *m)
 {
     if (!m)
         return;
+    model_tp_free(m->tp);
     if (m->layers) {
         for (int32_t l = 0; l < m->cfg.n_layers; l++) {
             struct fp8_layer *w = &m->layers[l];
@@ -256,7 +303,7 @@ void fp8_model_free(struct fp8_model *m)
     struct fp8_tensor *ts[] = {&m->embed, &m->lm_head, &m->final_norm, &m->inv_freq,
                                &m->inv_freq_local, &m->x, &m->xb, &m->xb2, &m->qkv, &m->q,
                                &m->att, &m->hb, &m->hb2, &m->moe_logits, &m->moe_ids,
-                               &m->moe_weights, &m->last, &m->logits, &m->ids};
+                               &m->moe_weights, &m->last, &m->logits, &m->ids, &m->maxv};
     for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
         free_tensor(m, ts[i]);
     m->be->ops->kv_cache_free(m->be, &m->kv);
@@ -361,11 +408,7 @@ static int pad_decode(struct fp8_model *m, const struct fp8_batch *b, struct fp8
     return 1;
 }
 
-/* Checks the step and launches it up to the logits (and the draws when rows is given);
- * returns the number of logit rows of b. */
-static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool want_out,
-                          const struct fp8_sample_row *rows, const int32_t *pen_ids,
-                          struct fp8_err *err)
+int model_check_batch(const struct fp8_model *m, const struct fp8_batch *b, struct fp8_err *err)
 {
     if (!m || !b || !b->tokens || !b->seq_start || b->n_tokens <= 0 || b->n_seqs <= 0)
         return fp8_err_set(err, -EINVAL, "forward: empty or incomplete batch");
@@ -381,54 +424,85 @@ static int forward_launch(struct fp8_model *m, const struct fp8_batch *b, bool w
     for (int32_t s = 0; s < b->n_seqs; s++)
         if (b->seq_start[s + 1] < b->seq_start[s])
             return fp8_err_set(err, -EINVAL, "forward: seq_start decreases at sequence %d", s);
+    return fp8_batch_check(b, NULL, 0, err);
+}
+
+int model_step_begin(struct fp8_model *m, const struct fp8_batch *b,
+                     const struct model_step_out *out, struct fp8_err *err)
+{
+    int rc = model_check_batch(m, b, err);
+    if (rc < 0)
+        return rc;
     int32_t n_rows = logit_rows(b, NULL);
-    if (n_rows > 0 && !want_out)
+    if (n_rows > 0 && !out->logits && !out->ids)
         return fp8_err_set(err, -EINVAL, "forward: no buffer for %d logit rows", n_rows);
     const struct fp8_backend_ops *op = m->be->ops;
-    if (rows && !op->sample)
+    if (out->rows && !op->sample)
         return fp8_err_set(err, -ENOTSUP, "forward: backend %s cannot sample", m->be->name);
-    struct fp8_batch padded;
-    int rc = pad_decode(m, b, &padded, err);
+    if (out->vals && !op->argmax_value)
+        return fp8_err_set(err, -ENOTSUP, "forward: backend %s has no argmax", m->be->name);
+    rc = pad_decode(m, b, &m->padded, err);
     if (rc < 0)
         return rc;
-    const struct fp8_batch *run = rc ? &padded : b;
-    int32_t n_run = logit_rows(run, m->logit_rows); /* the real rows come first */
-    rc = op->step_begin(m->be, run, m->logit_rows, n_run, err);
-    if (rc < 0)
-        return rc;
+    m->run = rc ? &m->padded : b;
+    m->n_run = logit_rows(m->run, m->logit_rows); /* the real rows come first */
+    rc = op->step_begin(m->be, m->run, m->logit_rows, m->n_run, err);
+    return rc < 0 ? rc : n_rows;
+}
+
+int model_step_finish(struct fp8_model *m, int32_t n_rows, const struct model_step_out *out,
+                      struct fp8_err *err)
+{
+    const struct fp8_backend_ops *op = m->be->ops;
+    const struct fp8_batch *run = m->run;
     switch (m->cfg.arch) {
     case FP8_ARCH_QWEN3:
     case FP8_ARCH_QWEN3_MOE: qwen3_forward(m, run->n_tokens); break;
     case FP8_ARCH_GEMMA3: gemma3_forward(m, run->n_tokens); break;
     }
-    if (n_run > 0) {
+    struct fp8_tensor lg = model_rows(&m->logits, n_rows > 0 ? n_rows : 1),
+                      ids = model_rows(&m->ids, n_rows > 0 ? n_rows : 1),
+                      vals = model_rows(&m->maxv, n_rows > 0 ? n_rows : 1);
+    if (m->n_run > 0) {
         struct fp8_tensor xb = model_rows(&m->xb, run->n_tokens),
-                          last = model_rows(&m->last, n_run), lg = model_rows(&m->logits, n_run);
+                          last = model_rows(&m->last, m->n_run),
+                          all = model_rows(&m->logits, m->n_run);
         op->gather_rows(m->be, &xb, &last);
-        op->linear(m->be, &last, &m->lm_head, &lg);
+        op->linear(m->be, &last, &m->lm_head, &all);
         if (m->cfg.final_logit_softcapping > 0.0f)
-            op->softcap(m->be, &lg, m->cfg.final_logit_softcapping);
-        if (rows && n_rows > 0) {
-            struct fp8_tensor real = model_rows(&m->logits, n_rows),
-                              ids = model_rows(&m->ids, n_rows);
-            op->sample(m->be, &real, rows, pen_ids, &ids);
-        }
+            op->softcap(m->be, &all, m->cfg.final_logit_softcapping);
+        if (n_rows > 0 && out->rows)
+            op->sample(m->be, &lg, out->rows, out->pen_ids, &ids);
+        else if (n_rows > 0 && out->vals)
+            op->argmax_value(m->be, &lg, &ids, &vals);
     }
-    rc = op->sync(m->be, err);
-    return rc < 0 ? rc : n_rows;
+    int rc = op->sync(m->be, err);
+    m->run = NULL;
+    if (rc < 0 || n_rows == 0)
+        return rc;
+    if (out->logits && (rc = op->tensor_get(m->be, &lg, out->logits, NULL, err)) < 0)
+        return rc;
+    if (out->ids && (rc = op->tensor_get(m->be, &ids, out->ids, NULL, err)) < 0)
+        return rc;
+    if (out->vals && (rc = op->tensor_get(m->be, &vals, out->vals, NULL, err)) < 0)
+        return rc;
+    return n_rows;
+}
+
+int model_forward_local(struct fp8_model *m, const struct fp8_batch *b,
+                        const struct model_step_out *out, struct fp8_err *err)
+{
+    int n_rows = model_step_begin(m, b, out, err);
+    return n_rows < 0 ? n_rows : model_step_finish(m, n_rows, out, err);
 }
 
 int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *logits,
                       struct fp8_err *err)
 {
-    int n_rows = forward_launch(m, b, logits != NULL, NULL, NULL, err);
-    if (n_rows > 0) {
-        struct fp8_tensor lg = model_rows(&m->logits, n_rows);
-        int rc = m->be->ops->tensor_get(m->be, &lg, logits, NULL, err);
-        if (rc < 0)
-            return rc;
-    }
-    return n_rows;
+    struct model_step_out out = {.logits = logits};
+    if (m && m->tp)
+        return model_tp_forward(m, b, &out, err);
+    return model_forward_local(m, b, &out, err);
 }
 
 int fp8_model_forward_sample(struct fp8_model *m, const struct fp8_batch *b,
@@ -437,14 +511,10 @@ int fp8_model_forward_sample(struct fp8_model *m, const struct fp8_batch *b,
 {
     if (!rows || !ids)
         return fp8_err_set(err, -EINVAL, "forward_sample: no parameter rows or id buffer");
-    int n_rows = forward_launch(m, b, true, rows, pen_ids, err);
-    if (n_rows > 0) {
-        struct fp8_tensor t = model_rows(&m->ids, n_rows);
-        int rc = m->be->ops->tensor_get(m->be, &t, ids, NULL, err);
-        if (rc < 0)
-            return rc;
-    }
-    return n_rows;
+    struct model_step_out out = {.rows = rows, .pen_ids = pen_ids, .ids = ids};
+    if (m && m->tp)
+        return model_tp_forward(m, b, &out, err);
+    return model_forward_local(m, b, &out, err);
 }
 
 int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,

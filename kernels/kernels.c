@@ -176,8 +176,75 @@ int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_er
     return fp8_err_set(err, -EINVAL, "unknown backend '%s' (supported: ref, cuda)", name);
 }
 
+static void group_free(struct fp8_backend_group *g)
+{
+    for (int32_t r = g->n_ranks - 1; r >= 0; r--)
+        if (g->rank[r])
+            g->rank[r]->ops->destroy(g->rank[r]);
+    if (g->impl_free)
+        g->impl_free(g->impl);
+    free(g);
+}
+
 void fp8_backend_free(struct fp8_backend *be)
 {
-    if (be)
+    if (!be)
+        return;
+    if (be->group && be->tp_rank == 0)
+        group_free(be->group);
+    else if (!be->group)
         be->ops->destroy(be);
+}
+
+int fp8_backend_group_create(const char *name, int32_t n_ranks, struct fp8_backend **out,
+                             struct fp8_err *err)
+{
+    if (!name || !out)
+        return fp8_err_set(err, -EINVAL, "backend group: no name given");
+    if (n_ranks < 1 || n_ranks > FP8_BACKEND_MAX_RANKS)
+        return fp8_err_set(err, -EINVAL, "tensor-parallel-size %d is not supported (1 to %d)",
+                           n_ranks, FP8_BACKEND_MAX_RANKS);
+    struct fp8_backend_group *g = calloc(1, sizeof(*g));
+    if (!g)
+        return fp8_err_set(err, -ENOMEM, "backend group: out of memory");
+    g->n_ranks = n_ranks;
+    g->timeout_ms = FP8_BACKEND_GROUP_TIMEOUT_MS;
+    int rc;
+    if (!strcmp(name, "ref")) {
+        rc = fp8_backend_ref_group_create(g, err);
+    } else if (!strcmp(name, "cuda")) {
+#ifdef FP8D_WITH_CUDA
+        rc = fp8_backend_cuda_group_create(g, err);
+#else
+        rc = fp8_err_set(err, -ENOTSUP,
+                         "backend 'cuda' is not available: this fp8d was built without CUDA "
+                         "(WITH_CUDA=0), so --tensor-parallel-size (NCCL) is not either");
+#endif
+    } else {
+        rc = fp8_err_set(err, -EINVAL, "unknown backend '%s' (supported: ref, cuda)", name);
+    }
+    if (rc < 0) {
+        group_free(g);
+        return rc;
+    }
+    for (int32_t r = 0; r < n_ranks; r++) {
+        g->rank[r]->tp_rank = r;
+        g->rank[r]->group = g;
+    }
+    *out = g->rank[0];
+    return 0;
+}
+
+void fp8_backend_group_abort(struct fp8_backend_group *g)
+{
+    if (!g)
+        return;
+    __atomic_store_n(&g->aborted, 1, __ATOMIC_SEQ_CST);
+    if (g->impl_wake)
+        g->impl_wake(g->impl);
+}
+
+bool fp8_backend_group_aborted(const struct fp8_backend_group *g)
+{
+    return g && __atomic_load_n(&g->aborted, __ATOMIC_SEQ_CST);
 }

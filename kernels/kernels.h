@@ -241,7 +241,41 @@ struct fp8_backend_ops {
     void (*sample)(struct fp8_backend *be, struct fp8_tensor *logits,
                    const struct fp8_sample_row *rows, const int32_t *pen_ids,
                    struct fp8_tensor *ids);
+
+    /* ---- tensor parallel (optional: NULL on a backend that cannot join a group) ---- */
+    /* In place: x (any shape, act_dtype) = the sum of x over the backend's group, every
+     * rank calling it in the same order with the same shape (the row-parallel o/down
+     * partials). Alone or in a group of one: nothing to do. */
+    void (*all_reduce_sum)(struct fp8_backend *be, struct fp8_tensor *x);
+    /* ids (L) I32 = index of the largest value of each row of logits (L, V) F32 (the lowest
+     * index on ties, as sample at temperature 0) and values (L) F32 = the value there: a
+     * vocab shard's greedy candidate, compared across ranks by the caller. */
+    void (*argmax_value)(struct fp8_backend *be, const struct fp8_tensor *logits,
+                         struct fp8_tensor *ids, struct fp8_tensor *values);
 };
+
+#define FP8_BACKEND_MAX_RANKS 8
+/* A step's collectives wait this long for a peer before the group is aborted: far past a
+ * healthy step (a 2048-token prefill of Qwen3-8B takes under a second), short enough that
+ * a dead rank is reported instead of hanging the daemon. */
+#define FP8_BACKEND_GROUP_TIMEOUT_MS 60000
+
+/* A tensor-parallel group: N backends of one kind (cuda: one per device, 0..N-1, joined by
+ * an NCCL communicator; ref: host memory, joined by a barrier), each driven by its own
+ * thread, whose all_reduce_sum calls meet. A rank that fails aborts the group
+ * (fp8_backend_group_abort): every collective waiting for it, and every later one, fails
+ * instead of waiting for a peer that will never come; no wait lasts longer than
+ * timeout_ms. An aborted group cannot recover: free it. */
+struct fp8_backend_group {
+    int32_t n_ranks;
+    struct fp8_backend *rank[FP8_BACKEND_MAX_RANKS]; /* rank[r]->tp_rank == r */
+    int32_t timeout_ms; /* the longest a rank waits for its peers */
+    int aborted;        /* read and set with __atomic builtins (threads of every rank) */
+    void *impl;         /* the kind's shared state, freed by impl_free */
+    void (*impl_free)(void *impl);
+    void (*impl_wake)(void *impl); /* wakes waiters after an abort (NULL: they poll) */
+};
+
 
 struct fp8_backend {
     const struct fp8_backend_ops *ops;
@@ -254,12 +288,24 @@ struct fp8_backend {
                                  per shape unless enforce_eager (cuda) */
     int64_t n_graph_captures; /* set by the backend: decode-step graphs captured so far */
     void *ctx;                /* the backend's own state */
+    int32_t tp_rank;                 /* this backend's rank in group */
+    struct fp8_backend_group *group; /* NULL when alone */
 };
 
 /* "ref" or "cuda". A backend not built into this binary is an error naming it, never a
  * fallback to another one. *out untouched on failure. */
 int fp8_backend_create(const char *name, struct fp8_backend **out, struct fp8_err *err);
-void fp8_backend_free(struct fp8_backend *be); /* accepts NULL */
+void fp8_backend_free(struct fp8_backend *be); /* accepts NULL; rank 0 frees its group */
+
+/* A group of n_ranks backends of kind name (1..FP8_BACKEND_MAX_RANKS; cuda: at most the
+ * visible devices). *out = rank 0, whose ->group lists every rank; fp8_backend_free(*out)
+ * frees them all. "cuda" sets NCCL_NVLS_ENABLE=0 (NVLink multicast stays off, whatever the
+ * environment said) before NCCL starts. *out untouched on failure. */
+int fp8_backend_group_create(const char *name, int32_t n_ranks, struct fp8_backend **out,
+                             struct fp8_err *err);
+/* Marks the group failed and wakes every rank waiting in a collective. */
+void fp8_backend_group_abort(struct fp8_backend_group *g);
+bool fp8_backend_group_aborted(const struct fp8_backend_group *g);
 
 /* The step checks every backend's step_begin makes before copying the step: seq_start
  * runs from 0 to n_tokens without decreasing, every sequence's length fits its block

@@ -33,7 +33,7 @@ static void test_values(void **state)
     char *argv[] = {"--model", "/m", "--backend", "ref", "--weights", "bf16", "--kv-cache-dtype",
                     "f32", "--max-num-batched-tokens", "64", "--temperature", "0.5", "--top-p",
                     "0.9", "--top-k", "40", "--min-p", "0.05", "--seed", "18446744", "--max-tokens",
-                    "7", "--ignore-eos", "--enforce-eager",
+                    "7", "--ignore-eos", "--enforce-eager", "--tensor-parallel-size", "4",
                     "--repetition-penalty", "1.1", "--presence-penalty", "-0.5", "prompt"};
     int argc = (int)(sizeof(argv) / sizeof(argv[0]));
     struct fp8d_opts o;
@@ -52,6 +52,7 @@ static void test_values(void **state)
     assert_true(o.sampling.seed == 18446744u);
     assert_int_equal(o.sampling.max_tokens, 7);
     assert_true(o.sampling.ignore_eos && o.enforce_eager);
+    assert_int_equal(o.tensor_parallel_size, 4);
     assert_true(o.sampling.repetition_penalty == 1.1f && o.sampling.presence_penalty == -0.5f);
     assert_true(o.temperature_set && o.top_p_set && o.top_k_set);
 
@@ -60,6 +61,7 @@ static void test_values(void **state)
     fp8d_opts_init(&o);
     assert_int_equal(parse_all(&o, 2, only, NULL), 2);
     assert_true(!o.temperature_set && !o.top_p_set && !o.top_k_set);
+    assert_int_equal(o.tensor_parallel_size, 0); /* not given: one backend, no group */
 }
 
 static void test_errors(void **state)
@@ -80,6 +82,10 @@ static void test_errors(void **state)
         {"--temperature", "nan", "--temperature 'nan'", -EINVAL},
         {"--max-model-len", NULL, "--max-model-len needs a value", -EINVAL},
         {"--gpu-memory-utilization", "0.8", "--gpu-memory-utilization is not supported yet", -ENOTSUP},
+        {"--tensor-parallel-size", "0", "--tensor-parallel-size '0': expected an integer in [1, 8]",
+         -EINVAL},
+        {"--tensor-parallel-size", "9", "--tensor-parallel-size '9'", -EINVAL},
+        {"--tensor-parallel-size", "two", "--tensor-parallel-size 'two'", -EINVAL},
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         char *argv[2] = {cases[k].opt, cases[k].value};
@@ -129,6 +135,49 @@ static void test_next_step(void **state)
     assert_string_equal(o.endpoint, "ipc:///tmp/x");
 }
 
+/* The backend the options name: a ref group of N ranks (each eager when asked), or one
+ * backend without the option; the cuda group fails with a line here (no GPU or no CUDA in
+ * this build) unless the machine has the GPUs. */
+static void test_backend(void **state)
+{
+    (void)state;
+    struct fp8d_opts o;
+    struct fp8_err err = {{0}};
+    struct fp8_backend *be = NULL;
+    fp8d_opts_init(&o);
+    o.backend = "ref";
+    o.enforce_eager = true;
+    assert_int_equal(fp8d_opts_backend(&o, &be, &err), 0);
+    assert_null(be->group);
+    assert_true(be->enforce_eager);
+    fp8_backend_free(be);
+    o.tensor_parallel_size = 3;
+    be = NULL;
+    assert_int_equal(fp8d_opts_backend(&o, &be, &err), 0);
+    assert_non_null(be->group);
+    assert_int_equal(be->group->n_ranks, 3);
+    for (int32_t r = 0; r < 3; r++) {
+        assert_int_equal(be->group->rank[r]->tp_rank, r);
+        assert_true(be->group->rank[r]->enforce_eager);
+    }
+    assert_ptr_equal(be->group->rank[0], be);
+    fp8_backend_free(be);
+
+    o.backend = "cuda";
+    o.tensor_parallel_size = 8;
+    be = NULL;
+    int rc = fp8d_opts_backend(&o, &be, &err);
+    if (rc == 0) {
+        assert_int_equal(be->group->n_ranks, 8);
+        fp8_backend_free(be);
+    } else if (!strstr(err.msg, "no CUDA device found") && !strstr(err.msg, "built without CUDA") &&
+               !strstr(err.msg, "tensor-parallel-size 8 exceeds the")) {
+        fail_msg("cuda group of 8: '%s'", err.msg);
+    } else {
+        assert_null(be);
+    }
+}
+
 static void test_token_list(void **state)
 {
     (void)state;
@@ -155,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_next_step),
         cmocka_unit_test(test_token_list),
+        cmocka_unit_test(test_backend),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,13 @@
  * measured when written was ~1.2e-7 (dense) and ~1.5e-7 (MoE) of (1 + max |logit|) at 2
  * and 4 ranks (errors of a few ulps grow like sqrt(n) u, not n u). A wrong slice, a
  * missing partial or a misplaced KV head moves logits by O(1), far past the bound
- * (test_wrong_slice_is_caught). */
+ * (test_wrong_slice_is_caught).
+ *
+ * The same sharding through the engine (engine/models/tp.c over a ref backend group: one
+ * thread per rank, shards loaded by the model loader, the backend's all_reduce_sum, the
+ * host gather of the vocab shards): every rank's loaded weights must equal this file's
+ * slices of the unsplit model byte for byte, its logits the unsplit model's within the
+ * same bound (N = 1: bit-exact), and its greedy ids the argmax of its own logits. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +31,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +327,8 @@ static void step_build(struct step *st, int step)
 struct fixture {
     struct fp8_backend *be;
     struct fp8_model *m;
+    struct fp8_model_config cfg;
+    struct fp8_model_opts opts;
     float want[N_STEPS][MAXT * VOCAB]; /* the unsplit model's logits */
 };
 
@@ -347,6 +356,8 @@ static struct fixture *fixture_build(const char *preset)
     o.max_tokens = MAXT;
     o.block_size = BLOCK;
     o.n_kv_blocks = 4;
+    f->cfg = c;
+    f->opts = o;
     if (fp8_backend_create("ref", &f->be, &err) < 0 ||
         fp8_weights_open_config(&c, 7, &w, &err) < 0 ||
         fp8_model_create(w, f->be, &o, &f->m, &err) < 0) {
@@ -480,6 +491,178 @@ static void test_wrong_slice_is_caught(void **state)
         fail_msg("a wrong o_proj slice moved the logits only %.3g of the bound", w);
 }
 
+/* The unsplit model's weights over a ref group of n_ranks (the model loader's shards). */
+static struct fp8_model *group_model(struct fixture *f, int32_t n_ranks, struct fp8_backend **g)
+{
+    struct fp8_err err = {{0}};
+    struct fp8_weights *w = NULL;
+    struct fp8_model *m = NULL;
+    check(fp8_backend_group_create("ref", n_ranks, g, &err), &err);
+    check(fp8_weights_open_config(&f->cfg, 7, &w, &err), &err);
+    check(fp8_model_create(w, *g, &f->opts, &m, &err), &err);
+    fp8_weights_free(w);
+    return m;
+}
+
+static void expect_same_tensor(struct fp8_backend *be, const struct fp8_tensor *got,
+                               struct fp8_backend *want_be, const struct fp8_tensor *want,
+                               const char *what)
+{
+    struct fp8_err err = {{0}};
+    assert_int_equal(got->dtype, want->dtype);
+    assert_int_equal(got->n_dims, want->n_dims);
+    for (int32_t i = 0; i < got->n_dims; i++)
+        assert_int_equal(got->ne[i], want->ne[i]);
+    size_t nb = fp8_tensor_nbytes(got), ns = (size_t)fp8_tensor_rows(got) * sizeof(float);
+    uint8_t *a = malloc(nb), *b = malloc(nb);
+    float *sa = malloc(ns), *sb = malloc(ns);
+    assert_true(a && b && sa && sb);
+    check(be->ops->tensor_get(be, got, a, sa, &err), &err);
+    check(want_be->ops->tensor_get(want_be, want, b, sb, &err), &err);
+    if (memcmp(a, b, nb) || (got->dtype == FP8_DTYPE_E4M3 && memcmp(sa, sb, ns)))
+        fail_msg("%s: the loaded shard differs from the plan's slice", what);
+    free(a);
+    free(b);
+    free(sa);
+    free(sb);
+}
+
+static void expect_shards_equal_slices(struct fixture *f, int32_t n_ranks)
+{
+    struct fp8_backend *g = NULL;
+    struct fp8_model *tm = group_model(f, n_ranks, &g);
+    const struct fp8_model_config *c = &f->m->cfg;
+    for (int32_t r = 0; r < n_ranks; r++) {
+        struct rank rk;
+        memset(&rk, 0, sizeof(rk));
+        rank_build(&rk, f->m, n_ranks, r);
+        const struct fp8_model *sm = model_tp_rank(tm, r);
+        assert_non_null(sm);
+        struct fp8_backend *be = sm->be;
+        assert_ptr_equal(be, g->group->rank[r]);
+        for (int32_t l = 0; l < c->n_layers; l++) {
+            const struct fp8_layer *w = &sm->layers[l];
+            bool moe = c->layers[l].moe;
+            expect_same_tensor(be, &w->wqkv, f->be, &rk.wqkv[l], "wqkv");
+            expect_same_tensor(be, &w->wo, f->be, &rk.wo[l], "wo");
+            expect_same_tensor(be, moe ? &w->experts_gate_up : &w->w_gate_up, f->be,
+                               &rk.gate_up[l], "gate_up");
+            expect_same_tensor(be, moe ? &w->experts_down : &w->w_down, f->be, &rk.down[l],
+                               "down");
+        }
+        expect_same_tensor(be, &sm->lm_head, f->be, &rk.lm_head, "lm_head");
+        assert_int_equal(sm->kv.desc.n_kv_heads, rk.s.n_kv_heads);
+        rank_free(&rk, f->m->be, c->n_layers);
+    }
+    fp8_model_free(tm);
+    fp8_backend_free(g);
+}
+
+static void test_group_shards_equal_slices(void **state)
+{
+    struct fixtures *fs = *state;
+    expect_shards_equal_slices(fs->dense, 2);
+    expect_shards_equal_slices(fs->dense, 4);
+    expect_shards_equal_slices(fs->moe, 2);
+}
+
+/* Teacher-forced logits of the two steps through fp8_model_forward over a group; returns
+ * the worst ratio to the bound. */
+static double group_logits(struct fixture *f, int32_t n_ranks, float (*got)[MAXT * VOCAB])
+{
+    struct fp8_err err = {{0}};
+    struct fp8_backend *g = NULL;
+    struct fp8_model *tm = group_model(f, n_ranks, &g);
+    double worst = 0.0;
+    for (int s = 0; s < N_STEPS; s++) {
+        struct step st;
+        step_build(&st, s);
+        if (fp8_model_forward(tm, &st.b, got[s], &err) != step_len[s])
+            fail_msg("TP=%d forward: %s", n_ranks, err.msg);
+        worst = fmax(worst, worst_ratio(got[s], f->want[s], step_len[s]));
+    }
+    fp8_model_free(tm);
+    fp8_backend_free(g);
+    return worst;
+}
+
+static void test_group_logits_match(void **state)
+{
+    struct fixtures *fs = *state;
+    float (*got)[MAXT * VOCAB] = malloc(sizeof(float) * N_STEPS * MAXT * VOCAB);
+    assert_non_null(got);
+    /* One rank: the unsplit model's ops on the unsplit tensors, no reassociation. */
+    assert_true(group_logits(fs->dense, 1, got) == 0.0);
+    assert_true(group_logits(fs->moe, 1, got) == 0.0);
+    const struct {
+        struct fixture *f;
+        int32_t n;
+    } runs[] = {{fs->dense, 2}, {fs->dense, 4}, {fs->moe, 2}, {fs->moe, 4}};
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        double w = group_logits(runs[i].f, runs[i].n, got);
+        if (!(w <= 1.0))
+            fail_msg("TP=%d through the engine: logits differ by %.3g of the bound", runs[i].n, w);
+    }
+    free(got);
+}
+
+static void test_group_greedy_is_argmax_of_gathered_logits(void **state)
+{
+    /* The gathered logits' argmax (lowest id on ties) computed here, naively, against the
+     * ids the ranks' (value, id) candidates reduce to. Uneven shards: 1001 = 500 + 501. */
+    struct fixtures *fs = *state;
+    struct fp8_err err = {{0}};
+    float (*lg)[MAXT * VOCAB] = malloc(sizeof(float) * N_STEPS * MAXT * VOCAB);
+    assert_non_null(lg);
+    for (int32_t n_ranks = 2; n_ranks <= 4; n_ranks += 2) {
+        group_logits(fs->dense, n_ranks, lg);
+        struct fp8_backend *g = NULL;
+        struct fp8_model *tm = group_model(fs->dense, n_ranks, &g);
+        for (int s = 0; s < N_STEPS; s++) {
+            struct step st;
+            int32_t ids[MAXT];
+            step_build(&st, s);
+            assert_int_equal(fp8_model_forward_greedy(tm, &st.b, ids, &err), step_len[s]);
+            for (int32_t t = 0; t < step_len[s]; t++) {
+                const float *row = lg[s] + (size_t)t * VOCAB;
+                int32_t best = 0;
+                for (int32_t v = 1; v < VOCAB; v++)
+                    if (row[v] > row[best])
+                        best = v;
+                assert_int_equal(ids[t], best);
+            }
+        }
+        fp8_model_free(tm);
+        fp8_backend_free(g);
+    }
+    free(lg);
+}
+
+static void test_group_rank_failure_fails_the_step(void **state)
+{
+    /* Rank 1 loses its KV cache: its attention fails and it never joins the o_proj
+     * all-reduce. Rank 0, waiting there, must be released by the abort (no timeout is
+     * involved), the step must name rank 1 and its cause, and the group stays failed. */
+    struct fixtures *fs = *state;
+    struct fp8_err err = {{0}};
+    struct fp8_backend *g = NULL;
+    struct fp8_model *tm = group_model(fs->dense, 2, &g);
+    struct fp8_model *r1 = model_tp_rank(tm, 1);
+    r1->be->ops->kv_cache_free(r1->be, &r1->kv);
+    float *lg = malloc(sizeof(float) * MAXT * VOCAB);
+    assert_non_null(lg);
+    struct step st;
+    step_build(&st, 0);
+    assert_true(fp8_model_forward(tm, &st.b, lg, &err) < 0);
+    assert_non_null(strstr(err.msg, "tensor parallel rank 1 of 2"));
+    assert_non_null(strstr(err.msg, "no cache"));
+    assert_true(fp8_backend_group_aborted(g->group));
+    assert_int_equal(fp8_model_forward(tm, &st.b, lg, &err), -ENOTRECOVERABLE);
+    free(lg);
+    fp8_model_free(tm);
+    fp8_backend_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +671,10 @@ int main(void)
         cmocka_unit_test(test_tp4_kv_replicated_matches),
         cmocka_unit_test(test_moe_tp2_tp4_match),
         cmocka_unit_test(test_wrong_slice_is_caught),
+        cmocka_unit_test(test_group_shards_equal_slices),
+        cmocka_unit_test(test_group_logits_match),
+        cmocka_unit_test(test_group_greedy_is_argmax_of_gathered_logits),
+        cmocka_unit_test(test_group_rank_failure_fails_the_step),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -74,53 +74,65 @@ static int load_random(struct fp8_model *m, struct fp8_tensor *t, enum fp8_dtype
     return 0;
 }
 
-int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
-                      enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
-                      const char *const *names, const int64_t *part_rows, int32_t n_names,
-                      struct fp8_err *err)
+int model_load_parts(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                     enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
+                     const struct model_part *parts, int32_t n_parts, struct fp8_tp_range cols,
+                     struct fp8_err *err)
 {
     if (m->opts.device_random_weights)
-        return load_random(m, t, dtype, n_dims, ne, names[0], err);
+        return load_random(m, t, dtype, n_dims, ne, parts[0].name, err);
     struct fp8_tensor shape = {.dtype = dtype, .n_dims = n_dims};
     memcpy(shape.ne, ne, (size_t)n_dims * sizeof(int64_t));
-    int64_t rows = fp8_tensor_rows(&shape), cols = ne[n_dims - 1], o = 0;
+    int64_t rows = fp8_tensor_rows(&shape), width = ne[n_dims - 1], o = 0,
+            full = parts[0].cols;
     size_t el = fp8_dtype_size(dtype);
-    float *row = malloc((size_t)cols * sizeof(float));
-    uint8_t *host = malloc((size_t)(rows * cols) * el);
+    float *row = malloc((size_t)full * sizeof(float));
+    uint8_t *host = malloc((size_t)(rows * width) * el), *codes = malloc((size_t)full);
     float *scale = dtype == FP8_DTYPE_E4M3 ? malloc((size_t)rows * sizeof(float)) : NULL;
     struct fp8_tensor dev = {0};
     int rc = -ENOMEM;
-    if (!row || !host || (dtype == FP8_DTYPE_E4M3 && !scale)) {
-        fp8_err_set(err, rc, "out of memory loading '%s'", names[0]);
+    if (!row || !host || !codes || (dtype == FP8_DTYPE_E4M3 && !scale)) {
+        fp8_err_set(err, rc, "out of memory loading '%s'", parts[0].name);
         goto fail;
     }
-    for (int32_t i = 0; i < n_names; i++) {
+    if (cols.start < 0 || cols.count != width || cols.start + cols.count > full) {
+        rc = fp8_err_set(err, -EINVAL, "'%s': columns [%lld, +%lld) of %lld do not make a "
+                         "%lld-wide tensor", parts[0].name, (long long)cols.start,
+                         (long long)cols.count, (long long)full, (long long)width);
+        goto fail;
+    }
+    for (int32_t i = 0; i < n_parts; i++) {
+        const struct model_part *p = &parts[i];
         const struct st_tensor *file_t = NULL;
-        int64_t part = part_rows ? part_rows[i] : rows / n_names;
-        rc = find_source(src, names[i], part, cols, &file_t, err);
+        rc = find_source(src, p->name, p->rows, p->cols, &file_t, err);
         if (rc < 0)
             goto fail;
-        if (o + part > rows) {
-            rc = fp8_err_set(err, -EINVAL, "'%s' overflows its %lld-row tensor", names[i],
-                             (long long)rows);
+        if (p->cols != full || p->take.start < 0 || p->take.start + p->take.count > p->rows ||
+            o + p->take.count > rows) {
+            rc = fp8_err_set(err, -EINVAL, "'%s': rows [%lld, +%lld) overflow it or its "
+                             "%lld-row tensor", p->name, (long long)p->take.start,
+                             (long long)p->take.count, (long long)rows);
             goto fail;
         }
-        for (int64_t r = 0; r < part; r++, o++) {
-            st_row_f32(file_t, r, cols, row);
-            if (dtype == FP8_DTYPE_E4M3)
-                fp8_quantize_rows_e4m3(row, 1, cols, host + o * cols, scale + o);
-            else if (dtype == FP8_DTYPE_BF16)
-                for (int64_t c = 0; c < cols; c++) {
-                    uint16_t h = f32_to_bf16(row[c]);
-                    memcpy(host + (size_t)(o * cols + c) * 2, &h, 2);
+        for (int64_t r = p->take.start; r < p->take.start + p->take.count; r++, o++) {
+            st_row_f32(file_t, r, full, row);
+            const float *x = row + cols.start;
+            if (dtype == FP8_DTYPE_E4M3) {
+                fp8_quantize_rows_e4m3(row, 1, full, codes, scale + o);
+                memcpy(host + o * width, codes + cols.start, (size_t)width);
+            } else if (dtype == FP8_DTYPE_BF16) {
+                for (int64_t c = 0; c < width; c++) {
+                    uint16_t h = f32_to_bf16(x[c]);
+                    memcpy(host + (size_t)(o * width + c) * 2, &h, 2);
                 }
-            else
-                memcpy(host + (size_t)(o * cols) * 4, row, (size_t)cols * 4);
+            } else {
+                memcpy(host + (size_t)(o * width) * 4, x, (size_t)width * 4);
+            }
         }
     }
     if (o != rows) {
-        rc = fp8_err_set(err, -EINVAL, "'%s' and its parts fill %lld of %lld rows", names[0],
-                         (long long)o, (long long)rows);
+        rc = fp8_err_set(err, -EINVAL, "'%s' and its parts fill %lld of %lld rows",
+                         parts[0].name, (long long)o, (long long)rows);
         goto fail;
     }
     rc = m->be->ops->tensor_alloc(m->be, &dev, dtype, n_dims, ne, err);
@@ -135,7 +147,33 @@ int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_t
 fail:
     free(row);
     free(host);
+    free(codes);
     free(scale);
+    return rc;
+}
+
+static struct fp8_tp_range all_of(int64_t n)
+{
+    return (struct fp8_tp_range){.start = 0, .count = n};
+}
+
+int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                      enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
+                      const char *const *names, const int64_t *part_rows, int32_t n_names,
+                      struct fp8_err *err)
+{
+    struct fp8_tensor shape = {.dtype = dtype, .n_dims = n_dims};
+    memcpy(shape.ne, ne, (size_t)n_dims * sizeof(int64_t));
+    int64_t rows = fp8_tensor_rows(&shape), cols = ne[n_dims - 1];
+    struct model_part *parts = malloc((size_t)n_names * sizeof(*parts));
+    if (!parts)
+        return fp8_err_set(err, -ENOMEM, "out of memory loading '%s'", names[0]);
+    for (int32_t i = 0; i < n_names; i++) {
+        int64_t part = part_rows ? part_rows[i] : rows / n_names;
+        parts[i] = (struct model_part){names[i], part, cols, all_of(part)};
+    }
+    int rc = model_load_parts(m, src, t, dtype, n_dims, ne, parts, n_names, all_of(cols), err);
+    free(parts);
     return rc;
 }
 
@@ -148,34 +186,33 @@ int model_load_vector(struct fp8_model *m, struct fp8_weights *src, struct fp8_t
     return model_load_weight(m, src, t, FP8_DTYPE_F32, 1, &n, names, NULL, 1, err);
 }
 
-static int load_linear(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
-                       int32_t l, const char *suffix, int64_t rows, int64_t cols,
-                       struct fp8_err *err)
-{
-    char name[MODEL_NAME_MAX];
-    const char *names[1] = {name};
-    int64_t ne[2] = {rows, cols};
-    model_tensor_name(m, name, l, suffix);
-    return model_load_weight(m, src, t, m->opts.weight_dtype, 2, ne, names, NULL, 1, err);
-}
-
 int model_load_attention(struct fp8_model *m, struct fp8_weights *src, int32_t l,
                          struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
+    const struct fp8_tp_shard *s = &m->shard;
     struct fp8_layer *ly = &m->layers[l];
     int64_t d = c->hidden_size, q = (int64_t)c->n_heads * c->head_dim,
             kv = (int64_t)c->n_kv_heads * c->head_dim;
-    char qn[MODEL_NAME_MAX], kn[MODEL_NAME_MAX], vn[MODEL_NAME_MAX];
-    const char *names[3] = {qn, kn, vn};
-    int64_t parts[3] = {q, kv, kv}, ne[2] = {q + 2 * kv, d};
+    char qn[MODEL_NAME_MAX], kn[MODEL_NAME_MAX], vn[MODEL_NAME_MAX], on[MODEL_NAME_MAX];
+    /* The plan's rows are the fused (q | k | v) tensor's; each file tensor starts at 0. */
+    struct model_part qkv[3] = {
+        {qn, q, d, s->qkv_rows[0]},
+        {kn, kv, d, {s->qkv_rows[1].start - q, s->qkv_rows[1].count}},
+        {vn, kv, d, {s->qkv_rows[2].start - q - kv, s->qkv_rows[2].count}},
+    };
+    struct model_part o = {on, d, q, all_of(d)};
+    int64_t ne[2] = {s->qkv_rows[0].count + 2 * s->qkv_rows[1].count, d},
+            one[2] = {d, s->o_cols.count};
     model_tensor_name(m, qn, l, "self_attn.q_proj.weight");
     model_tensor_name(m, kn, l, "self_attn.k_proj.weight");
     model_tensor_name(m, vn, l, "self_attn.v_proj.weight");
+    model_tensor_name(m, on, l, "self_attn.o_proj.weight");
     int rc;
-    if ((rc = model_load_weight(m, src, &ly->wqkv, m->opts.weight_dtype, 2, ne, names, parts, 3,
-                                err)) < 0 ||
-        (rc = load_linear(m, src, &ly->wo, l, "self_attn.o_proj.weight", d, q, err)) < 0 ||
+    if ((rc = model_load_parts(m, src, &ly->wqkv, m->opts.weight_dtype, 2, ne, qkv, 3, all_of(d),
+                               err)) < 0 ||
+        (rc = model_load_parts(m, src, &ly->wo, m->opts.weight_dtype, 2, one, &o, 1, s->o_cols,
+                               err)) < 0 ||
         (rc = model_load_vector(m, src, &ly->q_norm, l, "self_attn.q_norm.weight", c->head_dim,
                                 err)) < 0 ||
         (rc = model_load_vector(m, src, &ly->k_norm, l, "self_attn.k_norm.weight", c->head_dim,
@@ -189,18 +226,31 @@ int model_load_dense_mlp(struct fp8_model *m, struct fp8_weights *src, int32_t l
                          struct fp8_err *err)
 {
     const struct fp8_model_config *c = &m->cfg;
+    const struct fp8_tp_shard *s = &m->shard;
     struct fp8_layer *w = &m->layers[l];
-    char gate[MODEL_NAME_MAX], up[MODEL_NAME_MAX];
-    const char *names[2] = {gate, up};
-    int64_t ne[2] = {2 * (int64_t)c->intermediate_size, c->hidden_size};
+    int64_t d = c->hidden_size, i = c->intermediate_size, ir = s->down_cols.count;
+    char gate[MODEL_NAME_MAX], up[MODEL_NAME_MAX], down[MODEL_NAME_MAX];
+    struct model_part gu[2] = {
+        {gate, i, d, s->gate_up_rows[0]},
+        {up, i, d, {s->gate_up_rows[1].start - i, s->gate_up_rows[1].count}},
+    };
+    struct model_part dn = {down, d, i, all_of(d)};
+    int64_t ne[2] = {2 * ir, d}, dne[2] = {d, ir};
     model_tensor_name(m, gate, l, "mlp.gate_proj.weight");
     model_tensor_name(m, up, l, "mlp.up_proj.weight");
-    int rc = model_load_weight(m, src, &w->w_gate_up, m->opts.weight_dtype, 2, ne, names, NULL, 2,
-                               err);
+    model_tensor_name(m, down, l, "mlp.down_proj.weight");
+    int rc = model_load_parts(m, src, &w->w_gate_up, m->opts.weight_dtype, 2, ne, gu, 2,
+                              all_of(d), err);
     if (rc < 0)
         return rc;
-    return load_linear(m, src, &w->w_down, l, "mlp.down_proj.weight", c->hidden_size,
-                       c->intermediate_size, err);
+    return model_load_parts(m, src, &w->w_down, m->opts.weight_dtype, 2, dne, &dn, 1,
+                            s->down_cols, err);
+}
+
+void model_all_reduce(struct fp8_model *m, struct fp8_tensor *x)
+{
+    if (m->shard.n_ranks > 1)
+        m->be->ops->all_reduce_sum(m->be, x);
 }
 
 struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n)
@@ -235,13 +285,14 @@ void model_attention(struct fp8_model *m, int32_t l, int32_t n)
     op->linear(m->be, &xb, &w->wqkv, &qkv);
     attention_core(m, l, n);
     op->linear(m->be, &att, &w->wo, &xb2);
+    model_all_reduce(m, &xb2);
 }
 
 /* hb (n, 2I) and hb2 (n, I) seen as the dense MLP's shapes. */
 static void mlp_views(struct fp8_model *m, int32_t n, struct fp8_tensor *hb, struct fp8_tensor *hb2)
 {
-    int64_t gu[2] = {n, 2 * (int64_t)m->cfg.intermediate_size},
-            h[2] = {n, m->cfg.intermediate_size};
+    /* The rank's intermediate channels (all of them alone). */
+    int64_t gu[2] = {n, 2 * m->shard.down_cols.count}, h[2] = {n, m->shard.down_cols.count};
     struct fp8_tensor a = model_rows(&m->hb, n), b = model_rows(&m->hb2, n);
     *hb = fp8_tensor_reshape(&a, 2, gu);
     *hb2 = fp8_tensor_reshape(&b, 2, h);
@@ -256,6 +307,7 @@ void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n)
     op->linear(m->be, &xb, &w->w_gate_up, &hb);
     op->glu(m->be, &hb, m->act, &hb2);
     op->linear(m->be, &hb2, &w->w_down, &xb2);
+    model_all_reduce(m, &xb2);
 }
 
 void model_attention_residual(struct fp8_model *m, int32_t l, int32_t n)

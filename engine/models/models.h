@@ -4,6 +4,7 @@
 #define FP8_ENGINE_MODELS_MODELS_H
 
 #include "engine/model.h"
+#include "engine/tp_plan.h"
 
 struct fp8_layer {
     struct fp8_tensor attn_norm;       /* (D) input_layernorm */
@@ -21,12 +22,20 @@ struct fp8_layer {
     struct fp8_tensor experts_down;    /* (E, D, I') */
 };
 
+struct model_tp;
+
+/* Shapes below are the unsplit model's; a rank of a tensor-parallel group holds its shard
+ * (h, kvh, I, I', V: the shard's heads, KV heads, channels and vocab rows). */
 struct fp8_model {
     struct fp8_model_config cfg;
     struct fp8_model_opts opts;
     struct fp8_backend *be;
     enum fp8_norm norm_kind;
     enum fp8_glu_act act;
+    struct fp8_tp_shard shard; /* what this model holds (one rank of one: all of it) */
+    struct model_tp *tp;       /* over a backend group: the rank threads, each with its
+                                  shard model (engine/models/tp.c); the fields below are
+                                  then unused. NULL otherwise */
 
     struct fp8_tensor embed;          /* (V, D) bf16 */
     struct fp8_tensor lm_head;        /* (V, D) weight dtype (a copy of embed when tied) */
@@ -51,6 +60,7 @@ struct fp8_model {
     struct fp8_tensor last;    /* (T, D) rows that get logits */
     struct fp8_tensor logits;  /* (T, V) f32 */
     struct fp8_tensor ids;     /* (T) i32 greedy picks */
+    struct fp8_tensor maxv;    /* (T) f32 the logit of each pick (a rank's candidate) */
     int32_t *logit_rows;       /* (T) host */
 
     /* Decode steps padded to graph buckets (fp8_model_warmup; engine/model.c). */
@@ -58,6 +68,9 @@ struct fp8_model {
     int32_t *pad_buf;          /* host: the padded step's arrays */
     size_t pad_cap;            /* int32 values */
     uint8_t *pad_want;         /* (pad_max) */
+    struct fp8_batch padded;         /* the step between model_step_begin and _finish, */
+    const struct fp8_batch *run;     /* padded or the caller's */
+    int32_t n_run;                   /* its logit rows (the real ones first) */
     struct fp8_sample_row *greedy_rows; /* (T) temperature 0, for fp8_model_forward_greedy */
 };
 
@@ -75,6 +88,20 @@ int model_load_weight(struct fp8_model *m, struct fp8_weights *src, struct fp8_t
                       enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
                       const char *const *names, const int64_t *part_rows, int32_t n_names,
                       struct fp8_err *err);
+/* One checkpoint tensor's part of a stacked weight: rows [take.start, +take.count) of the
+ * (rows, cols) file tensor. */
+struct model_part {
+    const char *name;
+    int64_t rows, cols;
+    struct fp8_tp_range take;
+};
+/* t (ne, last dimension = cols.count) = the parts' rows stacked in order, each restricted
+ * to columns cols. E4M3 rows are quantized whole before the column slice is taken, so a
+ * shard holds exactly the unsplit model's codes and its row scales. */
+int model_load_parts(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
+                     enum fp8_dtype dtype, int32_t n_dims, const int64_t *ne,
+                     const struct model_part *parts, int32_t n_parts, struct fp8_tp_range cols,
+                     struct fp8_err *err);
 /* An f32 vector of n values: "<prefix>layers.<layer>.<suffix>" (layer < 0: no layer). */
 int model_load_vector(struct fp8_model *m, struct fp8_weights *src, struct fp8_tensor *t,
                       int32_t layer, const char *suffix, int64_t n, struct fp8_err *err);
@@ -98,6 +125,9 @@ void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n);
  * more than one all-reduces o/down first and takes the unfused blocks above. */
 void model_attention_residual(struct fp8_model *m, int32_t l, int32_t n);
 void model_dense_mlp_residual(struct fp8_model *m, int32_t l, int32_t n);
+
+/* x = the sum of x over the tensor-parallel group (nothing alone). */
+void model_all_reduce(struct fp8_model *m, struct fp8_tensor *x);
 /* A view of the first n rows of an activation tensor. */
 struct fp8_tensor model_rows(const struct fp8_tensor *t, int32_t n);
 
@@ -110,6 +140,47 @@ int qwen3_moe_load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t
                            struct fp8_err *err);
 /* xb (n, D) -> xb2 (n, D) through layer l's experts. */
 void qwen3_moe_mlp(struct fp8_model *m, int32_t l, int32_t n);
+/* ---- tensor parallel (engine/models/tp.c) ---- */
+/* m (cfg, opts, be = rank 0 of a group) gets its rank threads, each loading its shard of
+ * src on its backend. */
+int model_tp_create(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
+void model_tp_free(struct model_tp *tp); /* accepts NULL */
+/* What one step returns, in host memory: logits (rows, V of this model), or ids drawn by
+ * the sample op under rows (and pen_ids), or (vals non-NULL: a vocab shard's greedy
+ * candidates) ids and their logits. */
+struct model_step_out {
+    float *logits;
+    const struct fp8_sample_row *rows;
+    const int32_t *pen_ids;
+    int32_t *ids;
+    float *vals;
+};
+/* One step on every rank: logits (rows, V) gathered from the vocab shards into host memory,
+ * or ids: greedy rows without penalties picked from every shard's candidate (lowest id on
+ * ties), other rows drawn on the host from the gathered logits. */
+int model_tp_forward(struct fp8_model *m, const struct fp8_batch *b,
+                     const struct model_step_out *out, struct fp8_err *err);
+/* Rank r's shard model of a model built over a group (tests compare its tensors). */
+struct fp8_model *model_tp_rank(const struct fp8_model *m, int32_t r);
+/* A shard model (shard given) on be: fp8_model_create's body. */
+int model_build(struct fp8_weights *src, struct fp8_backend *be, const struct fp8_model_opts *o,
+                const struct fp8_tp_shard *shard, struct fp8_model **out, struct fp8_err *err);
+/* The checks every model makes of a step before launching it (identical on every rank,
+ * so a group checks once, before handing the step out). */
+int model_check_batch(const struct fp8_model *m, const struct fp8_batch *b, struct fp8_err *err);
+/* The step on one model into out. Returns the logit rows or a negative errno. */
+int model_forward_local(struct fp8_model *m, const struct fp8_batch *b,
+                        const struct model_step_out *out, struct fp8_err *err);
+/* model_forward_local in two halves: the checks and the backend's step_begin (which may
+ * allocate), returning the logit rows; then the forward, sync and the copies out. A group
+ * puts a barrier between them: no rank allocates or frees device or pinned memory while a
+ * peer's collective waits for it (a cudaFreeHost, say, that waits for the peer's device,
+ * whose NCCL kernel waits for this rank, would never return). */
+int model_step_begin(struct fp8_model *m, const struct fp8_batch *b,
+                     const struct model_step_out *out, struct fp8_err *err);
+int model_step_finish(struct fp8_model *m, int32_t n_rows, const struct model_step_out *out,
+                      struct fp8_err *err);
+
 int gemma3_load(struct fp8_model *m, struct fp8_weights *src, struct fp8_err *err);
 void gemma3_forward(struct fp8_model *m, int32_t n);
 

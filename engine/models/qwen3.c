@@ -32,12 +32,13 @@ void qwen3_forward(struct fp8_model *m, int32_t n)
     const struct fp8_model_config *c = &m->cfg;
     struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
                       xb2 = model_rows(&m->xb2, n);
-    bool dense = true;
+    /* A tensor-parallel rank all-reduces o/down before the residual add: unfused blocks. */
+    bool fused = m->shard.n_ranks == 1;
     for (int32_t l = 0; l < c->n_layers; l++)
-        dense = dense && !c->layers[l].moe;
+        fused = fused && !c->layers[l].moe;
 
     op->embed(m->be, &m->embed, 1.0f, &x);
-    if (dense) {
+    if (fused) {
         /* kernels.h's fused ops: each norm with the projection after it, each residual
          * add with the projection before it, glu with gate_up (on cuda at decode sizes
          * one GEMV each) */

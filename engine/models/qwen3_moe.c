@@ -27,9 +27,12 @@ int qwen3_moe_load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t
     if (rc < 0)
         return rc;
 
+    /* Every expert's channels are split like a dense MLP's (the plan's moe_* ranges). */
+    const struct fp8_tp_shard *s = &m->shard;
+    int64_t d = c->hidden_size, i = c->moe_intermediate_size, ir = s->moe_down_cols.count;
     char (*names)[MODEL_NAME_MAX] = calloc((size_t)ne * 2, MODEL_NAME_MAX);
-    const char **ptrs = calloc((size_t)ne * 2, sizeof(*ptrs));
-    if (!names || !ptrs) {
+    struct model_part *parts = calloc((size_t)ne * 2, sizeof(*parts));
+    if (!names || !parts) {
         rc = fp8_err_set(err, -ENOMEM, "out of memory for the expert names of layer %d", l);
         goto fail;
     }
@@ -39,26 +42,28 @@ int qwen3_moe_load_experts(struct fp8_model *m, struct fp8_weights *src, int32_t
         model_tensor_name(m, names[2 * e], l, suffix);
         snprintf(suffix, sizeof(suffix), "mlp.experts.%d.up_proj.weight", e);
         model_tensor_name(m, names[2 * e + 1], l, suffix);
-        ptrs[2 * e] = names[2 * e];
-        ptrs[2 * e + 1] = names[2 * e + 1];
+        parts[2 * e] = (struct model_part){names[2 * e], i, d, s->moe_gate_up_rows[0]};
+        parts[2 * e + 1] = (struct model_part){
+            names[2 * e + 1], i, d, {s->moe_gate_up_rows[1].start - i, s->moe_gate_up_rows[1].count}};
     }
-    int64_t gu[3] = {ne, 2 * (int64_t)c->moe_intermediate_size, c->hidden_size};
-    rc = model_load_weight(m, src, &w->experts_gate_up, m->opts.weight_dtype, 3, gu, ptrs, NULL,
-                           2 * ne, err);
+    int64_t gu[3] = {ne, 2 * ir, d};
+    struct fp8_tp_range all_d = {0, d};
+    rc = model_load_parts(m, src, &w->experts_gate_up, m->opts.weight_dtype, 3, gu, parts, 2 * ne,
+                          all_d, err);
     if (rc < 0)
         goto fail;
     for (int32_t e = 0; e < ne; e++) {
         char suffix[96];
         snprintf(suffix, sizeof(suffix), "mlp.experts.%d.down_proj.weight", e);
         model_tensor_name(m, names[e], l, suffix);
-        ptrs[e] = names[e];
+        parts[e] = (struct model_part){names[e], d, i, all_d};
     }
-    int64_t down[3] = {ne, c->hidden_size, c->moe_intermediate_size};
-    rc = model_load_weight(m, src, &w->experts_down, m->opts.weight_dtype, 3, down, ptrs, NULL, ne,
-                           err);
+    int64_t down[3] = {ne, d, ir};
+    rc = model_load_parts(m, src, &w->experts_down, m->opts.weight_dtype, 3, down, parts, ne,
+                          s->moe_down_cols, err);
 fail:
     free(names);
-    free(ptrs);
+    free(parts);
     return rc;
 }
 
@@ -73,4 +78,5 @@ void qwen3_moe_mlp(struct fp8_model *m, int32_t l, int32_t n)
     op->moe_route(m->be, &logits, m->cfg.norm_topk_prob, &ids, &weights);
     op->moe_experts(m->be, &xb, &ids, &weights, &w->experts_gate_up, &w->experts_down, m->act,
                     &xb2);
+    model_all_reduce(m, &xb2); /* each rank's experts hold a slice of their channels */
 }

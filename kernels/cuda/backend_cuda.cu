@@ -15,7 +15,7 @@
  * - qk_norm_rope_kv_write: fp8_cuda_qk_norm_rope_kv_write for head_dim 128, the general
  *   qk_rows_kernel below for other even head_dim up to 256.
  * - the fused decode ops (rms_norm_linear, rms_norm_linear_glu, linear_add): one
- *   fp8_cuda_gemv_e4m3_fused each at decode sizes (the norm inside it up to 8 rows, a norm
+ *   fp8_cuda_gemv_e4m3_fused each at decode sizes (the norm inside it up to 4 rows, a norm
  *   kernel before it above; glu up to 32 rows), their compositions otherwise.
  *
  * CUDA graphs: a decode step's ops are captured the first time a (tokens, sequences,
@@ -32,15 +32,26 @@
  *
  * Memory is counted by class (weights = tensors filled from the host or the random
  * filler, KV pool, activations = other tensors, scratch = step, sampling and kernel
- * buffers, the FP8 GEMM handle's cuBLASLt workspace, graphs = what instantiating them took from
- * cudaMemGetInfo) for fp8_backend_cuda_mem. */
+ * buffers, the FP8 GEMM handle's cuBLASLt workspace, graphs = what instantiating them
+ * took from cudaMemGetInfo) for fp8_backend_cuda_mem.
+ *
+ * Tensor parallel (fp8_backend_cuda_group_create): each backend owns one device (every
+ * entry point that may run first on a thread makes it current) and its rank of one NCCL
+ * communicator. all_reduce_sum is ncclAllReduce in place on the rank's stream, so a
+ * decode graph captures it like any kernel (NCCL supports stream capture; the capture
+ * mode stays Relaxed). sync waits for the stream with a deadline and watches the
+ * communicator's asynchronous error and the group's abort flag: a missing peer or an NCCL
+ * failure aborts the communicator and fails the step naming the rank, never hangs. */
 #include <cuda_fp16.h>
 #include <math.h>
+#include <nccl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -50,6 +61,7 @@ constexpr int kMaxGraphs = 128;
 constexpr int kMaxRetired = 64;
 constexpr int kRowsHeadDimMax = 256;
 constexpr int kAttnWarps = 4;
+constexpr int kMaxTimed = 512; /* all_reduce_sum calls timed per step (2 per layer) */
 
 struct graph_key {
     int32_t n_tokens, n_seqs, n_logit_rows, block_size;
@@ -66,7 +78,15 @@ enum step_mode { MODE_EAGER, MODE_CAPTURE, MODE_REPLAY };
 enum mem_class { MEM_WEIGHTS, MEM_KV, MEM_ACT, MEM_SCRATCH, MEM_WORKSPACE, MEM_COUNT };
 
 struct cuda_ctx {
+    int device; /* made current by every entry point a thread may call first */
     cudaStream_t stream;
+    ncclComm_t comm; /* this rank's (a group of more than one); NULL after an abort */
+    bool time_ar;    /* fp8_backend_cuda_time_collectives */
+    cudaEvent_t ar_ev[2][kMaxTimed];
+    int n_ar_ev;     /* event pairs created */
+    int n_timed;     /* pairs recorded in this step */
+    double ar_ms;
+    int64_t ar_calls;
     int err_code; /* first failure since the last sync, 0 when none */
     struct fp8_err err;
     size_t bytes[MEM_COUNT]; /* device memory held, by class */
@@ -124,6 +144,17 @@ struct cuda_ctx {
 cuda_ctx *ctx_of(struct fp8_backend *be)
 {
     return (cuda_ctx *)be->ctx;
+}
+
+/* Makes the backend's device current on the calling thread (a cheap call when it is). */
+int use_device(cuda_ctx *c, struct fp8_err *err)
+{
+    return fp8_cuda_check(cudaSetDevice(c->device), err, "cudaSetDevice(%d)", c->device);
+}
+
+bool in_group(const struct fp8_backend *be)
+{
+    return be->group && be->group->n_ranks > 1;
 }
 
 __attribute__((format(printf, 3, 4))) void fail(struct fp8_backend *be, int code,
@@ -407,6 +438,44 @@ attn_rows_kernel(uint16_t *out, const uint16_t *q, rows_kv kv, const int32_t *po
     }
 }
 
+/* argmax_value: one block per row; lowest index on ties. */
+__global__ void __launch_bounds__(1024) argmax_kernel(int32_t *ids, float *values,
+                                                      const float *x, int32_t v)
+{
+    const float *row = x + (size_t)blockIdx.x * v;
+    float best = -INFINITY;
+    int32_t bi = INT32_MAX;
+    for (int32_t i = threadIdx.x; i < v; i += blockDim.x)
+        if (row[i] > best || (row[i] == best && i < bi)) {
+            best = row[i];
+            bi = i;
+        }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ob > best || (ob == best && oi < bi)) {
+            best = ob;
+            bi = oi;
+        }
+    }
+    __shared__ float sb[32];
+    __shared__ int32_t si[32];
+    if ((threadIdx.x & 31) == 0) {
+        sb[threadIdx.x >> 5] = best;
+        si[threadIdx.x >> 5] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+            if (sb[w] > best || (sb[w] == best && si[w] < bi)) {
+                best = sb[w];
+                bi = si[w];
+            }
+        ids[blockIdx.x] = bi == INT32_MAX ? 0 : bi; /* all-NaN row: 0 */
+        values[blockIdx.x] = bi == INT32_MAX ? row[0] : best;
+    }
+}
+
 __device__ __forceinline__ uint64_t mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -475,6 +544,9 @@ int cuda_tensor_alloc(struct fp8_backend *be, struct fp8_tensor *t, enum fp8_dty
     n.n_dims = n_dims;
     if (!t || !ne || n_dims < 1 || n_dims > FP8_TENSOR_MAX_DIMS || dtype >= FP8_DTYPE_COUNT)
         return fp8_err_set(err, -EINVAL, "tensor_alloc: bad dtype or rank %d", (int)n_dims);
+    int rc = use_device(c, err);
+    if (rc < 0)
+        return rc;
     int64_t numel = 1;
     for (int32_t i = 0; i < n_dims; i++) {
         if (ne[i] <= 0 || ne[i] > ((int64_t)1 << 40) / numel)
@@ -483,7 +555,7 @@ int cuda_tensor_alloc(struct fp8_backend *be, struct fp8_tensor *t, enum fp8_dty
         numel *= ne[i];
         n.ne[i] = ne[i];
     }
-    int rc = dev_alloc(c, &n.data, fp8_tensor_nbytes(&n), MEM_ACT, err);
+    rc = dev_alloc(c, &n.data, fp8_tensor_nbytes(&n), MEM_ACT, err);
     if (rc == 0 && dtype == FP8_DTYPE_E4M3) {
         void *s = NULL;
         rc = dev_alloc(c, &s, scale_bytes(&n), MEM_ACT, err);
@@ -503,6 +575,8 @@ void cuda_tensor_free(struct fp8_backend *be, struct fp8_tensor *t)
     cuda_ctx *c = ctx_of(be);
     if (!t || !t->data)
         return;
+    struct fp8_err e;
+    use_device(c, &e);
     if (t->data == c->samp_ids) /* the next tensor here is not these draws */
         c->samp_mirror = false;
     const int w = weight_index(c, t->data);
@@ -541,7 +615,10 @@ int count_as_weight(cuda_ctx *c, const struct fp8_tensor *t, struct fp8_err *err
 int copy_sync(cuda_ctx *c, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
               struct fp8_err *err, const char *what)
 {
-    int rc = fp8_cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, c->stream), err,
+    int rc = use_device(c, err);
+    if (rc < 0)
+        return rc;
+    rc = fp8_cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, c->stream), err,
                             "%s of %zu bytes", what, bytes);
     if (rc == 0)
         rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "%s of %zu bytes", what,
@@ -596,7 +673,9 @@ int cuda_tensor_fill_random(struct fp8_backend *be, struct fp8_tensor *t, uint64
     if (!t || !t->data || t->dtype == FP8_DTYPE_I32)
         return fp8_err_set(err, -EINVAL, "tensor_fill_random: missing or i32 tensor");
     const size_t n = (size_t)fp8_tensor_numel(t);
-    int rc = count_as_weight(c, t, err);
+    int rc = use_device(c, err);
+    if (rc == 0)
+        rc = count_as_weight(c, t, err);
     if (rc < 0)
         return rc;
     if (t->dtype == FP8_DTYPE_E4M3) {
@@ -634,6 +713,9 @@ int cuda_kv_cache_alloc(struct fp8_backend *be, struct fp8_kv_cache *kc,
     cuda_ctx *c = ctx_of(be);
     if (!kc || !d)
         return fp8_err_set(err, -EINVAL, "kv_cache_alloc: missing cache or description");
+    int rc = use_device(c, err);
+    if (rc < 0)
+        return rc;
     if (c->have_kv)
         return fp8_err_set(err, -EBUSY, "kv_cache_alloc: this cuda backend already holds a "
                            "KV cache (one model per backend: its decode graphs hold that "
@@ -656,7 +738,6 @@ int cuda_kv_cache_alloc(struct fp8_backend *be, struct fp8_kv_cache *kc,
     memset(&n, 0, sizeof(n));
     n.desc = *d;
     void *ks = NULL, *vs = NULL;
-    int rc;
     if ((rc = dev_alloc(c, &n.k, bytes, MEM_KV, err)) < 0 ||
         (rc = dev_alloc(c, &n.v, bytes, MEM_KV, err)) < 0 ||
         (rc = dev_alloc(c, &ks, heads * sizeof(float), MEM_KV, err)) < 0 ||
@@ -700,6 +781,8 @@ void cuda_kv_cache_free(struct fp8_backend *be, struct fp8_kv_cache *kc)
     cuda_ctx *c = ctx_of(be);
     if (!kc || !kc->k)
         return;
+    struct fp8_err e;
+    use_device(c, &e);
     const struct fp8_kv_cache_desc *d = &kc->desc;
     const size_t heads = (size_t)d->n_layers * d->n_blocks * d->block_size * d->n_kv_heads;
     dev_free(c, kc->k, heads * d->head_dim, MEM_KV);
@@ -753,7 +836,7 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
     int rc = fp8_batch_check(b, logit_rows, n_logit_rows, err);
     if (rc < 0)
         return rc;
-    if ((rc = check_step_cache(c, b, err)) < 0)
+    if ((rc = use_device(c, err)) < 0 || (rc = check_step_cache(c, b, err)) < 0)
         return rc;
     if (c->mode != MODE_EAGER || c->err_code)
         return fp8_err_set(err, -EINVAL, "step: the previous step was not synced");
@@ -896,11 +979,80 @@ void sample_launch(struct fp8_backend *be)
     c->samp_mirror = true;
 }
 
+/* Ends this rank's part in the group: its communicator aborted (which releases a kernel
+ * stuck waiting for a peer), the group told, the stream drained. */
+void abort_rank(struct fp8_backend *be)
+{
+    cuda_ctx *c = ctx_of(be);
+    fp8_backend_group_abort(be->group);
+    if (c->comm) {
+        ncclCommAbort(c->comm);
+        c->comm = NULL;
+    }
+    cudaStreamSynchronize(c->stream);
+}
+
+/* The end of a step: the stream drained. Alone, a plain synchronize. In a group, polled
+ * with a deadline (the group's timeout), watching the communicator's asynchronous error
+ * and the group's abort flag, so that a dead or failed peer ends the wait. */
+int wait_step(struct fp8_backend *be, struct fp8_err *err)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!in_group(be))
+        return fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "step");
+    struct fp8_backend_group *g = be->group;
+    const int64_t deadline = fp8_now_ns() + (int64_t)g->timeout_ms * 1000000;
+    for (;;) {
+        const cudaError_t q = cudaStreamQuery(c->stream);
+        if (q == cudaSuccess)
+            return 0;
+        if (q != cudaErrorNotReady) {
+            int rc = fp8_cuda_check(q, err, "step (rank %d of %d)", be->tp_rank, g->n_ranks);
+            fp8_backend_group_abort(g);
+            return rc;
+        }
+        ncclResult_t ae = ncclSuccess;
+        if (c->comm && ncclCommGetAsyncError(c->comm, &ae) == ncclSuccess && ae != ncclSuccess &&
+            ae != ncclInProgress) {
+            int rc = fp8_err_set(err, -EIO, "all_reduce_sum: rank %d of %d: NCCL: %s (%s)",
+                                 be->tp_rank, g->n_ranks, ncclGetErrorString(ae),
+                                 ncclGetLastError(c->comm));
+            abort_rank(be);
+            return rc;
+        }
+        if (fp8_backend_group_aborted(g)) {
+            abort_rank(be);
+            return fp8_err_set(err, -ECANCELED, "step: rank %d of %d: the tensor-parallel group "
+                               "was aborted (another rank failed)", be->tp_rank, g->n_ranks);
+        }
+        if (fp8_now_ns() > deadline) {
+            abort_rank(be);
+            return fp8_err_set(err, -ETIMEDOUT, "step: rank %d of %d did not finish within %d "
+                               "ms (a peer never joined an all_reduce_sum); NCCL aborted",
+                               be->tp_rank, g->n_ranks, g->timeout_ms);
+        }
+        sched_yield();
+    }
+}
+
+void collect_timings(cuda_ctx *c)
+{
+    for (int i = 0; i < c->n_timed; i++) {
+        float ms = 0.0f;
+        if (cudaEventElapsedTime(&ms, c->ar_ev[0][i], c->ar_ev[1][i]) == cudaSuccess) {
+            c->ar_ms += ms;
+            c->ar_calls++;
+        }
+    }
+}
+
 int cuda_sync(struct fp8_backend *be, struct fp8_err *err)
 {
     cuda_ctx *c = ctx_of(be);
     struct fp8_err e;
-    int rc = 0;
+    int rc = use_device(c, &e);
+    if (rc < 0)
+        return fp8_err_set(err, rc, "%s", e.msg);
     if (c->mode == MODE_CAPTURE) {
         cudaGraph_t g = NULL;
         cudaGraphExec_t exec = NULL;
@@ -937,9 +1089,12 @@ int cuda_sync(struct fp8_backend *be, struct fp8_err *err)
     if (c->samp_pending && !c->err_code)
         sample_launch(be);
     c->samp_pending = false;
-    rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), &e, "step");
+    rc = wait_step(be, &e);
     if (rc < 0)
         fail(be, rc, "%s", e.msg);
+    else
+        collect_timings(c);
+    c->n_timed = 0;
     rc = c->err_code;
     if (rc) {
         fp8_err_set(err, rc, "%s", c->err.msg);
@@ -1487,17 +1642,90 @@ void cuda_sample(struct fp8_backend *be, struct fp8_tensor *logits,
         c->samp_pending = true;
 }
 
+void cuda_argmax_value(struct fp8_backend *be, const struct fp8_tensor *logits,
+                       struct fp8_tensor *ids, struct fp8_tensor *values)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (c->err_code)
+        return;
+    if (!logits || !logits->data || logits->dtype != FP8_DTYPE_F32 || logits->n_dims != 2 ||
+        !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 ||
+        fp8_tensor_numel(ids) != logits->ne[0] || logits->ne[1] > INT32_MAX ||
+        !values || !values->data || values->dtype != FP8_DTYPE_F32 ||
+        fp8_tensor_numel(values) != logits->ne[0]) {
+        fail(be, -EINVAL, "argmax_value: logits must be f32 (rows, vocab), ids i32 (rows) and values "
+             "f32 (rows)");
+        return;
+    }
+    argmax_kernel<<<(unsigned)logits->ne[0], 1024, 0, c->stream>>>(
+        (int32_t *)ids->data, (float *)values->data,
+        (const float *)logits->data, (int32_t)logits->ne[1]);
+    launched(be, "argmax_value");
+}
+
+/* bf16 partials summed by NCCL (its bf16 sum accumulates each pair in fp32 and rounds the
+ * result once): docs/tensor-parallel.md compares this with fp32 partials. */
+void cuda_all_reduce_sum(struct fp8_backend *be, struct fp8_tensor *x)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!in_group(be) || !active(be, "all_reduce_sum"))
+        return;
+    if (!check_act(be, "all_reduce_sum", "x", x, -1, -1))
+        return;
+    if (!c->comm) {
+        fail(be, -ECANCELED, "all_reduce_sum: rank %d: the NCCL communicator was aborted",
+             be->tp_rank);
+        return;
+    }
+    const bool timed = c->time_ar && c->mode == MODE_EAGER && c->n_timed < kMaxTimed;
+    if (timed && c->n_timed == c->n_ar_ev) {
+        struct fp8_err e;
+        if (!ok(be, fp8_cuda_check(cudaEventCreate(&c->ar_ev[0][c->n_ar_ev]), &e,
+                                   "all_reduce_sum timing event"), &e))
+            return;
+        if (!ok(be, fp8_cuda_check(cudaEventCreate(&c->ar_ev[1][c->n_ar_ev]), &e,
+                                   "all_reduce_sum timing event"), &e)) {
+            cudaEventDestroy(c->ar_ev[0][c->n_ar_ev]);
+            return;
+        }
+        c->n_ar_ev++;
+    }
+    if (timed)
+        cudaEventRecord(c->ar_ev[0][c->n_timed], c->stream);
+    const ncclResult_t r = ncclAllReduce(x->data, x->data, (size_t)fp8_tensor_numel(x),
+                                         ncclBfloat16, ncclSum, c->comm, c->stream);
+    if (r != ncclSuccess && r != ncclInProgress) {
+        fail(be, -EIO, "all_reduce_sum (%lld values): rank %d of %d: NCCL: %s (%s)",
+             (long long)fp8_tensor_numel(x), be->tp_rank, be->group->n_ranks,
+             ncclGetErrorString(r), ncclGetLastError(c->comm));
+        fp8_backend_group_abort(be->group);
+        return;
+    }
+    if (timed)
+        cudaEventRecord(c->ar_ev[1][c->n_timed++], c->stream);
+}
+
 void cuda_destroy(struct fp8_backend *be)
 {
     cuda_ctx *c = ctx_of(be);
+    struct fp8_err e;
+    use_device(c, &e);
     if (c->mode == MODE_CAPTURE) {
         cudaGraph_t g = NULL;
         cudaStreamEndCapture(c->stream, &g);
         if (g)
             cudaGraphDestroy(g);
     }
+    if (c->comm && fp8_backend_group_aborted(be->group))
+        abort_rank(be);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    if (c->comm)
+        ncclCommDestroy(c->comm);
+    for (int i = 0; i < c->n_ar_ev; i++) {
+        cudaEventDestroy(c->ar_ev[0][i]);
+        cudaEventDestroy(c->ar_ev[1][i]);
+    }
     graphs_clear(c);
     for (int i = 0; i < c->n_retired; i++)
         cudaFree(c->retired[i]);
@@ -1547,21 +1775,13 @@ const struct fp8_backend_ops cuda_ops = {
     .softcap = cuda_softcap,
     .tensor_fill_random = cuda_tensor_fill_random,
     .sample = cuda_sample,
+    .all_reduce_sum = cuda_all_reduce_sum,
+    .argmax_value = cuda_argmax_value,
 };
 
-} // namespace
-
-extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err *err)
+/* A backend on device (made current on this thread). */
+int create_on(int device, struct fp8_backend **out, struct fp8_err *err)
 {
-    if (!out)
-        return fp8_err_set(err, -EINVAL, "backend cuda: no output given");
-    int32_t n = 0;
-    int rc = fp8_cuda_device_count(&n, err);
-    if (rc < 0)
-        return fp8_err_prefix(err, rc, "backend cuda");
-    if (n == 0)
-        return fp8_err_set(err, -ENODEV, "backend cuda: no CUDA device found (no driver or no "
-                           "GPU; use --backend ref for the CPU reference)");
     struct fp8_backend *be = (struct fp8_backend *)calloc(1, sizeof(*be));
     cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof(*c));
     if (!be || !c) {
@@ -1569,12 +1789,15 @@ extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err 
         free(c);
         return fp8_err_set(err, -ENOMEM, "backend cuda: out of memory");
     }
+    c->device = device;
     void *s = NULL;
-    rc = fp8_cuda_stream_create(&s, err);
+    int rc = use_device(c, err);
+    if (rc == 0)
+        rc = fp8_cuda_stream_create(&s, err);
     if (rc < 0) {
         free(be);
         free(c);
-        return fp8_err_prefix(err, rc, "backend cuda");
+        return fp8_err_prefix(err, rc, "backend cuda (device %d)", device);
     }
     c->stream = (cudaStream_t)s;
     rc = fp8_cuda_gemm_create(&c->gemm, err);
@@ -1599,6 +1822,87 @@ extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err 
     be->ctx = c;
     *out = be;
     return 0;
+}
+
+int visible_devices(int32_t *n, struct fp8_err *err)
+{
+    int rc = fp8_cuda_device_count(n, err);
+    if (rc < 0)
+        return fp8_err_prefix(err, rc, "backend cuda");
+    if (*n == 0)
+        return fp8_err_set(err, -ENODEV, "backend cuda: no CUDA device found (no driver or no "
+                           "GPU; use --backend ref for the CPU reference)");
+    return 0;
+}
+
+} // namespace
+
+extern "C" int fp8_backend_cuda_create(struct fp8_backend **out, struct fp8_err *err)
+{
+    if (!out)
+        return fp8_err_set(err, -EINVAL, "backend cuda: no output given");
+    int32_t n = 0;
+    int dev = 0;
+    int rc = visible_devices(&n, err);
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaGetDevice(&dev), err, "backend cuda: cudaGetDevice");
+    return rc < 0 ? rc : create_on(dev, out, err);
+}
+
+extern "C" int fp8_backend_cuda_group_create(struct fp8_backend_group *g, struct fp8_err *err)
+{
+    int32_t n = 0;
+    int rc = visible_devices(&n, err);
+    if (rc < 0)
+        return rc;
+    if (g->n_ranks > n)
+        return fp8_err_set(err, -EINVAL, "tensor-parallel-size %d exceeds the %d visible CUDA "
+                           "device%s", g->n_ranks, n, n == 1 ? "" : "s");
+    int devs[FP8_BACKEND_MAX_RANKS], caller = 0;
+    ncclComm_t comms[FP8_BACKEND_MAX_RANKS] = {};
+    if ((rc = fp8_cuda_check(cudaGetDevice(&caller), err, "tensor parallel: cudaGetDevice")) < 0)
+        return rc;
+    for (int32_t r = 0; r < g->n_ranks && rc == 0; r++) {
+        devs[r] = r;
+        rc = create_on(r, &g->rank[r], err);
+    }
+    if (rc == 0) {
+        /* NVLink multicast (NVLS) stays off on every machine fp8d runs on. Peers connect
+         * at init rather than at their first collective, which may be inside a decode
+         * graph's capture (unless the environment chose otherwise). */
+        setenv("NCCL_NVLS_ENABLE", "0", 1);
+        setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+        const ncclResult_t res = ncclCommInitAll(comms, g->n_ranks, devs);
+        if (res != ncclSuccess)
+            rc = fp8_err_set(err, -EIO, "tensor parallel: ncclCommInitAll over %d devices: %s",
+                             g->n_ranks, ncclGetErrorString(res));
+    }
+    for (int32_t r = 0; r < g->n_ranks && rc == 0; r++)
+        ctx_of(g->rank[r])->comm = comms[r];
+    cudaSetDevice(caller); /* creating the ranks made each device current in turn */
+    return rc;
+}
+
+extern "C" void fp8_backend_cuda_time_collectives(struct fp8_backend *be, bool on)
+{
+    if (!be || !be->name || strcmp(be->name, "cuda"))
+        return;
+    cuda_ctx *c = ctx_of(be);
+    c->time_ar = on;
+    c->ar_ms = 0.0;
+    c->ar_calls = 0;
+}
+
+extern "C" void fp8_backend_cuda_collective_time(const struct fp8_backend *be, double *ms,
+                                                 int64_t *calls)
+{
+    *ms = 0.0;
+    *calls = 0;
+    if (!be || !be->name || strcmp(be->name, "cuda"))
+        return;
+    const cuda_ctx *c = (const cuda_ctx *)be->ctx;
+    *ms = c->ar_ms;
+    *calls = c->ar_calls;
 }
 
 extern "C" int fp8_backend_cuda_mem(const struct fp8_backend *be, struct fp8_cuda_mem *out,

@@ -28,6 +28,17 @@ struct fp8_cuda_mem {
 int fp8_backend_cuda_mem(const struct fp8_backend *be, struct fp8_cuda_mem *out,
                          struct fp8_err *err);
 
+/* Fills g->rank[0..n_ranks) with cuda backends on devices 0..n_ranks-1, each with its rank
+ * of one NCCL communicator (ncclCommInitAll): all_reduce_sum is ncclAllReduce on the
+ * rank's stream. Fails naming the sizes when fewer devices are visible. */
+int fp8_backend_cuda_group_create(struct fp8_backend_group *g, struct fp8_err *err);
+
+/* Timing of all_reduce_sum in eager steps (CUDA events around each call on the rank's
+ * stream, so a late peer's wait counts): on sets it going and clears the totals; *ms and
+ * *calls are the totals since. Graph replays are not timed (their nodes have no events). */
+void fp8_backend_cuda_time_collectives(struct fp8_backend *be, bool on);
+void fp8_backend_cuda_collective_time(const struct fp8_backend *be, double *ms, int64_t *calls);
+
 #ifdef __cplusplus
 }
 #endif

@@ -323,6 +323,8 @@ static const struct fp8_backend_ops ref_ops = {
     .gather_rows = ref_gather_rows,
     .softcap = ref_softcap,
     .sample = ref_sample,
+    .all_reduce_sum = ref_all_reduce_sum,
+    .argmax_value = ref_argmax_value,
 };
 
 int fp8_backend_ref_create(struct fp8_backend **out, struct fp8_err *err)

@@ -301,3 +301,34 @@ void ref_linear_add(struct fp8_backend *be, const struct fp8_tensor *x, const st
         ref_row_store(residual, r, row);
     }
 }
+
+static bool argmax_args(struct fp8_backend *be, const struct fp8_tensor *logits,
+                        const struct fp8_tensor *ids, const struct fp8_tensor *values)
+{
+    if (!logits || !logits->data || logits->dtype != FP8_DTYPE_F32 || logits->n_dims != 2 ||
+        !ids || !ids->data || ids->dtype != FP8_DTYPE_I32 || fp8_tensor_numel(ids) != logits->ne[0] ||
+        !values || !values->data || values->dtype != FP8_DTYPE_F32 ||
+        fp8_tensor_numel(values) != logits->ne[0]) {
+        ref_fail(be, -EINVAL, "argmax_value: logits must be f32 (rows, vocab), ids i32 (rows) and "
+                 "values f32 (rows)");
+        return false;
+    }
+    return true;
+}
+
+void ref_argmax_value(struct fp8_backend *be, const struct fp8_tensor *logits,
+                      struct fp8_tensor *ids, struct fp8_tensor *values)
+{
+    if (ref_failed(be) || !argmax_args(be, logits, ids, values))
+        return;
+    int64_t v = logits->ne[1];
+    for (int64_t r = 0; r < logits->ne[0]; r++) {
+        const float *x = (const float *)logits->data + r * v;
+        int32_t best = 0;
+        for (int64_t i = 1; i < v; i++)
+            if (x[i] > x[best])
+                best = (int32_t)i;
+        ((int32_t *)ids->data)[r] = best;
+        ((float *)values->data)[r] = x[best];
+    }
+}

@@ -95,6 +95,10 @@ void ref_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap);
 void ref_sample(struct fp8_backend *be, struct fp8_tensor *logits,
                 const struct fp8_sample_row *rows, const int32_t *pen_ids,
                 struct fp8_tensor *ids);
+/* kernels/ref/group.c: the host barrier of a ref group (nothing to do alone). */
+void ref_all_reduce_sum(struct fp8_backend *be, struct fp8_tensor *x);
+void ref_argmax_value(struct fp8_backend *be, const struct fp8_tensor *logits,
+                      struct fp8_tensor *ids, struct fp8_tensor *values);
 
 void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *qkv,
                                const struct fp8_tensor *q_norm, const struct fp8_tensor *k_norm,
