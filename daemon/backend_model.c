@@ -238,9 +238,11 @@ static void mb_log_start(const struct mb *m, const struct fp8_engine_params *p)
         for (int32_t i = w->n_buckets - 1; i >= 0 && off < sizeof(sizes); i--)
             off += (size_t)snprintf(sizes + off, sizeof(sizes) - off, "%s%d",
                                     i == w->n_buckets - 1 ? "" : ",", (int)w->buckets[i]);
+        bool group = m->be->group && m->be->group->n_ranks > 1;
         fp8d_log(FP8D_LOG_INFO, "CUDA graphs: decode batch sizes %s captured in %.3f s "
-                 "(%lld graphs); smaller batches are padded to the next size", sizes,
-                 w->seconds, (long long)w->n_captures);
+                 "(%lld graphs); %s", sizes, w->seconds, (long long)w->n_captures,
+                 group ? "a tensor-parallel group captures other batch sizes on first use"
+                       : "smaller batches are padded to the next size");
     } else if (m->be->decode_graphs) {
         fp8d_log(FP8D_LOG_INFO, "CUDA graphs: off (--enforce-eager)");
     }
