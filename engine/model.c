@@ -489,9 +489,12 @@ int model_step_finish(struct fp8_model *m, int32_t n_rows, const struct model_st
     return n_rows;
 }
 
-int model_forward_local(struct fp8_model *m, const struct fp8_batch *b,
-                        const struct model_step_out *out, struct fp8_err *err)
+/* One step of m into out: over its tensor-parallel group, or on its own backend. */
+static int forward_out(struct fp8_model *m, const struct fp8_batch *b,
+                       const struct model_step_out *out, struct fp8_err *err)
 {
+    if (m && m->tp)
+        return model_tp_forward(m, b, out, err);
     int n_rows = model_step_begin(m, b, out, err);
     return n_rows < 0 ? n_rows : model_step_finish(m, n_rows, out, err);
 }
@@ -500,9 +503,7 @@ int fp8_model_forward(struct fp8_model *m, const struct fp8_batch *b, float *log
                       struct fp8_err *err)
 {
     struct model_step_out out = {.logits = logits};
-    if (m && m->tp)
-        return model_tp_forward(m, b, &out, err);
-    return model_forward_local(m, b, &out, err);
+    return forward_out(m, b, &out, err);
 }
 
 int fp8_model_forward_sample(struct fp8_model *m, const struct fp8_batch *b,
@@ -512,9 +513,7 @@ int fp8_model_forward_sample(struct fp8_model *m, const struct fp8_batch *b,
     if (!rows || !ids)
         return fp8_err_set(err, -EINVAL, "forward_sample: no parameter rows or id buffer");
     struct model_step_out out = {.rows = rows, .pen_ids = pen_ids, .ids = ids};
-    if (m && m->tp)
-        return model_tp_forward(m, b, &out, err);
-    return model_forward_local(m, b, &out, err);
+    return forward_out(m, b, &out, err);
 }
 
 int fp8_model_forward_greedy(struct fp8_model *m, const struct fp8_batch *b, int32_t *ids,

@@ -168,11 +168,9 @@ int model_build(struct fp8_weights *src, struct fp8_backend *be, const struct fp
 /* The checks every model makes of a step before launching it (identical on every rank,
  * so a group checks once, before handing the step out). */
 int model_check_batch(const struct fp8_model *m, const struct fp8_batch *b, struct fp8_err *err);
-/* The step on one model into out. Returns the logit rows or a negative errno. */
-int model_forward_local(struct fp8_model *m, const struct fp8_batch *b,
-                        const struct model_step_out *out, struct fp8_err *err);
-/* model_forward_local in two halves: the checks and the backend's step_begin (which may
- * allocate), returning the logit rows; then the forward, sync and the copies out. A group
+/* The step on one model into out, in two halves: the checks and the backend's step_begin
+ * (which may allocate), returning the logit rows; then the forward, sync and the copies
+ * out, returning the rows or a negative errno. A group
  * puts a barrier between them: no rank allocates or frees device or pinned memory while a
  * peer's collective waits for it (a cudaFreeHost, say, that waits for the peer's device,
  * whose NCCL kernel waits for this rank, would never return). */
