@@ -48,7 +48,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: fp8d bench (--synthetic PRESET | --model DIR) [--batch 1,2,4,8,16] [--tokens 128]\n"
                "                  [--prompt-tokens 512] [--context 32] [--json] [options]\n"
                "decode tok/s per batch size (sampled on the device: greedy, or --temperature with\n"
-               "the sampling options), peak memory by class, roofline\n"
+               "the sampling options; a tensor-parallel group draws non-greedy rows on the host),\n"
+               "peak memory by class, roofline\n"
                "fraction, and time to first token for a --prompt-tokens prompt\n%s",
             fp8d_opts_help);
 }
@@ -516,9 +517,11 @@ int cmd_bench(int argc, char **argv)
                "(min %.1f, max %.1f)\n", a.prompt_tokens, ttft[1] * 1e3, ttft[0] * 1e3,
                ttft[2] * 1e3);
         if (q.rows)
-            printf("decode: each sequence prefilled with %d tokens, then %d steps sampled on the "
-                   "device (temperature %g, top-k %d, top-p %g, min-p %g); roofline %% = (%.3f GB "
+            printf("decode: each sequence prefilled with %d tokens, then %d steps sampled %s "
+                   "(temperature %g, top-k %d, top-p %g, min-p %g); roofline %% = (%.3f GB "
                    "/ %d GPU%s / %.0f GB/s) / measured step time\n", a.context, a.tokens,
+                   n_gpus > 1 ? "on the host from the logit shards gathered off the GPUs"
+                              : "on the device",
                    (double)o.sampling.temperature, o.sampling.top_k, (double)o.sampling.top_p,
                    (double)o.sampling.min_p, wbytes / 1e9, n_gpus, n_gpus > 1 ? "s" : "", bw / 1e9);
         else
