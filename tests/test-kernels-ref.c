@@ -474,6 +474,30 @@ static void test_sample_refuses_bad_rows(void **state)
     drop(&l), drop(&ids);
 }
 
+/* argmax_value, a vocab shard's greedy candidate: the lowest index of each row's maximum
+ * and that maximum, by hand; a values tensor of the wrong length is refused by name. */
+static void test_argmax_value_by_hand(void **state)
+{
+    (void)state;
+    const float lv[8] = {0.5f, 2, 2, -1, -3, -2, -4, -2};
+    int64_t ln[2] = {2, 4}, in[1] = {2}, bad[1] = {1};
+    struct fp8_tensor l = make(FP8_DTYPE_F32, 2, ln, lv), ids = make(FP8_DTYPE_I32, 1, in, NULL),
+                      vals = make(FP8_DTYPE_F32, 1, in, NULL),
+                      short_vals = make(FP8_DTYPE_F32, 1, bad, NULL);
+    step_one_seq(2, 0, NULL, 4);
+    be->ops->argmax_value(be, &l, &ids, &vals);
+    assert_ok();
+    assert_int_equal(((int32_t *)ids.data)[0], 1); /* 2 at 1 and 2: the lower */
+    assert_int_equal(((int32_t *)ids.data)[1], 1); /* -2 at 1 and 3 */
+    assert_true(((float *)vals.data)[0] == 2.0f);
+    assert_true(((float *)vals.data)[1] == -2.0f);
+    struct fp8_err err = {{0}};
+    be->ops->argmax_value(be, &l, &ids, &short_vals);
+    assert_int_equal(be->ops->sync(be, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "argmax_value"));
+    drop(&l), drop(&ids), drop(&vals), drop(&short_vals);
+}
+
 static void test_errors_are_sticky_and_clear(void **state)
 {
     (void)state;
@@ -541,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_gather_and_softcap),
         cmocka_unit_test(test_sample_greedy_lowest_on_ties),
         cmocka_unit_test(test_sample_refuses_bad_rows),
+        cmocka_unit_test(test_argmax_value_by_hand),
         cmocka_unit_test(test_errors_are_sticky_and_clear),
         cmocka_unit_test(test_backend_names),
     };
