@@ -242,9 +242,9 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
             }
             /* the fusion the model runs on this shape: norm (qkv), norm + glu (gate_up),
              * residual add (o, down) */
-            const struct fp8_cuda_gemv_fuse f_norm = {norm_w, 1e-6f, 0, 0, 0, 0},
-                                            f_glu = {norm_w, 1e-6f, 0, 1, FP8_CUDA_GLU_SILU, 0},
-                                            f_add = {NULL, 0.0f, 0, 0, 0, 1};
+            const struct fp8_cuda_gemv_fuse f_norm = {norm_w, 1e-6f, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
+                                            f_glu = {norm_w, 1e-6f, 0, 1, FP8_CUDA_GLU_SILU, 0, NULL, NULL, NULL, NULL},
+                                            f_add = {NULL, 0.0f, 0, 0, 0, 1, NULL, NULL, NULL, NULL};
             const struct fp8_cuda_gemv_fuse *f = s == 0 ? &f_norm : s == 2 ? &f_glu
                                                : s == 1 || s == 3 ? &f_add : NULL;
             if (f && (!f->norm_w || g.rows <= 8) && (!f->glu || g.rows <= 32)) {
@@ -345,16 +345,24 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
         const float eps = 1e-6f, sm = 0.08838834764831845f;
 
         /* mode 0: the unfused kernels; 1: norms (up to 4 rows), glu and residual adds
-         * fused into the GEMVs, a norm kernel before qkv and gate_up above 4 rows (what the
-         * backend runs); 2: mode 1 without q/k-norm + attention (their share is the
-         * difference) */
+         * fused into the GEMVs, a norm kernel before qkv and gate_up above 4 rows; 2: up
+         * to 8 rows each residual GEMV prepares the next norm in its epilogue and the next
+         * GEMV applies it (what the backend runs up to 4 rows; above 8 rows mode 1); 3:
+         * mode 2 without q/k-norm + attention (their share is the difference) */
         const int in_gemv = b <= 4;
-        const struct fp8_cuda_gemv_fuse f_norm = {norm_w, eps, 0, 0, 0, 0},
-                                        f_glu = {in_gemv ? norm_w : NULL, eps, 0, 1,
-                                                 FP8_CUDA_GLU_SILU, 0},
-                                        f_add = {NULL, 0.0f, 0, 0, 0, 1};
-        static const char *const names[] = {"unfused", "fused", "fused, no attention"};
-        for (int mode = 0; mode < 3; mode++) {
+        float *ss = dalloc(4ull * b * Q_DIM / 16);
+        const struct fp8_cuda_gemv_fuse
+            f_norm = {norm_w, eps, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
+            f_glu = {in_gemv ? norm_w : NULL, eps, 0, 1, FP8_CUDA_GLU_SILU, 0, NULL, NULL, NULL,
+                     NULL},
+            f_add = {NULL, 0.0f, 0, 0, 0, 1, NULL, NULL, NULL, NULL},
+            f_prep = {NULL, 0.0f, 0, 0, 0, 1, norm_w, xn, ss, NULL},
+            f_use = {NULL, eps, 0, 0, 0, 0, NULL, NULL, NULL, ss},
+            f_use_glu = {NULL, eps, 0, 1, FP8_CUDA_GLU_SILU, 0, NULL, NULL, NULL, ss};
+        static const char *const names[] = {"unfused", "norms staged", "norms in epilogues",
+                                            "epilogues, no attn"};
+        for (int mode = 0; mode < 4; mode++) {
+            const int chain = mode >= 2 && b <= 8;
             void *exec = NULL;
             CHECK(fp8_cuda_graph_capture_begin(stream, &err));
             for (int l = 0; l < Q_LAYERS; l++) {
@@ -362,6 +370,9 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
                     CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
                     CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n,
                                              NULL, stream, &err));
+                } else if (chain && l > 0) {
+                    CHECK(fp8_cuda_gemv_e4m3_fused(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM,
+                                                   qkv_n, &f_use, NULL, stream, &err));
                 } else if (in_gemv) {
                     CHECK(fp8_cuda_gemv_e4m3_fused(qkv, 0, h, L[l].w[0], L[l].s[0], b, Q_DIM,
                                                    qkv_n, &f_norm, NULL, stream, &err));
@@ -370,7 +381,7 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
                     CHECK(fp8_cuda_gemv_e4m3(qkv, 0, xn, L[l].w[0], L[l].s[0], b, Q_DIM, qkv_n,
                                              NULL, stream, &err));
                 }
-                if (mode < 2) {
+                if (mode < 3) {
                     CHECK(fp8_cuda_qk_norm_rope_kv_write(q, qkv, qk_w, qk_w, eps, 0, inv_freq,
                                                          1.0f, pos, slot, &kv[l], b, Q_HEADS,
                                                          stream, &err));
@@ -387,19 +398,21 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
                     CHECK(fp8_cuda_glu(act, gu, b, Q_INTER, FP8_CUDA_GLU_SILU, stream, &err));
                     CHECK(fp8_cuda_gemv_e4m3(po, 0, act, L[l].w[3], L[l].s[3], b, Q_INTER,
                                              Q_DIM, NULL, stream, &err));
-                } else {
-                    CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, ao, L[l].w[1], L[l].s[1], b,
-                                                   Q_HEADS * hd, Q_DIM, &f_add, NULL, stream,
-                                                   &err));
-                    if (!in_gemv)
-                        CHECK(fp8_cuda_rmsnorm(xn, h, NULL, norm_w, b, Q_DIM, eps, 0, stream,
-                                               &err));
-                    CHECK(fp8_cuda_gemv_e4m3_fused(act, 0, in_gemv ? h : xn, L[l].w[2],
-                                                   L[l].s[2], b, Q_DIM, 2 * Q_INTER, &f_glu,
-                                                   NULL, stream, &err));
-                    CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, act, L[l].w[3], L[l].s[3], b,
-                                                   Q_INTER, Q_DIM, &f_add, NULL, stream, &err));
+                    continue;
                 }
+                /* o, gate_up, down; the last down prepares nothing (a plain norm follows) */
+                const int prep_down = chain && l + 1 < Q_LAYERS;
+                CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, ao, L[l].w[1], L[l].s[1], b, Q_HEADS * hd,
+                                               Q_DIM, chain ? &f_prep : &f_add, NULL, stream,
+                                               &err));
+                if (!chain && !in_gemv)
+                    CHECK(fp8_cuda_rmsnorm(xn, h, NULL, norm_w, b, Q_DIM, eps, 0, stream, &err));
+                CHECK(fp8_cuda_gemv_e4m3_fused(act, 0, chain || !in_gemv ? xn : h, L[l].w[2],
+                                               L[l].s[2], b, Q_DIM, 2 * Q_INTER,
+                                               chain ? &f_use_glu : &f_glu, NULL, stream, &err));
+                CHECK(fp8_cuda_gemv_e4m3_fused(h, 0, act, L[l].w[3], L[l].s[3], b, Q_INTER,
+                                               Q_DIM, prep_down ? &f_prep : &f_add, NULL, stream,
+                                               &err));
             }
             CHECK(fp8_cuda_rmsnorm(xn, po, h, norm_w, b, Q_DIM, eps, 0, stream, &err));
             CHECK(fp8_cuda_gemv_e4m3(logits, 1, xn, lm, lm_s, b, Q_DIM, Q_VOCAB, NULL, stream,
@@ -422,7 +435,7 @@ static void bench_full_step(struct layer_w *L, uint8_t *lm, float *lm_s, size_t 
             fp8_cuda_free(kv[l].v_scale);
         }
         void *bufs[] = {bt, len, pos, slot, norm_w, qk_w, inv_freq, h, xn, qkv, q, ao, po, gu,
-                        act, logits, ws};
+                        act, logits, ws, ss};
         for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
             fp8_cuda_free(bufs[i]);
     }

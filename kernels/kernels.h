@@ -179,6 +179,18 @@ struct fp8_backend_ops {
     void (*linear_add)(struct fp8_backend *be, const struct fp8_tensor *x,
                        const struct fp8_tensor *w, struct fp8_tensor *y,
                        struct fp8_tensor *residual);
+    /* One boundary of the pre-norm residual stream: linear_add(x, w_out, y, residual)
+     * (residual (n, D)), then rms_norm_linear(residual, norm_w, eps, kind, w_in, xn, out),
+     * or with gate_up non-NULL rms_norm_linear_glu(residual, norm_w, eps, kind, w_in =
+     * the fused (2I, D) gate_up weight, act, xn, gate_up, out). y (n, D), xn (n, D) and
+     * gate_up scratch. */
+    void (*linear_add_rms_norm_linear)(struct fp8_backend *be, const struct fp8_tensor *x,
+                                       const struct fp8_tensor *w_out, struct fp8_tensor *y,
+                                       struct fp8_tensor *residual,
+                                       const struct fp8_tensor *norm_w, float eps,
+                                       enum fp8_norm kind, const struct fp8_tensor *w_in,
+                                       enum fp8_glu_act act, struct fp8_tensor *xn,
+                                       struct fp8_tensor *gate_up, struct fp8_tensor *out);
     /* Optional (model code does not call it; the ref backend has it for tests and as the
      * definition qk_norm_rope_kv_write is written in): in place on x (n, heads, hd),
      * rotate-half (NeoX) pairs (i, i + hd/2): angle = position * inv_freq[i]; cos and sin

@@ -310,30 +310,29 @@ void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n)
     model_all_reduce(m, &xb2);
 }
 
-void model_attention_residual(struct fp8_model *m, int32_t l, int32_t n)
+void model_dense_layers_fused(struct fp8_model *m, int32_t n)
 {
     const struct fp8_model_config *c = &m->cfg;
     const struct fp8_backend_ops *op = m->be->ops;
-    struct fp8_layer *w = &m->layers[l];
+    const float eps = c->rms_norm_eps;
     struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
-                      xb2 = model_rows(&m->xb2, n);
-    struct fp8_tensor qkv = model_rows(&m->qkv, n), att = model_rows(&m->att, n);
-
-    op->rms_norm_linear(m->be, &x, &w->attn_norm, c->rms_norm_eps, m->norm_kind, &w->wqkv, &xb,
-                        &qkv);
-    attention_core(m, l, n);
-    op->linear_add(m->be, &att, &w->wo, &xb2, &x);
-}
-
-void model_dense_mlp_residual(struct fp8_model *m, int32_t l, int32_t n)
-{
-    const struct fp8_model_config *c = &m->cfg;
-    const struct fp8_backend_ops *op = m->be->ops;
-    struct fp8_layer *w = &m->layers[l];
-    struct fp8_tensor x = model_rows(&m->x, n), xb = model_rows(&m->xb, n),
-                      xb2 = model_rows(&m->xb2, n), hb, hb2;
+                      xb2 = model_rows(&m->xb2, n), qkv = model_rows(&m->qkv, n),
+                      att = model_rows(&m->att, n), hb, hb2;
     mlp_views(m, n, &hb, &hb2);
-    op->rms_norm_linear_glu(m->be, &x, &w->mlp_norm, c->rms_norm_eps, m->norm_kind,
-                            &w->w_gate_up, m->act, &xb, &hb, &hb2);
-    op->linear_add(m->be, &hb2, &w->w_down, &xb2, &x);
+
+    op->rms_norm_linear(m->be, &x, &m->layers[0].attn_norm, eps, m->norm_kind,
+                        &m->layers[0].wqkv, &xb, &qkv);
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        struct fp8_layer *w = &m->layers[l];
+        attention_core(m, l, n);
+        op->linear_add_rms_norm_linear(m->be, &att, &w->wo, &xb2, &x, &w->mlp_norm, eps,
+                                       m->norm_kind, &w->w_gate_up, m->act, &xb, &hb, &hb2);
+        if (l + 1 == c->n_layers) {
+            op->linear_add(m->be, &hb2, &w->w_down, &xb2, &x);
+            break;
+        }
+        struct fp8_layer *next = &m->layers[l + 1];
+        op->linear_add_rms_norm_linear(m->be, &hb2, &w->w_down, &xb2, &x, &next->attn_norm, eps,
+                                       m->norm_kind, &next->wqkv, m->act, &xb, NULL, &qkv);
+    }
 }

@@ -118,13 +118,15 @@ int model_load_dense_mlp(struct fp8_model *m, struct fp8_weights *src, int32_t l
 void model_attention(struct fp8_model *m, int32_t l, int32_t n);
 /* xb (n, D) -> xb2 (n, D): gate_up, activation, down. */
 void model_dense_mlp(struct fp8_model *m, int32_t l, int32_t n);
-/* The same two blocks of a pre-norm layer as fused ops straight on the residual stream:
- * x += o_proj(attention(qkv(rms_norm(x, attn_norm)))) and
- * x += down(glu(gate_up(rms_norm(x, mlp_norm)))). Only where nothing has to happen
- * between a block's last projection and the residual add: a tensor-parallel group of
- * more than one all-reduces o/down first and takes the unfused blocks above. */
-void model_attention_residual(struct fp8_model *m, int32_t l, int32_t n);
-void model_dense_mlp_residual(struct fp8_model *m, int32_t l, int32_t n);
+/* Every layer of a pre-norm dense decoder as fused ops straight on the residual stream x
+ * (n, D), ending with x after the last layer's residual add:
+ *   x += o_proj(attention(qkv(rms_norm(x, attn_norm)))),
+ *   x += down(glu(gate_up(rms_norm(x, mlp_norm)))),
+ * each residual add fused with the norm and projection after it
+ * (linear_add_rms_norm_linear). Only where nothing has to happen between a block's last
+ * projection and the residual add: a tensor-parallel group of more than one all-reduces
+ * o/down first and takes the unfused blocks above. */
+void model_dense_layers_fused(struct fp8_model *m, int32_t n);
 
 /* x = the sum of x over the tensor-parallel group (nothing alone). */
 void model_all_reduce(struct fp8_model *m, struct fp8_tensor *x);

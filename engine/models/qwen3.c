@@ -39,13 +39,10 @@ void qwen3_forward(struct fp8_model *m, int32_t n)
 
     op->embed(m->be, &m->embed, 1.0f, &x);
     if (fused) {
-        /* kernels.h's fused ops: each norm with the projection after it, each residual
-         * add with the projection before it, glu with gate_up (on cuda at decode sizes
-         * one GEMV each) */
-        for (int32_t l = 0; l < c->n_layers; l++) {
-            model_attention_residual(m, l, n);
-            model_dense_mlp_residual(m, l, n);
-        }
+        /* kernels.h's fused ops: each residual add with the projection before it and the
+         * norm and projection after it, glu with gate_up (on cuda at decode sizes: four
+         * GEMVs a layer, the norms prepared in their epilogues) */
+        model_dense_layers_fused(m, n);
         op->rms_norm(m->be, &x, &m->final_norm, c->rms_norm_eps, m->norm_kind, &xb);
         return;
     }

@@ -16,7 +16,9 @@
  *   qk_rows_kernel below for other even head_dim up to 256.
  * - the fused decode ops (rms_norm_linear, rms_norm_linear_glu, linear_add): one
  *   fp8_cuda_gemv_e4m3_fused each at decode sizes (the norm inside it up to 4 rows, a norm
- *   kernel before it above; glu up to 32 rows), their compositions otherwise.
+ *   kernel before it above; glu up to 32 rows), their compositions otherwise;
+ *   linear_add_rms_norm_linear: two GEMVs up to 4 rows, the first preparing the norm in
+ *   its epilogue and the second applying it, the composition above.
  *
  * CUDA graphs: a decode step's ops are captured the first time a (tokens, sequences,
  * logit rows, block size) shape is seen, and that graph is replayed for every later step
@@ -1303,7 +1305,8 @@ void cuda_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
         return;
     }
     const struct fp8_cuda_gemv_fuse fu = {(const float *)norm_w->data, eps,
-                                          kind == FP8_NORM_RMS_PLUS_ONE, 0, 0, 0};
+                                          kind == FP8_NORM_RMS_PLUS_ONE, 0, 0, 0, NULL, NULL,
+                                          NULL, NULL};
     gemv_fused(be, x, w, out, &fu);
 }
 
@@ -1336,7 +1339,8 @@ void cuda_rms_norm_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x
     }
     struct fp8_cuda_gemv_fuse fu = {
         (const float *)norm_w->data, eps, kind == FP8_NORM_RMS_PLUS_ONE, 1,
-        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH, 0};
+        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH, 0, NULL, NULL, NULL,
+        NULL};
     if (!norm_in_gemv(n, w_gate_up->ne[1])) {
         cuda_rms_norm(be, x, norm_w, eps, kind, xn);
         if (ctx_of(be)->err_code)
@@ -1378,8 +1382,59 @@ void cuda_linear_add(struct fp8_backend *be, const struct fp8_tensor *x, const s
         launched(be, op);
         return;
     }
-    const struct fp8_cuda_gemv_fuse fu = {NULL, 0.0f, 0, 0, 0, 1};
+    const struct fp8_cuda_gemv_fuse fu = {NULL, 0.0f, 0, 0, 0, 1, NULL, NULL, NULL, NULL};
     gemv_fused(be, x, w, residual, &fu);
+}
+
+/* Where norm_in_gemv allows (up to 4 rows) the residual GEMV's epilogue prepares the next
+ * norm (xn = bf16(residual * w'), and in y the sums of squares per 16 channels) and the
+ * next GEMV applies it, so nothing normalizes in between: no per-block staging prologue
+ * (H100, Qwen3-8B, one graph of a batch-1 step: 3.585 vs 3.606 ms; at 8 rows it measured
+ * slower than a norm kernel, 1962 vs 2041 tok/s). More rows: the composition. */
+void cuda_linear_add_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
+                                     const struct fp8_tensor *w_out, struct fp8_tensor *y,
+                                     struct fp8_tensor *residual, const struct fp8_tensor *norm_w,
+                                     float eps, enum fp8_norm kind, const struct fp8_tensor *w_in,
+                                     enum fp8_glu_act act, struct fp8_tensor *xn,
+                                     struct fp8_tensor *gate_up, struct fp8_tensor *out)
+{
+    const char *op = "linear_add_rms_norm_linear";
+    if (!active(be, op) ||
+        !check_linear(be, op, x, w_out, residual, w_out ? w_out->ne[0] : 0, false))
+        return;
+    const int64_t n = fp8_tensor_rows(x), d = w_out->ne[0];
+    const int64_t n_in = w_in ? w_in->ne[0] : 0;
+    if (!check_linear(be, op, residual, w_in, out, gate_up ? n_in / 2 : n_in, false) ||
+        !check_f32_vec(be, op, "norm_w", norm_w, d) || !check_act(be, op, "y", y, n, d) ||
+        !check_act(be, op, "xn", xn, n, d))
+        return;
+    if (gate_up && (n_in % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH))) {
+        fail(be, -EINVAL, "%s: odd gate_up rows %lld or unknown activation", op,
+             (long long)n_in);
+        return;
+    }
+    if (!norm_in_gemv(n, d)) {
+        cuda_linear_add(be, x, w_out, y, residual);
+        if (ctx_of(be)->err_code)
+            return;
+        if (gate_up)
+            cuda_rms_norm_linear_glu(be, residual, norm_w, eps, kind, w_in, act, xn, gate_up,
+                                     out);
+        else
+            cuda_rms_norm_linear(be, residual, norm_w, eps, kind, w_in, xn, out);
+        return;
+    }
+    const struct fp8_cuda_gemv_fuse prep = {NULL, 0.0f, kind == FP8_NORM_RMS_PLUS_ONE, 0, 0, 1,
+                                            (const float *)norm_w->data, (uint16_t *)xn->data,
+                                            (float *)y->data, NULL};
+    gemv_fused(be, x, w_out, residual, &prep);
+    if (ctx_of(be)->err_code)
+        return;
+    const struct fp8_cuda_gemv_fuse use = {
+        NULL, eps, 0, gate_up != NULL,
+        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH, 0, NULL, NULL, NULL,
+        (const float *)y->data};
+    gemv_fused(be, xn, w_in, out, &use);
 }
 
 bool check_cache(struct fp8_backend *be, const char *op, const struct fp8_kv_cache *kc,
@@ -1764,6 +1819,7 @@ const struct fp8_backend_ops cuda_ops = {
     .rms_norm_linear = cuda_rms_norm_linear,
     .rms_norm_linear_glu = cuda_rms_norm_linear_glu,
     .linear_add = cuda_linear_add,
+    .linear_add_rms_norm_linear = cuda_linear_add_rms_norm_linear,
     .rope = NULL,
     .kv_write = NULL,
     .qk_norm_rope_kv_write = cuda_qk_norm_rope_kv_write,

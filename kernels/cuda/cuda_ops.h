@@ -162,7 +162,15 @@ int fp8_cuda_gemm_e4m3(struct fp8_cuda_gemm *g,
  *   picked when cfg is NULL) and at most 32 rows.
  * - add: y (bf16) += result, rounded as fp8_cuda_rmsnorm's residual add of the bf16
  *   result (bf16 of the fp32 sum of the two bf16 values): bit-identical to the GEMV into
- *   a scratch followed by that add. */
+ *   a scratch followed by that add.
+ * - out_norm_w (with add, at most 8 rows): the next RMSNorm prepared in the epilogue, for
+ *   a GEMV with in_ss: out_xw (rows, out) = bf16(y' * w') with y' the updated y and
+ *   w' = out_norm_w (+ 1 with plus_one), and out_ss (rows, ceil(out / 16)) the sums of
+ *   squares of y' over each 16 channels (a fixed order).
+ * - in_ss (at most 8 rows, no norm_w): x is such an out_xw and in_ss its out_ss:
+ *   y = (1 / rms) x W^T, 1 / rms = 1 / sqrt(sum in_ss / in + eps), the sums in a fixed
+ *   order: the staged norm's result without its prologue (a norm costs the block ~1 KB of
+ *   partial sums instead of staging the whole rows). */
 struct fp8_cuda_gemv_fuse {
     const float *norm_w;     /* (in) f32, 16-byte aligned, or NULL */
     float eps;
@@ -170,6 +178,10 @@ struct fp8_cuda_gemv_fuse {
     int32_t glu;             /* nonzero: glu epilogue with glu_act */
     int32_t glu_act;         /* enum fp8_cuda_glu_act */
     int32_t add;
+    const float *out_norm_w; /* (out) f32, or NULL */
+    uint16_t *out_xw;        /* (rows, out) bf16 */
+    float *out_ss;           /* (rows, ceil(out / 16)) f32 */
+    const float *in_ss;      /* (rows, ceil(in / 16)) f32, or NULL */
 };
 
 /* Shared memory the norm fusion stages per block: rows of in + 8 bf16 values. */

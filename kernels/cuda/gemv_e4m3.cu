@@ -124,7 +124,240 @@ struct gemv_args {
     int rows, K, N;      /* N: weight rows (2 I with glu) */
     float eps;
     int plus_one, out_f32, add, glu, prefetch; /* glu: 0 none, 1 + enum fp8_cuda_glu_act */
+    /* The next norm's preparation (with add, rows <= 8): xw (rows, N) = bf16(y' * w'),
+     * y' the updated residual and w' = out_norm_w (+ 1 with plus_one); ss_out (rows, n_ss)
+     * the sums of squares of y' over each 16 channels. */
+    const float *out_norm_w;
+    uint16_t *xw;
+    float *ss_out;
+    /* Its use (rows <= 8): x is such an xw, and 1 / rms comes from ss_in (rows, n_ss) */
+    const float *ss_in;
+    int n_ss;
 };
+
+/* NORM (rows <= 8): the block stages bf16(x * w') of its rows in shared memory once (xs,
+ * rows of K + 8 elements: 16 bytes of padding between rows), summing each row's squares
+ * on the way (one warp-sum per row, the warps in a fixed order), so the weight loop reads
+ * x as without a norm and the epilogue applies inv_rms. Every block repeats this 8 KB-a-row
+ * prologue (from L2) instead of paying the norm's arithmetic and weight loads on every
+ * iteration of the loop. Ends with the block synchronized. */
+__device__ __forceinline__ void gemv_stage_norm(const gemv_args &a, uint16_t *xs, float *inv_rms)
+{
+    __shared__ float ss_warp[kWarps][8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int K = a.K, rows = a.rows, xs_stride = K + 8;
+    const bool plus_one = a.plus_one != 0;
+    float ss[8];
+#pragma unroll
+    for (int r = 0; r < 8; r++)
+        ss[r] = 0.0f;
+    /* all rows' loads of a piece of 8 columns go out together */
+    for (int i = threadIdx.x * 8; i < K; i += kWarps * 32 * 8) {
+        const float4 w0 = __ldg(reinterpret_cast<const float4 *>(a.norm_w + i));
+        const float4 w1 = __ldg(reinterpret_cast<const float4 *>(a.norm_w + i) + 1);
+        float wf[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+        if (plus_one) {
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                wf[e] += 1.0f;
+        }
+        uint4 v[8];
+#pragma unroll
+        for (int r = 0; r < 8; r++)
+            if (r < rows)
+                v[r] = __ldg(reinterpret_cast<const uint4 *>(a.x + (size_t)r * K + i));
+#pragma unroll
+        for (int r = 0; r < 8; r++) {
+            if (r >= rows)
+                continue;
+            const uint32_t in[4] = {v[r].x, v[r].y, v[r].z, v[r].w};
+            uint32_t o[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float x0 = __uint_as_float(in[e] << 16),
+                            x1 = __uint_as_float(in[e] & 0xffff0000u);
+                ss[r] = fmaf(x0, x0, ss[r]);
+                ss[r] = fmaf(x1, x1, ss[r]);
+                o[e] = (uint32_t)fp8_f32_to_bf16_bits(x0 * wf[2 * e]) |
+                       (uint32_t)fp8_f32_to_bf16_bits(x1 * wf[2 * e + 1]) << 16;
+            }
+            *reinterpret_cast<uint4 *>(xs + (size_t)r * xs_stride + i) =
+                make_uint4(o[0], o[1], o[2], o[3]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        if (r >= rows) /* rows is the same for the whole block */
+            continue;
+        const float v = fp8_warp_sum(ss[r]);
+        if (lane == 0)
+            ss_warp[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < rows) {
+        float tot = 0.0f;
+#pragma unroll
+        for (int v = 0; v < kWarps; v++)
+            tot += ss_warp[v][threadIdx.x];
+        inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + a.eps); /* as rmsnorm */
+    }
+    __syncthreads();
+}
+
+/* This thread's weight rows (g and g + 8 of each 16-channel tile; with glu the tiles are
+ * gate channels c0.. and the up rows half + c0..), at its 16 bytes of each 64-byte chunk,
+ * and which of them exist. */
+template <int MT>
+__device__ __forceinline__ void gemv_weight_rows(const uint8_t *(&wrow)[MT][2], bool (&wok)[MT][2],
+                                                 const gemv_args &a, int c0)
+{
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3, half = a.N / 2;
+#pragma unroll
+    for (int i = 0; i < MT; i++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int ch = a.glu ? c0 + g + 8 * h : c0 + 16 * i + g + 8 * h;
+            const int row = a.glu ? i * half + ch : ch;
+            wok[i][h] = a.glu ? ch < half : ch < a.N;
+            wrow[i][h] = a.w + (size_t)(wok[i][h] ? row : 0) * a.K + 16 * t;
+        }
+    }
+}
+
+/* Where this thread's activation rows start (the staged norm copy with NORM) and
+ * which of them exist. */
+template <int NT, bool NORM>
+__device__ __forceinline__ void gemv_x_rows(const uint16_t *(&xrow)[NT], bool (&xok)[NT],
+                                            const gemv_args &a, const uint16_t *xs)
+{
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int n = 8 * j + g;
+        xok[j] = n < a.rows;
+        xrow[j] = NORM ? xs + (size_t)(xok[j] ? n : 0) * (a.K + 8) + 16 * t
+                       : a.x + (size_t)(xok[j] ? n : 0) * a.K + 16 * t;
+    }
+}
+
+/* The block's warps hold partial sums over their in-dims: they meet in red
+ * ((kWarps, MT * NT * 4, 32) floats) in a fixed order (deterministic), and the per-channel
+ * scale, 1 / rms and the glu or residual epilogue are applied once. */
+/* ss_in: this thread's share of each row's sum of squares (issued right after the wait,
+ * summed at the end, so the loads hide behind the weight loop); a fixed order. */
+__device__ __forceinline__ void gemv_ss_load(const gemv_args &a, float (&part)[8])
+{
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        part[n] = 0.0f;
+        if (n < a.rows)
+            for (int i = threadIdx.x; i < a.n_ss; i += kWarps * 32)
+                part[n] += a.ss_in[(size_t)n * a.n_ss + i];
+    }
+}
+
+template <int MT, int NT, bool NORM>
+__device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const float (&acc)[MT][NT][4],
+                                                  float *red, float *inv_rms, int c0,
+                                                  const float (&ss_part)[8])
+{
+    constexpr int kIdx = MT * NT * 4;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int rows = a.rows, N = a.N, half = N / 2;
+    const bool rms = NORM || a.ss_in;
+    __shared__ float ss_warp[kWarps][8];
+    __shared__ float sq[8][16 * MT]; /* xw: the squares of this block's outputs */
+    if (a.ss_in) {
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            if (n >= rows)
+                continue;
+            const float v = fp8_warp_sum(ss_part[n]);
+            if (lane == 0)
+                ss_warp[warp][n] = v;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                red[(warp * kIdx + (i * NT + j) * 4 + r) * 32 + lane] = acc[i][j][r];
+    __syncthreads();
+    if (a.ss_in && threadIdx.x < rows) {
+        float tot = 0.0f;
+#pragma unroll
+        for (int v = 0; v < kWarps; v++)
+            tot += ss_warp[v][threadIdx.x];
+        inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)a.K + a.eps); /* as rmsnorm */
+    }
+    if (a.ss_in)
+        __syncthreads();
+    const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
+    for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
+        const int idx = o >> 5, l = o & 31;
+        float s = 0.0f;
+#pragma unroll
+        for (int v = 0; v < kWarps; v++)
+            s += red[(v * kIdx + idx) * 32 + l];
+        const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
+        const int ch = c0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
+        const int n = 8 * j + 2 * (l & 3) + (r & 1);
+        if (n >= rows)
+            continue;
+        if (rms)
+            s *= inv_rms[n];
+        if (a.glu) {
+            if (ch >= half)
+                continue;
+            /* the up channel: same place in the second tile */
+            float su = 0.0f;
+#pragma unroll
+            for (int v = 0; v < kWarps; v++)
+                su += red[(v * kIdx + idx + NT * 4) * 32 + l];
+            if (rms)
+                su *= inv_rms[n];
+            const float gate = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(s * a.scale[ch]));
+            const float up = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(su * a.scale[half + ch]));
+            static_cast<uint16_t *>(a.y)[(size_t)n * half + ch] =
+                fp8_f32_to_bf16_bits(fp8_glu_act_f32(gate, a.glu - 1) * up);
+            continue;
+        }
+        if (ch >= N)
+            continue;
+        const size_t yi = (size_t)n * N + ch;
+        if (a.out_f32) {
+            static_cast<float *>(a.y)[yi] = s * a.scale[ch];
+            continue;
+        }
+        uint16_t b = fp8_f32_to_bf16_bits(s * a.scale[ch]);
+        if (a.add) {
+            uint16_t *yb = static_cast<uint16_t *>(a.y);
+            b = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(b) + fp8_bf16_bits_to_f32(yb[yi]));
+        }
+        static_cast<uint16_t *>(a.y)[yi] = b;
+        if (a.xw) {
+            const float v = fp8_bf16_bits_to_f32(b);
+            const float wn = a.out_norm_w[ch] + (a.plus_one ? 1.0f : 0.0f);
+            a.xw[yi] = fp8_f32_to_bf16_bits(v * wn); /* as the staged norm's bf16(x * w') */
+            sq[n][ch - c0] = v * v;
+        }
+    }
+    if (a.xw) {
+        __syncthreads();
+        /* one sum per row and 16-channel tile, in channel order */
+        for (int o = threadIdx.x; o < rows * MT; o += kWarps * 32) {
+            const int n = o / MT, i = o % MT;
+            if (c0 + 16 * i >= N)
+                continue;
+            float s = 0.0f;
+            for (int q = 0; q < 16 && c0 + 16 * i + q < N; q++)
+                s += sq[n][16 * i + q];
+            a.ss_out[(size_t)n * a.n_ss + c0 / 16 + i] = s;
+        }
+    }
+}
 
 template <int MT, int NT, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_args a)
@@ -132,25 +365,13 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
     /* chunks per iteration: 128 weight bytes in flight per thread, fewer where the wide
      * activation tiles (rows > 16) need the registers */
     constexpr int U = MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : 4 / MT;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int g = lane >> 2, t = lane & 3;
-    const int K = a.K, N = a.N, rows = a.rows;
-    /* With glu the block's tiles are gate channels c0.. and the up rows half + c0.. */
-    const int half = N / 2;
+    const int warp = threadIdx.x >> 5, t = threadIdx.x & 3;
+    const int K = a.K;
     const int c0 = a.glu ? blockIdx.x * 16 : blockIdx.x * 16 * MT;
 
     const uint8_t *wrow[MT][2];
     bool wok[MT][2];
-#pragma unroll
-    for (int i = 0; i < MT; i++) {
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int ch = a.glu ? c0 + g + 8 * h : c0 + 16 * i + g + 8 * h;
-            const int row = a.glu ? i * half + ch : ch;
-            wok[i][h] = a.glu ? ch < half : ch < N;
-            wrow[i][h] = a.w + (size_t)(wok[i][h] ? row : 0) * K + 16 * t;
-        }
-    }
+    gemv_weight_rows<MT>(wrow, wok, a, c0);
     const int nfull = K >> 6;
     int c = warp;
 
@@ -163,7 +384,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
         gemv_load_iter<MT, NT, U>(wv0, wrow, wok, c);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    if (a.prefetch > 0 && threadIdx.x < 16 * MT && !a.glu && c0 + (int)threadIdx.x < N) {
+    if (a.prefetch > 0 && threadIdx.x < 16 * MT && !a.glu && c0 + (int)threadIdx.x < a.N) {
         const uint32_t bytes = (uint32_t)(K < a.prefetch ? K : a.prefetch);
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
                      :
@@ -172,95 +393,20 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
     }
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+    float ss_part[8];
+    if (a.ss_in)
+        gemv_ss_load(a, ss_part);
 
-    /* NORM (rows <= 8): the block stages bf16(x * w') of its rows in shared memory once,
-     * summing each row's squares on the way (one warp-sum per row, the warps in a fixed
-     * order), so the weight loop reads x as without a norm and the epilogue applies
-     * 1/rms. Every block repeats this 8 KB-a-row prologue (from L2) instead of paying
-     * the norm's arithmetic and weight loads on every iteration of the loop. */
     extern __shared__ uint4 stage_raw[];
     uint16_t *const xs = reinterpret_cast<uint16_t *>(stage_raw);
-    const int xs_stride = K + 8; /* elements: 16 bytes of padding between rows */
-    __shared__ float inv_rms[NORM ? 8 : 1];
-    if (NORM) {
-        __shared__ float ss_warp[kWarps][8];
-        const bool plus_one = a.plus_one != 0;
-        float ss[8];
-#pragma unroll
-        for (int r = 0; r < 8; r++)
-            ss[r] = 0.0f;
-        /* all rows' loads of a piece of 8 columns go out together */
-        for (int i = threadIdx.x * 8; i < K; i += kWarps * 32 * 8) {
-            const float4 w0 = __ldg(reinterpret_cast<const float4 *>(a.norm_w + i));
-            const float4 w1 = __ldg(reinterpret_cast<const float4 *>(a.norm_w + i) + 1);
-            float wf[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-            if (plus_one) {
-#pragma unroll
-                for (int e = 0; e < 8; e++)
-                    wf[e] += 1.0f;
-            }
-            uint4 v[8];
-#pragma unroll
-            for (int r = 0; r < 8; r++)
-                if (r < rows)
-                    v[r] = __ldg(reinterpret_cast<const uint4 *>(a.x + (size_t)r * K + i));
-#pragma unroll
-            for (int r = 0; r < 8; r++) {
-                if (r >= rows)
-                    continue;
-                const uint32_t in[4] = {v[r].x, v[r].y, v[r].z, v[r].w};
-                uint32_t o[4];
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float x0 = __uint_as_float(in[e] << 16),
-                                x1 = __uint_as_float(in[e] & 0xffff0000u);
-                    ss[r] = fmaf(x0, x0, ss[r]);
-                    ss[r] = fmaf(x1, x1, ss[r]);
-                    o[e] = (uint32_t)fp8_f32_to_bf16_bits(x0 * wf[2 * e]) |
-                           (uint32_t)fp8_f32_to_bf16_bits(x1 * wf[2 * e + 1]) << 16;
-                }
-                *reinterpret_cast<uint4 *>(xs + (size_t)r * xs_stride + i) =
-                    make_uint4(o[0], o[1], o[2], o[3]);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < 8; r++) {
-            if (r >= rows) /* rows is the same for the whole block */
-                continue;
-            const float v = fp8_warp_sum(ss[r]);
-            if (lane == 0)
-                ss_warp[warp][r] = v;
-        }
-        __syncthreads();
-        if (threadIdx.x < rows) {
-            float tot = 0.0f;
-#pragma unroll
-            for (int v = 0; v < kWarps; v++)
-                tot += ss_warp[v][threadIdx.x];
-            inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + a.eps); /* as rmsnorm */
-        }
-    }
+    __shared__ float inv_rms[8];
+    if (NORM)
+        gemv_stage_norm(a, xs, inv_rms);
 
     const uint16_t *xrow[NT];
     bool xok[NT];
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        int n = 8 * j + g;
-        xok[j] = n < rows;
-        xrow[j] = NORM ? xs + (size_t)(xok[j] ? n : 0) * xs_stride + 16 * t
-                       : a.x + (size_t)(xok[j] ? n : 0) * K + 16 * t;
-    }
-
-    float acc[MT][NT][4];
-#pragma unroll
-    for (int i = 0; i < MT; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int r = 0; r < 4; r++)
-                acc[i][j][r] = 0.0f;
-    if (NORM)
-        __syncthreads(); /* the staged rows */
+    gemv_x_rows<NT, NORM>(xrow, xok, a, xs);
+    float acc[MT][NT][4] = {};
 
     if (early) {
 #pragma unroll
@@ -292,59 +438,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
         gemv_chunk<MT, NT, NORM>(acc, wv, xrow, xok, tok, (size_t)c * 64);
     }
 
-    __shared__ float red[kWarps][MT * NT * 4][32];
-#pragma unroll
-    for (int i = 0; i < MT; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int r = 0; r < 4; r++)
-                red[warp][(i * NT + j) * 4 + r][lane] = acc[i][j][r];
-    __syncthreads();
-    const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
-    for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
-        const int idx = o >> 5, l = o & 31;
-        float s = 0.0f;
-#pragma unroll
-        for (int v = 0; v < kWarps; v++)
-            s += red[v][idx][l];
-        const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
-        const int ch = c0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
-        const int n = 8 * j + 2 * (l & 3) + (r & 1);
-        if (n >= rows)
-            continue;
-        if (NORM)
-            s *= inv_rms[n];
-        if (a.glu) {
-            if (ch >= half)
-                continue;
-            /* the up channel: same place in the second tile */
-            float su = 0.0f;
-#pragma unroll
-            for (int v = 0; v < kWarps; v++)
-                su += red[v][idx + NT * 4][l];
-            if (NORM)
-                su *= inv_rms[n];
-            const float gate = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(s * a.scale[ch]));
-            const float up = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(su * a.scale[half + ch]));
-            static_cast<uint16_t *>(a.y)[(size_t)n * half + ch] =
-                fp8_f32_to_bf16_bits(fp8_glu_act_f32(gate, a.glu - 1) * up);
-            continue;
-        }
-        if (ch >= N)
-            continue;
-        const size_t yi = (size_t)n * N + ch;
-        if (a.out_f32) {
-            static_cast<float *>(a.y)[yi] = s * a.scale[ch];
-            continue;
-        }
-        uint16_t b = fp8_f32_to_bf16_bits(s * a.scale[ch]);
-        if (a.add) {
-            uint16_t *yb = static_cast<uint16_t *>(a.y);
-            b = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(b) + fp8_bf16_bits_to_f32(yb[yi]));
-        }
-        static_cast<uint16_t *>(a.y)[yi] = b;
-    }
+    __shared__ float red[kWarps * MT * NT * 4 * 32];
+    gemv_reduce_store<MT, NT, NORM>(a, acc, red, inv_rms, c0, ss_part);
 }
 
 int n_tiles_for(int rows)
@@ -450,6 +545,20 @@ int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const ui
     a.out_f32 = y_f32 != 0;
     a.add = fuse && fuse->add;
     a.glu = fuse && fuse->glu ? 1 + (int)fuse->glu_act : 0;
+    a.out_norm_w = fuse ? fuse->out_norm_w : NULL;
+    a.xw = fuse && fuse->out_norm_w ? fuse->out_xw : NULL;
+    a.ss_out = fuse && fuse->out_norm_w ? fuse->out_ss : NULL;
+    a.ss_in = fuse ? fuse->in_ss : NULL;
+    a.n_ss = a.ss_in ? (in + 15) / 16 : (out + 15) / 16;
+    if (fuse && (fuse->out_norm_w || fuse->in_ss) &&
+        (rows > 8 || (fuse->out_norm_w && (!a.add || !a.xw || !a.ss_out)) ||
+         (fuse->in_ss && a.norm_w)))
+        return fp8_err_set(err, -EINVAL,
+                           "gemv_e4m3(rows=%d in=%d out=%d out_norm=%s in_ss=%s): the norm "
+                           "prepared in the epilogue needs at most 8 rows, add and both "
+                           "outputs; its use at most 8 rows and no norm_w",
+                           (int)rows, (int)in, (int)out, a.out_norm_w ? "yes" : "no",
+                           a.ss_in ? "yes" : "no");
     if (fuse && (!(a.eps >= 0.0f) || (a.norm_w && ((uintptr_t)a.norm_w & 15)) ||
                  (a.glu && (out % 2 || a.out_f32 || a.add || rows > 32 ||
                             (fuse->glu_act != FP8_CUDA_GLU_SILU &&

@@ -313,6 +313,7 @@ static const struct fp8_backend_ops ref_ops = {
     .rms_norm_linear = ref_rms_norm_linear,
     .rms_norm_linear_glu = ref_rms_norm_linear_glu,
     .linear_add = ref_linear_add,
+    .linear_add_rms_norm_linear = ref_linear_add_rms_norm_linear,
     .rope = ref_rope,
     .kv_write = ref_kv_write,
     .qk_norm_rope_kv_write = ref_qk_norm_rope_kv_write,

@@ -302,6 +302,20 @@ void ref_linear_add(struct fp8_backend *be, const struct fp8_tensor *x, const st
     }
 }
 
+void ref_linear_add_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
+                                    const struct fp8_tensor *w_out, struct fp8_tensor *y,
+                                    struct fp8_tensor *residual, const struct fp8_tensor *norm_w,
+                                    float eps, enum fp8_norm kind, const struct fp8_tensor *w_in,
+                                    enum fp8_glu_act act, struct fp8_tensor *xn,
+                                    struct fp8_tensor *gate_up, struct fp8_tensor *out)
+{
+    ref_linear_add(be, x, w_out, y, residual);
+    if (gate_up)
+        ref_rms_norm_linear_glu(be, residual, norm_w, eps, kind, w_in, act, xn, gate_up, out);
+    else
+        ref_rms_norm_linear(be, residual, norm_w, eps, kind, w_in, xn, out);
+}
+
 static bool argmax_args(struct fp8_backend *be, const struct fp8_tensor *logits,
                         const struct fp8_tensor *ids, const struct fp8_tensor *values)
 {

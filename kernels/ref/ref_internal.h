@@ -75,6 +75,12 @@ void ref_rms_norm_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x,
                              struct fp8_tensor *out);
 void ref_linear_add(struct fp8_backend *be, const struct fp8_tensor *x, const struct fp8_tensor *w,
                     struct fp8_tensor *y, struct fp8_tensor *residual);
+void ref_linear_add_rms_norm_linear(struct fp8_backend *be, const struct fp8_tensor *x,
+                                    const struct fp8_tensor *w_out, struct fp8_tensor *y,
+                                    struct fp8_tensor *residual, const struct fp8_tensor *norm_w,
+                                    float eps, enum fp8_norm kind, const struct fp8_tensor *w_in,
+                                    enum fp8_glu_act act, struct fp8_tensor *xn,
+                                    struct fp8_tensor *gate_up, struct fp8_tensor *out);
 void ref_rope(struct fp8_backend *be, struct fp8_tensor *x, const struct fp8_tensor *inv_freq,
               float attn_factor);
 void ref_kv_write(struct fp8_backend *be, struct fp8_kv_cache *c, int32_t layer,

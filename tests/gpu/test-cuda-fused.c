@@ -316,6 +316,139 @@ static void test_linear_add(void **state)
         run_case(300 + (uint32_t)i, &cases[i]);
 }
 
+/* linear_add_rms_norm_linear(_glu): up to 4 rows cuda prepares the norm in the residual
+ * GEMV's epilogue and applies it in the next GEMV; it must give what cuda's own
+ * composition of linear_add and rms_norm_linear(_glu) gives (each checked against ref
+ * above), which up to 4 rows stages the norm in the GEMV with the same roundings: the
+ * updated residual bit for bit (the same epilogue), the output within one bf16 rounding
+ * (the sum of squares is added in another order: one ulp, 2^-7 relative, doubled for glu,
+ * whose gate rounding feeds act; 1e-3 normwise); more rows are that composition, bit for
+ * bit. Against ref, normwise, what the compositions allow (1e-2). */
+struct chain_case {
+    int rows, in, d, out; /* x (rows, in) -> residual (rows, d) -> out (rows, out) */
+    int glu;
+    enum fp8_norm kind;
+    enum fp8_glu_act act;
+};
+
+static void run_chain(uint32_t id, const struct chain_case *c)
+{
+    uint64_t st = gpu_case_seed(id);
+    const int n = c->rows, wrows = c->glu ? 2 * c->out : c->out;
+    uint16_t *x = malloc((size_t)n * c->in * 2), *res = malloc((size_t)n * c->d * 2);
+    float *nw = malloc((size_t)c->d * 4), *wf1 = malloc((size_t)c->d * c->in * 4);
+    float *wf2 = malloc((size_t)wrows * c->d * 4), *s1 = malloc((size_t)c->d * 4);
+    float *s2 = malloc((size_t)wrows * 4);
+    uint8_t *q1 = malloc((size_t)c->d * c->in), *q2 = malloc((size_t)wrows * c->d);
+    double *out[3], *resid[3];
+    for (int k = 0; k < 3; k++) {
+        out[k] = malloc((size_t)n * c->out * 8);
+        resid[k] = malloc((size_t)n * c->d * 8);
+        assert_non_null(out[k] && resid[k]);
+    }
+    assert_non_null(x && res && nw && wf1 && wf2 && s1 && s2 && q1 && q2);
+    for (size_t i = 0; i < (size_t)n * c->in; i++)
+        x[i] = gpu_rand_bf16(&st, -2.0f, 2.0f);
+    for (size_t i = 0; i < (size_t)n * c->d; i++)
+        res[i] = gpu_rand_bf16(&st, -1.0f, 1.0f);
+    for (int i = 0; i < c->d; i++)
+        nw[i] = gpu_urand(&st, c->kind == FP8_NORM_RMS ? 0.5f : -0.5f, 1.5f);
+    for (size_t i = 0; i < (size_t)c->d * c->in; i++)
+        wf1[i] = gpu_urand(&st, -1.0f, 1.0f) / sqrtf((float)c->in);
+    for (size_t i = 0; i < (size_t)wrows * c->d; i++)
+        wf2[i] = gpu_urand(&st, -1.0f, 1.0f) / sqrtf((float)c->d);
+    fp8_quantize_rows_e4m3(wf1, c->d, c->in, q1, s1);
+    fp8_quantize_rows_e4m3(wf2, wrows, c->d, q2, s2);
+
+    struct pair p;
+    pair_open(&p, n);
+    /* k = 0: cuda's fused op, 1: cuda's composition, 2: ref's op */
+    for (int k = 0; k < 3; k++) {
+        struct fp8_backend *be = p.be[k == 2];
+        struct fp8_tensor tx, tr, tn, t1, t2, ty, txn, tgu, to;
+        put(be, &tx, FP8_DTYPE_BF16, n, c->in, x, NULL);
+        put(be, &tr, FP8_DTYPE_BF16, n, c->d, res, NULL);
+        put(be, &tn, FP8_DTYPE_F32, 1, c->d, nw, NULL);
+        tn = fp8_tensor_reshape(&tn, 1, (int64_t[]){c->d});
+        put(be, &t1, FP8_DTYPE_E4M3, c->d, c->in, q1, s1);
+        put(be, &t2, FP8_DTYPE_E4M3, wrows, c->d, q2, s2);
+        put(be, &ty, FP8_DTYPE_BF16, n, c->d, NULL, NULL);
+        put(be, &txn, FP8_DTYPE_BF16, n, c->d, NULL, NULL);
+        put(be, &tgu, FP8_DTYPE_BF16, n, wrows, NULL, NULL);
+        put(be, &to, FP8_DTYPE_BF16, n, c->out, NULL, NULL);
+        if (k != 1) {
+            be->ops->linear_add_rms_norm_linear(be, &tx, &t1, &ty, &tr, &tn, EPS, c->kind, &t2,
+                                                c->act, &txn, c->glu ? &tgu : NULL, &to);
+        } else {
+            be->ops->linear_add(be, &tx, &t1, &ty, &tr);
+            if (c->glu)
+                be->ops->rms_norm_linear_glu(be, &tr, &tn, EPS, c->kind, &t2, c->act, &txn,
+                                             &tgu, &to);
+            else
+                be->ops->rms_norm_linear(be, &tr, &tn, EPS, c->kind, &t2, &txn, &to);
+        }
+        struct fp8_err err = {{0}};
+        must(be->ops->sync(be, &err), &err);
+        get(be, &to, out[k]);
+        get(be, &tr, resid[k]);
+        struct fp8_tensor *ts[] = {&tx, &tr, &tn, &t1, &t2, &ty, &txn, &tgu, &to};
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
+            be->ops->tensor_free(be, ts[i]);
+    }
+    pair_close(&p);
+
+    char what[160];
+    snprintf(what, sizeof(what), "linear_add_rms_norm_linear%s rows=%d in=%d d=%d out=%d",
+             c->glu ? " glu" : "", n, c->in, c->d, c->out);
+    assert_memory_equal(resid[0], resid[1], (size_t)n * c->d * 8);
+    float *gf = malloc((size_t)n * c->out * 4);
+    assert_non_null(gf);
+    for (size_t i = 0; i < (size_t)n * c->out; i++)
+        gf[i] = (float)out[0][i];
+    if (n <= 4)
+        gpu_check_out(what, gf, 1, out[1], NULL, (size_t)n * c->out, c->glu ? 0x1p-6 : 0x1p-7,
+                      1e-3);
+    else
+        assert_memory_equal(out[0], out[1], (size_t)n * c->out * 8);
+    free(gf);
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < (size_t)n * c->out; i++) {
+        num += (out[0][i] - out[2][i]) * (out[0][i] - out[2][i]);
+        den += out[2][i] * out[2][i];
+    }
+    if (!(sqrt(num / den) <= 1e-2))
+        fail_msg("%s: cuda vs ref ||diff|| / ||ref|| = %.3g > 1e-2", what, sqrt(num / den));
+    for (int k = 0; k < 3; k++) {
+        free(out[k]);
+        free(resid[k]);
+    }
+    free(x);
+    free(res);
+    free(nw);
+    free(wf1);
+    free(wf2);
+    free(s1);
+    free(s2);
+    free(q1);
+    free(q2);
+}
+
+static void test_linear_add_rms_norm_linear(void **state)
+{
+    (void)state;
+    static const struct chain_case cases[] = {
+        {1, 4096, 4096, 77, 0, FP8_NORM_RMS, FP8_GLU_SILU},
+        {1, 4096, 4096, 65, 1, FP8_NORM_RMS, FP8_GLU_SILU},
+        {3, 1040, 1040, 130, 0, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_SILU},
+        {4, 12288, 1040, 33, 1, FP8_NORM_RMS_PLUS_ONE, FP8_GLU_GELU_TANH},
+        {4, 528, 4096, 200, 0, FP8_NORM_RMS, FP8_GLU_SILU},
+        {8, 1040, 528, 96, 1, FP8_NORM_RMS, FP8_GLU_SILU},
+        {9, 1040, 1040, 77, 0, FP8_NORM_RMS, FP8_GLU_SILU},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_chain(400 + (uint32_t)i, &cases[i]);
+}
+
 int main(void)
 {
     int present = gpu_present();
@@ -325,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_rms_norm_linear),
         cmocka_unit_test(test_rms_norm_linear_glu),
         cmocka_unit_test(test_linear_add),
+        cmocka_unit_test(test_linear_add_rms_norm_linear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -238,6 +238,17 @@ static void test_gemv_rejects_unsupported(void **state)
     assert_non_null(strstr(err.msg, "m_tiles=4"));
     assert_int_equal(fp8_cuda_gemv_e4m3(d, 0, d, d, d, 1, 64, 8, &bad_pf, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "prefetch=24"));
+    /* the norm prepared in an epilogue needs add and both outputs; its use at most 8 rows */
+    const struct fp8_cuda_gemv_fuse no_add = {NULL, 0.0f, 0, 0, 0, 0, (const float *)d,
+                                              (uint16_t *)d, (float *)d, NULL},
+                                    wide = {NULL, 1e-6f, 0, 0, 0, 0, NULL, NULL, NULL,
+                                            (const float *)d};
+    assert_int_equal(fp8_cuda_gemv_e4m3_fused(d, 0, d, d, d, 1, 64, 8, &no_add, NULL, NULL,
+                                              &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "out_norm=yes"));
+    assert_int_equal(fp8_cuda_gemv_e4m3_fused(d, 0, d, d, d, 9, 64, 8, &wide, NULL, NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "rows=9"));
     assert_int_equal(fp8_cuda_gemv_e4m3(d, 0, NULL, d, d, 1, 64, 8, NULL, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "NULL"));
     fp8_cuda_free(d);
