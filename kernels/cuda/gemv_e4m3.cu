@@ -243,6 +243,57 @@ __device__ __forceinline__ void gemv_x_rows(const uint16_t *(&xrow)[NT], bool (&
 /* The block's warps hold partial sums over their in-dims: they meet in red
  * ((kWarps, MT * NT * 4, 32) floats) in a fixed order (deterministic), and the per-channel
  * scale, 1 / rms and the glu or residual epilogue are applied once. */
+/* Output o of a block's epilogue (o < (glu ? 1 : MT) * NT * 128): its slot idx, lane l
+ * in the reduction buffer, and its channel and activation row. */
+template <int NT>
+__device__ __forceinline__ void gemv_out_pos(int o, int c0, int &idx, int &l, int &ch, int &n)
+{
+    idx = o >> 5;
+    l = o & 31;
+    const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
+    ch = c0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
+    n = 8 * j + 2 * (l & 3) + (r & 1);
+}
+
+/* The operands of this thread's first output (o = threadIdx.x) that the epilogue would
+ * otherwise fetch from L2 at the end of the block, on the critical path of the grid's
+ * last blocks: the scales and norm weight (constant: fetched before waiting for the
+ * previous kernel) and the residual (fetched right after). */
+struct gemv_early {
+    bool ok;
+    float scale, scale_up, norm_w;
+    uint16_t res;
+};
+
+template <int MT, int NT>
+__device__ __forceinline__ gemv_early gemv_early_const(const gemv_args &a, int c0)
+{
+    gemv_early e = {false, 0.0f, 0.0f, 0.0f, 0};
+    if (NT > 2) /* more than 16 rows: the registers are the activation tiles' */
+        return e;
+    int idx, l, ch, n;
+    gemv_out_pos<NT>(threadIdx.x, c0, idx, l, ch, n);
+    const int outs = (a.glu ? 1 : MT) * NT * 4 * 32, half = a.N / 2;
+    e.ok = (int)threadIdx.x < outs && n < a.rows && (a.glu ? ch < half : ch < a.N);
+    if (!e.ok)
+        return e;
+    e.scale = __ldg(a.scale + ch);
+    if (a.glu)
+        e.scale_up = __ldg(a.scale + half + ch);
+    if (a.xw)
+        e.norm_w = __ldg(a.out_norm_w + ch);
+    return e;
+}
+
+template <int NT>
+__device__ __forceinline__ void gemv_early_res(const gemv_args &a, gemv_early &e, int c0)
+{
+    int idx, l, ch, n;
+    gemv_out_pos<NT>(threadIdx.x, c0, idx, l, ch, n);
+    if (e.ok && a.add)
+        e.res = static_cast<const uint16_t *>(a.y)[(size_t)n * a.N + ch];
+}
+
 /* ss_in: this thread's share of each row's sum of squares (issued right after the wait,
  * summed at the end, so the loads hide behind the weight loop); a fixed order. */
 __device__ __forceinline__ void gemv_ss_load(const gemv_args &a, float (&part)[8])
@@ -259,7 +310,7 @@ __device__ __forceinline__ void gemv_ss_load(const gemv_args &a, float (&part)[8
 template <int MT, int NT, bool NORM>
 __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const float (&acc)[MT][NT][4],
                                                   float *red, float *inv_rms, int c0,
-                                                  const float (&ss_part)[8])
+                                                  const float (&ss_part)[8], const gemv_early &e)
 {
     constexpr int kIdx = MT * NT * 4;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -296,14 +347,13 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
         __syncthreads();
     const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
     for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
-        const int idx = o >> 5, l = o & 31;
+        int idx, l, ch, n;
+        gemv_out_pos<NT>(o, c0, idx, l, ch, n);
+        const bool first = o == (int)threadIdx.x && e.ok; /* operands fetched early */
         float s = 0.0f;
 #pragma unroll
         for (int v = 0; v < kWarps; v++)
             s += red[(v * kIdx + idx) * 32 + l];
-        const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
-        const int ch = c0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
-        const int n = 8 * j + 2 * (l & 3) + (r & 1);
         if (n >= rows)
             continue;
         if (rms)
@@ -318,8 +368,10 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
                 su += red[(v * kIdx + idx + NT * 4) * 32 + l];
             if (rms)
                 su *= inv_rms[n];
-            const float gate = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(s * a.scale[ch]));
-            const float up = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(su * a.scale[half + ch]));
+            const float sg = first ? e.scale : a.scale[ch];
+            const float sup = first ? e.scale_up : a.scale[half + ch];
+            const float gate = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(s * sg));
+            const float up = fp8_bf16_bits_to_f32(fp8_f32_to_bf16_bits(su * sup));
             static_cast<uint16_t *>(a.y)[(size_t)n * half + ch] =
                 fp8_f32_to_bf16_bits(fp8_glu_act_f32(gate, a.glu - 1) * up);
             continue;
@@ -327,19 +379,20 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
         if (ch >= N)
             continue;
         const size_t yi = (size_t)n * N + ch;
+        const float sc = first ? e.scale : a.scale[ch];
         if (a.out_f32) {
-            static_cast<float *>(a.y)[yi] = s * a.scale[ch];
+            static_cast<float *>(a.y)[yi] = s * sc;
             continue;
         }
-        uint16_t b = fp8_f32_to_bf16_bits(s * a.scale[ch]);
+        uint16_t b = fp8_f32_to_bf16_bits(s * sc);
         if (a.add) {
-            uint16_t *yb = static_cast<uint16_t *>(a.y);
-            b = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(b) + fp8_bf16_bits_to_f32(yb[yi]));
+            const uint16_t res = first ? e.res : static_cast<const uint16_t *>(a.y)[yi];
+            b = fp8_f32_to_bf16_bits(fp8_bf16_bits_to_f32(b) + fp8_bf16_bits_to_f32(res));
         }
         static_cast<uint16_t *>(a.y)[yi] = b;
         if (a.xw) {
             const float v = fp8_bf16_bits_to_f32(b);
-            const float wn = a.out_norm_w[ch] + (a.plus_one ? 1.0f : 0.0f);
+            const float wn = (first ? e.norm_w : a.out_norm_w[ch]) + (a.plus_one ? 1.0f : 0.0f);
             a.xw[yi] = fp8_f32_to_bf16_bits(v * wn); /* as the staged norm's bf16(x * w') */
             sq[n][ch - c0] = v * v;
         }
@@ -382,6 +435,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
     const bool early = c + (U - 1) * kWarps < nfull;
     if (early)
         gemv_load_iter<MT, NT, U>(wv0, wrow, wok, c);
+    gemv_early ep = gemv_early_const<MT, NT>(a, c0);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     if (a.prefetch > 0 && threadIdx.x < 16 * MT && !a.glu && c0 + (int)threadIdx.x < a.N) {
@@ -396,6 +450,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
     float ss_part[8];
     if (a.ss_in)
         gemv_ss_load(a, ss_part);
+    gemv_early_res<NT>(a, ep, c0);
 
     extern __shared__ uint4 stage_raw[];
     uint16_t *const xs = reinterpret_cast<uint16_t *>(stage_raw);
@@ -439,7 +494,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_e4m3_kernel(const gemv_ar
     }
 
     __shared__ float red[kWarps * MT * NT * 4 * 32];
-    gemv_reduce_store<MT, NT, NORM>(a, acc, red, inv_rms, c0, ss_part);
+    gemv_reduce_store<MT, NT, NORM>(a, acc, red, inv_rms, c0, ss_part, ep);
 }
 
 int n_tiles_for(int rows)
