@@ -467,8 +467,13 @@ int model_step_finish(struct fp8_model *m, int32_t n_rows, const struct model_st
         struct fp8_tensor xb = model_rows(&m->xb, run->n_tokens),
                           last = model_rows(&m->last, m->n_run),
                           all = model_rows(&m->logits, m->n_run);
-        op->gather_rows(m->be, &xb, &last);
-        op->linear(m->be, &last, &m->lm_head, &all);
+        /* a decode step wants every row in order: nothing to gather */
+        bool every_row = m->n_run == run->n_tokens;
+        for (int32_t r = 0; every_row && r < m->n_run; r++)
+            every_row = m->logit_rows[r] == r;
+        if (!every_row)
+            op->gather_rows(m->be, &xb, &last);
+        op->linear(m->be, every_row ? &xb : &last, &m->lm_head, &all);
         if (m->cfg.final_logit_softcapping > 0.0f)
             op->softcap(m->be, &all, m->cfg.final_logit_softcapping);
         if (n_rows > 0 && out->rows)
