@@ -290,15 +290,32 @@ __global__ void __launch_bounds__(kThreads)
 attn_decode_mma_kernel(const attn_args a)
 {
     fp8_launch_dependents();
-    fp8_grid_wait();
     constexpr int KC = HD / 64, NQ = HD / 32; /* 64-dim K chunks; 32-dim output groups */
     const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     int t0, t1;
-    piece_range(a, a.seq_len[s], split, t0, t1);
+    piece_range(a, a.seq_len[s], split, t0, t1); /* the step's layout: no kernel writes it */
     if (t0 >= t1 && a.n_splits > 1)
         return;
+    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
+    {
+        /* The warp's first tile of K, V and their scales into L2 while q/k-norm runs: only
+         * the newest token's rows are written by it, and a prefetch returns nothing, so
+         * what is read after the wait is current either way. */
+        const int base = t0 + 16 * warp;
+        const long long sk = token_slot(a, bt, base + g + 8 * (t & 1), t1);
+        if (sk >= 0) {
+            const size_t h = (size_t)sk * a.n_kv + kvh;
+            fp8_prefetch_l2(a.k + h * HD + (t >> 1) * 64);
+            fp8_prefetch_l2(a.v + h * HD + (t >> 1) * 64);
+            if (t < 2) {
+                fp8_prefetch_l2(a.k_scale + h);
+                fp8_prefetch_l2(a.v_scale + h);
+            }
+        }
+    }
+    fp8_grid_wait();
 
     /* Q of head g (row g of A), dims permuted as the K bytes: chunk kc, k-step jj */
     uint32_t qa[KC][4][2];
@@ -329,7 +346,6 @@ attn_decode_mma_kernel(const attn_args a)
             for (int e = 0; e < 4; e++)
                 o[q][j][e] = 0.0f;
 
-    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
     /* the loop bound is uniform over the warp: every lane reaches every shuffle and mma */
     for (int base = t0 + 16 * warp; base < t1; base += 16 * (kThreads / 32)) {
         /* K rows: tokens base + 8 nt + g; columns (scales, V, P): base + {2t, 2t+1, 2t+8, 2t+9} */

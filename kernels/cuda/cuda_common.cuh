@@ -67,6 +67,14 @@ static __device__ __forceinline__ void fp8_mma_bf16_16816(float (&c)[4], uint32_
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* Asks L2 for the line holding p (no data returned, nothing to wait for): for memory
+ * that a kernel reads right after its griddepcontrol.wait but that no earlier kernel
+ * writes, issued before the wait. */
+static __device__ __forceinline__ void fp8_prefetch_l2(const void *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 /* Lets the next kernel of the stream start now when it was launched as a programmatic
  * dependent (the GEMV): it only streams its weights until its griddepcontrol.wait, which
  * still waits for this whole grid to finish. Called first thing by the small kernels so

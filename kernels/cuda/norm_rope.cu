@@ -113,11 +113,12 @@ struct qk_args {
 };
 
 /* One warp per (token, head of the fused projection); lane l holds dims 4l..4l+3, so the
- * rotate-half partner of a lane is lane ^ 16. */
+ * rotate-half partner of a lane is lane ^ 16. Everything but the projection itself (norm
+ * weights, the rotation, the slot) is fetched and computed before waiting for the GEMV
+ * that writes it: the wait is this kernel's critical path in a decode step. */
 __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
 {
     fp8_launch_dependents();
-    fp8_grid_wait();
     const int heads = a.n_heads + 2 * a.n_kv;
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -125,33 +126,42 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
         return;
     const int t = (int)(wid / heads), hs = (int)(wid % heads);
     const int d0 = 4 * lane;
-    const uint2 raw =
-        *reinterpret_cast<const uint2 *>(a.qkv + ((size_t)t * heads + hs) * kHeadDim + d0);
-    float v[4] = {__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u),
-                  __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xffff0000u)};
-
-    if (hs < a.n_heads + a.n_kv) {
-        const float *nw = hs < a.n_heads ? a.q_norm_w : a.k_norm_w;
-        const float ss = fp8_warp_sum(v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3]);
-        const float inv = 1.0f / sqrtf(ss / (float)kHeadDim + a.eps);
-        float p[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            v[i] = v[i] * inv * (a.plus_one ? 1.0f + nw[d0 + i] : nw[d0 + i]);
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            p[i] = __shfl_xor_sync(0xffffffffu, v[i], 16);
+    const bool normed = hs < a.n_heads + a.n_kv; /* q and k; v is only quantized */
+    float nw[4] = {0.0f, 0.0f, 0.0f, 0.0f}, cs[4] = {0.0f, 0.0f, 0.0f, 0.0f},
+          sn[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (normed) {
+        const float *w = hs < a.n_heads ? a.q_norm_w : a.k_norm_w;
         /* the ref backend's angle: fp32 position * inv_freq, accurate cosf/sinf */
         const float pos = (float)a.positions[t];
         const int di = d0 & (kHeadDim / 2 - 1);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            float sn, cs;
-            sincosf(pos * a.inv_freq[di + i], &sn, &cs);
-            cs *= a.attn_factor;
-            sn *= a.attn_factor;
-            v[i] = lane < 16 ? v[i] * cs - p[i] * sn : v[i] * cs + p[i] * sn;
+            nw[i] = a.plus_one ? 1.0f + w[d0 + i] : w[d0 + i];
+            sincosf(pos * a.inv_freq[di + i], &sn[i], &cs[i]);
+            cs[i] *= a.attn_factor;
+            sn[i] *= a.attn_factor;
         }
+    }
+    const int slot = hs < a.n_heads ? -1 : a.slots[t];
+    fp8_grid_wait();
+    const uint2 raw =
+        *reinterpret_cast<const uint2 *>(a.qkv + ((size_t)t * heads + hs) * kHeadDim + d0);
+    float v[4] = {__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u),
+                  __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xffff0000u)};
+
+    if (normed) {
+        const float ss = fp8_warp_sum(v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3]);
+        const float inv = 1.0f / sqrtf(ss / (float)kHeadDim + a.eps);
+        float p[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            v[i] = v[i] * inv * nw[i];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            p[i] = __shfl_xor_sync(0xffffffffu, v[i], 16);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            v[i] = lane < 16 ? v[i] * cs[i] - p[i] * sn[i] : v[i] * cs[i] + p[i] * sn[i];
     }
     if (hs < a.n_heads) {
         uint2 o;
@@ -160,7 +170,6 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
         *reinterpret_cast<uint2 *>(a.q_out + ((size_t)t * a.n_heads + hs) * kHeadDim + d0) = o;
         return;
     }
-    const int slot = a.slots[t];
     if (slot < 0 || slot >= a.n_slots_total)
         return;
     const bool is_k = hs < a.n_heads + a.n_kv;
