@@ -21,7 +21,7 @@ for t in "$D"/test-cuda-*; do
   timeout 150 "$t" >>"$L" 2>&1; echo "${t##*/} rc=$?" | tee -a "$L"
 done
 for t in "$D"/test-cuda-*; do
-  api=yes
+  api=explicit
   [ "${t##*/}" = test-cuda-tp ] && api=no
   timeout 200 compute-sanitizer --tool memcheck --report-api-errors $api --error-exitcode 9 \
     "$t" >"$OUT/san-${t##*/}.log" 2>&1
