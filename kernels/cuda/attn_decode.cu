@@ -265,24 +265,11 @@ attn_decode_kernel(const attn_args a)
  * leaving registers; V's bytes are gathered per dim with byte permutes. Softmax stays exact
  * fp32 online. HD is 128 or 256 (Gemma3 1b/4b/12b). */
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
-{
-    return (uint32_t)fp8_f32_to_bf16_bits(lo) | (uint32_t)fp8_f32_to_bf16_bits(hi) << 16;
-}
-
-/* Slot of token tok of the sequence, or -1 outside [.., t1) or the block table / pool. */
+/* Slot of token tok of the sequence, or -1 (fp8_paged_slot). */
 __device__ __forceinline__ long long token_slot(const attn_args &a, const int32_t *bt, int tok,
                                                 int t1)
 {
-    if (tok >= t1)
-        return -1;
-    const int bi = tok / a.block_size;
-    if (bi >= a.max_blocks)
-        return -1;
-    const int blk = bt[bi];
-    if (blk < 0 || blk >= a.n_blocks)
-        return -1;
-    return (long long)blk * a.block_size + tok % a.block_size;
+    return fp8_paged_slot(bt, tok, t1, a.block_size, a.max_blocks, a.n_blocks);
 }
 
 template <int G, int HD>
@@ -426,8 +413,8 @@ attn_decode_mma_kernel(const attn_args a)
                     for (int e = 0; e < 4; e++)
                         o[q][j][e] *= corr;
         }
-        const uint32_t pa0 = pack_bf16x2(p[0] * vs[0], p[1] * vs[1]);
-        const uint32_t pa2 = pack_bf16x2(p[2] * vs[2], p[3] * vs[3]);
+        const uint32_t pa0 = fp8_pack_bf16x2(p[0] * vs[0], p[1] * vs[1]);
+        const uint32_t pa2 = fp8_pack_bf16x2(p[2] * vs[2], p[3] * vs[3]);
 #pragma unroll
         for (int q = 0; q < NQ; q++) {
             uint32_t b0[4], b1[4]; /* per byte j: V[tokens][dim 32q + 4g + j] */

@@ -83,24 +83,11 @@ prefill_tiles_kernel(int2 *tiles, int32_t max_tiles, int32_t *seq_ws, const int3
     }
 }
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
-{
-    return (uint32_t)fp8_f32_to_bf16_bits(lo) | (uint32_t)fp8_f32_to_bf16_bits(hi) << 16;
-}
-
-/* Slot of key j of the sequence, or -1 past `end` or outside the block table / pool. */
+/* Slot of key j of the sequence, or -1 (fp8_paged_slot). */
 __device__ __forceinline__ long long key_slot(const prefill_args &a, const int32_t *bt, int j,
                                               int end)
 {
-    if (j >= end)
-        return -1;
-    const int bi = j / a.block_size;
-    if (bi >= a.max_blocks)
-        return -1;
-    const int blk = bt[bi];
-    if (blk < 0 || blk >= a.n_blocks)
-        return -1;
-    return (long long)blk * a.block_size + j % a.block_size;
+    return fp8_paged_slot(bt, j, end, a.block_size, a.max_blocks, a.n_blocks);
 }
 
 __global__ void __launch_bounds__(kWarps * 32)
@@ -259,10 +246,10 @@ attn_prefill_kernel(const prefill_args a)
                 o[q][j][3] *= corr[1];
             }
         /* A of P V: rows g, g+8 x keys 2t, 2t+1, then rows g, g+8 x keys 2t+8, 2t+9 */
-        const uint32_t pa0 = pack_bf16x2(p[0][0] * vs[0], p[0][1] * vs[1]);
-        const uint32_t pa1 = pack_bf16x2(p[1][0] * vs[0], p[1][1] * vs[1]);
-        const uint32_t pa2 = pack_bf16x2(p[0][2] * vs[2], p[0][3] * vs[3]);
-        const uint32_t pa3 = pack_bf16x2(p[1][2] * vs[2], p[1][3] * vs[3]);
+        const uint32_t pa0 = fp8_pack_bf16x2(p[0][0] * vs[0], p[0][1] * vs[1]);
+        const uint32_t pa1 = fp8_pack_bf16x2(p[1][0] * vs[0], p[1][1] * vs[1]);
+        const uint32_t pa2 = fp8_pack_bf16x2(p[0][2] * vs[2], p[0][3] * vs[3]);
+        const uint32_t pa3 = fp8_pack_bf16x2(p[1][2] * vs[2], p[1][3] * vs[3]);
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             uint32_t b0[4], b1[4]; /* per byte j: V[keys][dim 32q + 4g + j] */
@@ -290,11 +277,11 @@ attn_prefill_kernel(const prefill_args a)
         uint4 *op = reinterpret_cast<uint4 *>(a.out + qoff[i]);
 #pragma unroll
         for (int q = 0; q < 4; q++)
-            op[4 * q + t] = make_uint4(pack_bf16x2(o[q][0][2 * i] * inv, o[q][1][2 * i] * inv),
-                                       pack_bf16x2(o[q][2][2 * i] * inv, o[q][3][2 * i] * inv),
-                                       pack_bf16x2(o[q][0][2 * i + 1] * inv,
+            op[4 * q + t] = make_uint4(fp8_pack_bf16x2(o[q][0][2 * i] * inv, o[q][1][2 * i] * inv),
+                                       fp8_pack_bf16x2(o[q][2][2 * i] * inv, o[q][3][2 * i] * inv),
+                                       fp8_pack_bf16x2(o[q][0][2 * i + 1] * inv,
                                                    o[q][1][2 * i + 1] * inv),
-                                       pack_bf16x2(o[q][2][2 * i + 1] * inv,
+                                       fp8_pack_bf16x2(o[q][2][2 * i + 1] * inv,
                                                    o[q][3][2 * i + 1] * inv));
     }
 }

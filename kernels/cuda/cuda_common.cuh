@@ -55,6 +55,30 @@ static __device__ __forceinline__ void fp8_e4m3x4_to_bf16x2(uint32_t q, uint32_t
     hi = fp8_bf16x2_mul_2p120((q & 0x80008000u) | ((q >> 4) & 0x07f007f0u));
 }
 
+/* Two floats as one bf16x2 word, lo in the low half (the mma fragment order). */
+static __device__ __forceinline__ uint32_t fp8_pack_bf16x2(float lo, float hi)
+{
+    return (uint32_t)fp8_f32_to_bf16_bits(lo) | (uint32_t)fp8_f32_to_bf16_bits(hi) << 16;
+}
+
+/* Slot of token j of a sequence in the paged KV cache (kernels.h): bt is the sequence's
+ * row of the block table (max_blocks entries) over a pool of n_blocks blocks of
+ * block_size slots. -1 at or past end, or where the table points outside the pool. */
+static __device__ __forceinline__ long long fp8_paged_slot(const int32_t *bt, int j, int end,
+                                                           int block_size, int max_blocks,
+                                                           int n_blocks)
+{
+    if (j >= end)
+        return -1;
+    const int bi = j / block_size;
+    if (bi >= max_blocks)
+        return -1;
+    const int blk = bt[bi];
+    if (blk < 0 || blk >= n_blocks)
+        return -1;
+    return (long long)blk * block_size + j % block_size;
+}
+
 /* D = A B + C on the tensor cores, m16n8k16, bf16 inputs, fp32 accumulators (sm_80+):
  * a0..a3, b0..b1 and c in the PTX fragment layout. */
 static __device__ __forceinline__ void fp8_mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1,
