@@ -456,11 +456,12 @@ template <int HD>
 __global__ void __launch_bounds__(kThreads) attn_merge_kernel(const attn_args a)
 {
     fp8_launch_dependents();
-    fp8_grid_wait();
     const int h = blockIdx.x, s = blockIdx.y;
+    /* the step's layout, which no kernel writes: known before the pieces are done */
     const int len = a.seq_len[s], span = len - visible_from(a, len);
     int pieces = span <= 0 ? 0 : (span + a.split_tokens - 1) / a.split_tokens;
     pieces = min(pieces, a.n_splits);
+    fp8_grid_wait();
     const size_t p0 = ((size_t)s * a.n_heads + h) * a.n_splits;
     float mx = -INFINITY;
     for (int p = 0; p < pieces; p++)
