@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "tests/gpu/gpu_check.h"
+#include "tests/gpu/attn_ref.h"
 
 #define L8 (1 + FP8_CUDA_ATTN_LANES8)
 #define L16 (1 + FP8_CUDA_ATTN_LANES16)
@@ -39,94 +39,40 @@ static void run_case(uint32_t id, const struct attn_case *c)
     const int bs = c->block_size, G = c->n_heads / c->n_kv, HD = c->head_dim ? c->head_dim : 128;
     const int max_blocks = (c->max_seq_len + bs - 1) / bs;
     const int n_blocks = c->n_seqs * max_blocks + 3; /* a few never used */
-    const size_t slots = (size_t)n_blocks * bs;
-    const size_t kv_bytes = slots * c->n_kv * HD, n_sc = slots * c->n_kv;
     const size_t nq = (size_t)c->n_seqs * c->n_heads * HD;
 
-    uint8_t *k = malloc(kv_bytes), *v = malloc(kv_bytes);
-    float *ks = malloc(n_sc * 4), *vs = malloc(n_sc * 4);
+    struct host_kv hk;
+    host_kv_init(&hk, &st, n_blocks, bs, c->n_kv, HD);
     uint16_t *q = malloc(nq * 2), *out = malloc(nq * 2);
     int32_t *bt = malloc((size_t)c->n_seqs * max_blocks * 4), *len = malloc(c->n_seqs * 4);
-    int32_t *perm = malloc(n_blocks * 4);
     double *ref = malloc(nq * sizeof(double)), *atol = malloc(nq * sizeof(double));
     double *p = malloc((size_t)c->max_seq_len * sizeof(double));
-    assert_non_null(k && v && ks && vs && q && out && bt && len && perm && ref && atol && p);
-
-    for (size_t i = 0; i < kv_bytes; i++) {
-        k[i] = gpu_rand_e4m3(&st);
-        v[i] = gpu_rand_e4m3(&st);
-    }
-    for (size_t i = 0; i < n_sc; i++) {
-        ks[i] = gpu_urand(&st, 0.5f, 2.0f) / 448.0f;
-        vs[i] = gpu_urand(&st, 0.5f, 2.0f) / 448.0f;
-    }
+    assert_non_null(q && out && bt && len && ref && atol && p);
     for (size_t i = 0; i < nq; i++)
         q[i] = gpu_rand_bf16(&st, -3.0f, 3.0f);
     /* blocks handed out in a shuffled order, none shared between sequences */
-    for (int i = 0; i < n_blocks; i++)
-        perm[i] = i;
-    for (int i = n_blocks - 1; i > 0; i--) {
-        int j = (int)(splitmix64_next(&st) % (uint64_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
     for (int s = 0; s < c->n_seqs; s++) {
         /* the first sequence is always full length, the second a single token */
         len[s] = s == 0   ? c->max_seq_len
                  : s == 1 ? 1
                           : 1 + (int)(splitmix64_next(&st) % (uint64_t)c->max_seq_len);
         for (int b = 0; b < max_blocks; b++)
-            bt[s * max_blocks + b] = b * bs < len[s] ? perm[s * max_blocks + b] : -1;
+            bt[s * max_blocks + b] = b * bs < len[s] ? hk.perm[s * max_blocks + b] : -1;
     }
 
     const double sm_scale = 1.0 / sqrt((double)HD);
-    double vmax = 0.0;
-    for (size_t i = 0; i < kv_bytes; i++) {
-        double a = fabs(e4m3_to_f32(v[i]) * (double)vs[i / HD]);
-        vmax = a > vmax ? a : vmax;
-    }
     for (int s = 0; s < c->n_seqs; s++) {
+        const int lo = c->window > 0 && len[s] > c->window ? len[s] - c->window : 0;
         for (int h = 0; h < c->n_heads; h++) {
-            const int g = h / G;
-            const uint16_t *qh = q + ((size_t)s * c->n_heads + h) * HD;
-            double mx = -INFINITY, sum = 0.0;
-            const int lo = c->window > 0 && len[s] > c->window ? len[s] - c->window : 0;
-            for (int j = lo; j < len[s]; j++) {
-                size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
-                size_t kh = slot * c->n_kv + g;
-                double d = 0.0;
-                for (int e = 0; e < HD; e++)
-                    d += (double)bf16_to_f32(qh[e]) * e4m3_to_f32(k[kh * HD + e]);
-                p[j] = d * ks[kh] * sm_scale;
-                mx = p[j] > mx ? p[j] : mx;
-            }
-            for (int j = lo; j < len[s]; j++) {
-                p[j] = exp(p[j] - mx);
-                sum += p[j];
-            }
-            for (int e = 0; e < HD; e++) {
-                double o = 0.0;
-                for (int j = lo; j < len[s]; j++) {
-                    size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
-                    size_t vh = slot * c->n_kv + g;
-                    o += p[j] * e4m3_to_f32(v[vh * HD + e]) * vs[vh];
-                }
-                ref[((size_t)s * c->n_heads + h) * HD + e] = o / sum;
-                atol[((size_t)s * c->n_heads + h) * HD + e] = 2e-3 * vmax;
-            }
+            const size_t row = ((size_t)s * c->n_heads + h) * HD;
+            host_kv_attend(&hk, q + row, bt + s * max_blocks, h / G, lo, len[s], sm_scale, p,
+                           ref + row);
+            for (int e = 0; e < HD; e++)
+                atol[row + e] = 2e-3 * hk.vmax;
         }
     }
 
-    struct fp8_cuda_kv_cache kv = {
-        .k = gpu_upload(k, kv_bytes),
-        .v = gpu_upload(v, kv_bytes),
-        .k_scale = gpu_upload(ks, n_sc * 4),
-        .v_scale = gpu_upload(vs, n_sc * 4),
-        .n_blocks = n_blocks,
-        .block_size = bs,
-        .n_kv_heads = c->n_kv,
-        .head_dim = HD,
-    };
+    struct fp8_cuda_kv_cache kv = host_kv_upload(&hk);
     void *dq = gpu_upload(q, nq * 2), *dout = gpu_alloc(nq * 2);
     void *dbt = gpu_upload(bt, (size_t)c->n_seqs * max_blocks * 4);
     void *dlen = gpu_upload(len, c->n_seqs * 4);
@@ -158,24 +104,17 @@ static void run_case(uint32_t id, const struct attn_case *c)
              plan.variant);
     gpu_check_bf16(what, out, ref, atol, nq, 1e-2, 4e-3);
 
-    fp8_cuda_free(kv.k);
-    fp8_cuda_free(kv.v);
-    fp8_cuda_free(kv.k_scale);
-    fp8_cuda_free(kv.v_scale);
+    host_kv_device_free(&kv);
     fp8_cuda_free(dq);
     fp8_cuda_free(dout);
     fp8_cuda_free(dbt);
     fp8_cuda_free(dlen);
     fp8_cuda_free(ws);
-    free(k);
-    free(v);
-    free(ks);
-    free(vs);
+    host_kv_free(&hk);
     free(q);
     free(out);
     free(bt);
     free(len);
-    free(perm);
     free(ref);
     free(atol);
     free(p);

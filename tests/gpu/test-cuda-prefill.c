@@ -19,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "tests/gpu/gpu_check.h"
+#include "tests/gpu/attn_ref.h"
 
 #define HD 128
 #define MAX_SEQS 8
@@ -42,41 +42,22 @@ static void run_case(uint32_t id, const struct prefill_case *c)
     }
     const int max_blocks = (max_len + bs - 1) / bs + 1; /* one spare column, -1 */
     const int n_blocks = c->n_seqs * max_blocks + 3;
-    const size_t slots = (size_t)n_blocks * bs;
-    const size_t kv_bytes = slots * c->n_kv * HD, n_sc = slots * c->n_kv;
     const size_t nq = (size_t)n_tok * c->n_heads * HD;
 
-    uint8_t *k = malloc(kv_bytes), *v = malloc(kv_bytes);
-    float *ks = malloc(n_sc * 4), *vs = malloc(n_sc * 4);
+    struct host_kv hk;
+    host_kv_init(&hk, &st, n_blocks, bs, c->n_kv, HD);
     uint16_t *q = malloc(nq * 2), *out = malloc(nq * 2);
-    int32_t *bt = malloc((size_t)c->n_seqs * max_blocks * 4), *perm = malloc(n_blocks * 4);
+    int32_t *bt = malloc((size_t)c->n_seqs * max_blocks * 4);
     int32_t *pos = malloc(n_tok * 4), *tseq = malloc(n_tok * 4);
     double *ref = malloc(nq * sizeof(double)), *atol = malloc(nq * sizeof(double));
     double *p = malloc((size_t)max_len * sizeof(double));
-    assert_non_null(k && v && ks && vs && q && out && bt && perm && pos && tseq && ref && atol &&
-                    p);
-
-    for (size_t i = 0; i < kv_bytes; i++) {
-        k[i] = gpu_rand_e4m3(&st);
-        v[i] = gpu_rand_e4m3(&st);
-    }
-    for (size_t i = 0; i < n_sc; i++) {
-        ks[i] = gpu_urand(&st, 0.5f, 2.0f) / 448.0f;
-        vs[i] = gpu_urand(&st, 0.5f, 2.0f) / 448.0f;
-    }
+    assert_non_null(q && out && bt && pos && tseq && ref && atol && p);
     for (size_t i = 0; i < nq; i++)
         q[i] = gpu_rand_bf16(&st, -3.0f, 3.0f);
-    for (int i = 0; i < n_blocks; i++)
-        perm[i] = i;
-    for (int i = n_blocks - 1; i > 0; i--) {
-        int j = (int)(splitmix64_next(&st) % (uint64_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
     for (int s = 0, t = 0; s < c->n_seqs; s++) {
         const int len = c->before[s] + c->chunk[s];
         for (int b = 0; b < max_blocks; b++)
-            bt[s * max_blocks + b] = b * bs < len ? perm[s * max_blocks + b] : -1;
+            bt[s * max_blocks + b] = b * bs < len ? hk.perm[s * max_blocks + b] : -1;
         for (int i = 0; i < c->chunk[s]; i++, t++) {
             pos[t] = c->before[s] + i;
             tseq[t] = s;
@@ -84,54 +65,19 @@ static void run_case(uint32_t id, const struct prefill_case *c)
     }
 
     const double sm_scale = 1.0 / sqrt((double)HD);
-    double vmax = 0.0;
-    for (size_t i = 0; i < kv_bytes; i++) {
-        double a = fabs(e4m3_to_f32(v[i]) * (double)vs[i / HD]);
-        vmax = a > vmax ? a : vmax;
-    }
     for (int t = 0; t < n_tok; t++) {
         const int s = tseq[t];
         const int lo = c->window > 0 && pos[t] - c->window + 1 > 0 ? pos[t] - c->window + 1 : 0;
         for (int h = 0; h < c->n_heads; h++) {
-            const int g = h / G;
-            const uint16_t *qh = q + ((size_t)t * c->n_heads + h) * HD;
-            double mx = -INFINITY, sum = 0.0;
-            for (int j = lo; j <= pos[t]; j++) {
-                const size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
-                const size_t kh = slot * c->n_kv + g;
-                double d = 0.0;
-                for (int e = 0; e < HD; e++)
-                    d += (double)bf16_to_f32(qh[e]) * e4m3_to_f32(k[kh * HD + e]);
-                p[j] = d * ks[kh] * sm_scale;
-                mx = p[j] > mx ? p[j] : mx;
-            }
-            for (int j = lo; j <= pos[t]; j++) {
-                p[j] = exp(p[j] - mx);
-                sum += p[j];
-            }
-            for (int e = 0; e < HD; e++) {
-                double o = 0.0;
-                for (int j = lo; j <= pos[t]; j++) {
-                    const size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
-                    const size_t vh = slot * c->n_kv + g;
-                    o += p[j] * e4m3_to_f32(v[vh * HD + e]) * vs[vh];
-                }
-                ref[((size_t)t * c->n_heads + h) * HD + e] = o / sum;
-                atol[((size_t)t * c->n_heads + h) * HD + e] = 2e-3 * vmax;
-            }
+            const size_t row = ((size_t)t * c->n_heads + h) * HD;
+            host_kv_attend(&hk, q + row, bt + s * max_blocks, h / G, lo, pos[t] + 1, sm_scale,
+                           p, ref + row);
+            for (int e = 0; e < HD; e++)
+                atol[row + e] = 2e-3 * hk.vmax;
         }
     }
 
-    struct fp8_cuda_kv_cache kv = {
-        .k = gpu_upload(k, kv_bytes),
-        .v = gpu_upload(v, kv_bytes),
-        .k_scale = gpu_upload(ks, n_sc * 4),
-        .v_scale = gpu_upload(vs, n_sc * 4),
-        .n_blocks = n_blocks,
-        .block_size = bs,
-        .n_kv_heads = c->n_kv,
-        .head_dim = HD,
-    };
+    struct fp8_cuda_kv_cache kv = host_kv_upload(&hk);
     void *dq = gpu_upload(q, nq * 2), *dout = gpu_alloc(nq * 2);
     void *dbt = gpu_upload(bt, (size_t)c->n_seqs * max_blocks * 4);
     void *dpos = gpu_upload(pos, n_tok * 4), *dseq = gpu_upload(tseq, n_tok * 4);
@@ -153,24 +99,17 @@ static void run_case(uint32_t id, const struct prefill_case *c)
         n += snprintf(what + n, sizeof(what) - n, " %d+%d", c->before[s], c->chunk[s]);
     gpu_check_bf16(what, out, ref, atol, nq, 1e-2, 4e-3);
 
-    fp8_cuda_free(kv.k);
-    fp8_cuda_free(kv.v);
-    fp8_cuda_free(kv.k_scale);
-    fp8_cuda_free(kv.v_scale);
+    host_kv_device_free(&kv);
     fp8_cuda_free(dq);
     fp8_cuda_free(dout);
     fp8_cuda_free(dbt);
     fp8_cuda_free(dpos);
     fp8_cuda_free(dseq);
     fp8_cuda_free(ws);
-    free(k);
-    free(v);
-    free(ks);
-    free(vs);
+    host_kv_free(&hk);
     free(q);
     free(out);
     free(bt);
-    free(perm);
     free(pos);
     free(tseq);
     free(ref);
