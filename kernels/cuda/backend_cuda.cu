@@ -237,6 +237,23 @@ bool check_f32_vec(struct fp8_backend *be, const char *op, const char *what,
     return true;
 }
 
+/* A glu over gate_up rows of width two (gate, then up): even, and an activation the
+ * kernels have. */
+bool check_glu(struct fp8_backend *be, const char *op, int64_t two, enum fp8_glu_act act)
+{
+    if (two % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH)) {
+        fail(be, -EINVAL, "%s: odd gate_up width %lld or unknown activation", op,
+             (long long)two);
+        return false;
+    }
+    return true;
+}
+
+enum fp8_cuda_glu_act cuda_glu_act(enum fp8_glu_act act)
+{
+    return act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH;
+}
+
 /* ---- kernels the wrappers in cuda_ops.h do not cover --------------------------------- */
 
 __device__ __forceinline__ float e4m3_to_f32(uint8_t b)
@@ -1327,10 +1344,8 @@ void cuda_rms_norm_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x
     if (!active(be, op) || !check_linear(be, op, x, w_gate_up, out, two / 2, false) ||
         !check_f32_vec(be, op, "norm_w", norm_w, w_gate_up->ne[1]))
         return;
-    if (two % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH)) {
-        fail(be, -EINVAL, "%s: odd gate_up rows %lld or unknown activation", op, (long long)two);
+    if (!check_glu(be, op, two, act))
         return;
-    }
     if (n > 32) {
         cuda_rms_norm(be, x, norm_w, eps, kind, xn);
         cuda_linear(be, xn, w_gate_up, gate_up);
@@ -1338,9 +1353,8 @@ void cuda_rms_norm_linear_glu(struct fp8_backend *be, const struct fp8_tensor *x
         return;
     }
     struct fp8_cuda_gemv_fuse fu = {
-        (const float *)norm_w->data, eps, kind == FP8_NORM_RMS_PLUS_ONE, 1,
-        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH, 0, NULL, NULL, NULL,
-        NULL};
+        (const float *)norm_w->data, eps, kind == FP8_NORM_RMS_PLUS_ONE, 1, cuda_glu_act(act),
+        0, NULL, NULL, NULL, NULL};
     if (!norm_in_gemv(n, w_gate_up->ne[1])) {
         cuda_rms_norm(be, x, norm_w, eps, kind, xn);
         if (ctx_of(be)->err_code)
@@ -1408,12 +1422,10 @@ void cuda_linear_add_rms_norm_linear(struct fp8_backend *be, const struct fp8_te
         !check_f32_vec(be, op, "norm_w", norm_w, d) || !check_act(be, op, "y", y, n, d) ||
         !check_act(be, op, "xn", xn, n, d))
         return;
-    if (gate_up && (n_in % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH))) {
-        fail(be, -EINVAL, "%s: odd gate_up rows %lld or unknown activation", op,
-             (long long)n_in);
+    if (gate_up && !check_glu(be, op, n_in, act))
         return;
-    }
-    if (!norm_in_gemv(n, d)) {
+    /* (an in-dim the GEMV refuses takes the composition, which refuses it by name) */
+    if (!norm_in_gemv(n, d) || d % 16) {
         cuda_linear_add(be, x, w_out, y, residual);
         if (ctx_of(be)->err_code)
             return;
@@ -1430,10 +1442,8 @@ void cuda_linear_add_rms_norm_linear(struct fp8_backend *be, const struct fp8_te
     gemv_fused(be, x, w_out, residual, &prep);
     if (ctx_of(be)->err_code)
         return;
-    const struct fp8_cuda_gemv_fuse use = {
-        NULL, eps, 0, gate_up != NULL,
-        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH, 0, NULL, NULL, NULL,
-        (const float *)y->data};
+    const struct fp8_cuda_gemv_fuse use = {NULL, eps, 0, gate_up != NULL, cuda_glu_act(act), 0,
+                                           NULL, NULL, NULL, (const float *)y->data};
     gemv_fused(be, xn, w_in, out, &use);
 }
 
@@ -1599,17 +1609,11 @@ void cuda_glu(struct fp8_backend *be, const struct fp8_tensor *gate_up, enum fp8
     if (!active(be, "glu") || !check_act(be, "glu", "gate_up", gate_up, -1, -1))
         return;
     const int64_t two = gate_up->ne[gate_up->n_dims - 1], n = fp8_tensor_rows(gate_up);
-    if (two % 2 || (act != FP8_GLU_SILU && act != FP8_GLU_GELU_TANH)) {
-        fail(be, -EINVAL, "glu: odd gate_up width %lld or unknown activation", (long long)two);
-        return;
-    }
-    if (!check_act(be, "glu", "out", out, n, two / 2))
+    if (!check_glu(be, "glu", two, act) || !check_act(be, "glu", "out", out, n, two / 2))
         return;
     struct fp8_err e;
     ok(be, fp8_cuda_glu((uint16_t *)out->data, (const uint16_t *)gate_up->data, (int32_t)n,
-                        (int32_t)(two / 2),
-                        act == FP8_GLU_SILU ? FP8_CUDA_GLU_SILU : FP8_CUDA_GLU_GELU_TANH,
-                        ctx_of(be)->stream, &e),
+                        (int32_t)(two / 2), cuda_glu_act(act), ctx_of(be)->stream, &e),
        &e);
 }
 
