@@ -135,6 +135,32 @@ struct gemv_args {
     int n_ss;
 };
 
+/* inv_rms[r] = 1 / sqrt(ss_r / K + eps) for the block's rows, ss_r the sum over the block
+ * of each thread's share ss[r] (warp sums, then the warps in a fixed order). Synchronizes
+ * once, after the warp sums: the caller syncs again before reading inv_rms. */
+__device__ __forceinline__ void gemv_inv_rms(const float (&ss)[8], int rows, int K, float eps,
+                                             float *inv_rms)
+{
+    __shared__ float ss_warp[kWarps][8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        if (r >= rows) /* rows is the same for the whole block */
+            continue;
+        const float v = fp8_warp_sum(ss[r]);
+        if (lane == 0)
+            ss_warp[warp][r] = v;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < rows) {
+        float tot = 0.0f;
+#pragma unroll
+        for (int v = 0; v < kWarps; v++)
+            tot += ss_warp[v][threadIdx.x];
+        inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + eps); /* as rmsnorm */
+    }
+}
+
 /* NORM (rows <= 8): the block stages bf16(x * w') of its rows in shared memory once (xs,
  * rows of K + 8 elements: 16 bytes of padding between rows), summing each row's squares
  * on the way (one warp-sum per row, the warps in a fixed order), so the weight loop reads
@@ -143,8 +169,6 @@ struct gemv_args {
  * iteration of the loop. Ends with the block synchronized. */
 __device__ __forceinline__ void gemv_stage_norm(const gemv_args &a, uint16_t *xs, float *inv_rms)
 {
-    __shared__ float ss_warp[kWarps][8];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int K = a.K, rows = a.rows, xs_stride = K + 8;
     const bool plus_one = a.plus_one != 0;
     float ss[8];
@@ -185,23 +209,8 @@ __device__ __forceinline__ void gemv_stage_norm(const gemv_args &a, uint16_t *xs
                 make_uint4(o[0], o[1], o[2], o[3]);
         }
     }
-#pragma unroll
-    for (int r = 0; r < 8; r++) {
-        if (r >= rows) /* rows is the same for the whole block */
-            continue;
-        const float v = fp8_warp_sum(ss[r]);
-        if (lane == 0)
-            ss_warp[warp][r] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < rows) {
-        float tot = 0.0f;
-#pragma unroll
-        for (int v = 0; v < kWarps; v++)
-            tot += ss_warp[v][threadIdx.x];
-        inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)K + a.eps); /* as rmsnorm */
-    }
-    __syncthreads();
+    gemv_inv_rms(ss, rows, K, a.eps, inv_rms);
+    __syncthreads(); /* inv_rms and the staged rows */
 }
 
 /* This thread's weight rows (g and g + 8 of each 16-channel tile; with glu the tiles are
@@ -240,9 +249,6 @@ __device__ __forceinline__ void gemv_x_rows(const uint16_t *(&xrow)[NT], bool (&
     }
 }
 
-/* The block's warps hold partial sums over their in-dims: they meet in red
- * ((kWarps, MT * NT * 4, 32) floats) in a fixed order (deterministic), and the per-channel
- * scale, 1 / rms and the glu or residual epilogue are applied once. */
 /* Output o of a block's epilogue (o < (glu ? 1 : MT) * NT * 128): its slot idx, lane l
  * in the reduction buffer, and its channel and activation row. */
 template <int NT>
@@ -307,6 +313,9 @@ __device__ __forceinline__ void gemv_ss_load(const gemv_args &a, float (&part)[8
     }
 }
 
+/* The block's warps hold partial sums over their in-dims: they meet in red
+ * ((kWarps, MT * NT * 4, 32) floats) in a fixed order (deterministic), and the per-channel
+ * scale, 1 / rms and the glu or residual epilogue are applied once. */
 template <int MT, int NT, bool NORM>
 __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const float (&acc)[MT][NT][4],
                                                   float *red, float *inv_rms, int c0,
@@ -316,18 +325,9 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int rows = a.rows, N = a.N, half = N / 2;
     const bool rms = NORM || a.ss_in;
-    __shared__ float ss_warp[kWarps][8];
     __shared__ float sq[8][16 * MT]; /* xw: the squares of this block's outputs */
-    if (a.ss_in) {
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-            if (n >= rows)
-                continue;
-            const float v = fp8_warp_sum(ss_part[n]);
-            if (lane == 0)
-                ss_warp[warp][n] = v;
-        }
-    }
+    if (a.ss_in)
+        gemv_inv_rms(ss_part, rows, a.K, a.eps, inv_rms);
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -335,16 +335,7 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 red[(warp * kIdx + (i * NT + j) * 4 + r) * 32 + lane] = acc[i][j][r];
-    __syncthreads();
-    if (a.ss_in && threadIdx.x < rows) {
-        float tot = 0.0f;
-#pragma unroll
-        for (int v = 0; v < kWarps; v++)
-            tot += ss_warp[v][threadIdx.x];
-        inv_rms[threadIdx.x] = 1.0f / sqrtf(tot / (float)a.K + a.eps); /* as rmsnorm */
-    }
-    if (a.ss_in)
-        __syncthreads();
+    __syncthreads(); /* the partial sums (and inv_rms) */
     const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
     for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
         int idx, l, ch, n;
