@@ -242,9 +242,10 @@ static void bench_gemv(const struct fp8_cuda_device *dev, void *stream, int quic
             }
             /* the fusion the model runs on this shape: norm (qkv), norm + glu (gate_up),
              * residual add (o, down) */
-            const struct fp8_cuda_gemv_fuse f_norm = {norm_w, 1e-6f, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
-                                            f_glu = {norm_w, 1e-6f, 0, 1, FP8_CUDA_GLU_SILU, 0, NULL, NULL, NULL, NULL},
-                                            f_add = {NULL, 0.0f, 0, 0, 0, 1, NULL, NULL, NULL, NULL};
+            const struct fp8_cuda_gemv_fuse
+                f_norm = {norm_w, 1e-6f, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
+                f_glu = {norm_w, 1e-6f, 0, 1, FP8_CUDA_GLU_SILU, 0, NULL, NULL, NULL, NULL},
+                f_add = {NULL, 0.0f, 0, 0, 0, 1, NULL, NULL, NULL, NULL};
             const struct fp8_cuda_gemv_fuse *f = s == 0 ? &f_norm : s == 2 ? &f_glu
                                                : s == 1 || s == 3 ? &f_add : NULL;
             if (f && (!f->norm_w || g.rows <= 8) && (!f->glu || g.rows <= 32)) {
