@@ -132,7 +132,7 @@ struct gemv_args {
     float *ss_out;
     /* Its use (rows <= 8): x is such an xw, and 1 / rms comes from ss_in (rows, n_ss) */
     const float *ss_in;
-    int n_ss;
+    int n_ss; /* ceil(K / 16) with ss_in, else ceil(N / 16): a GEMV has one or the other */
 };
 
 /* inv_rms[r] = 1 / sqrt(ss_r / K + eps) for the block's rows, ss_r the sum over the block
@@ -598,11 +598,12 @@ int fp8_cuda_gemv_e4m3_fused(void *y, int32_t y_f32, const uint16_t *x, const ui
     a.n_ss = a.ss_in ? (in + 15) / 16 : (out + 15) / 16;
     if (fuse && (fuse->out_norm_w || fuse->in_ss) &&
         (rows > 8 || (fuse->out_norm_w && (!a.add || !a.xw || !a.ss_out)) ||
-         (fuse->in_ss && a.norm_w)))
+         (fuse->in_ss && (a.norm_w || fuse->out_norm_w))))
         return fp8_err_set(err, -EINVAL,
                            "gemv_e4m3(rows=%d in=%d out=%d out_norm=%s in_ss=%s): the norm "
                            "prepared in the epilogue needs at most 8 rows, add and both "
-                           "outputs; its use at most 8 rows and no norm_w",
+                           "outputs; its use at most 8 rows, no norm_w and no out_norm "
+                           "(one GEMV prepares a norm or applies one)",
                            (int)rows, (int)in, (int)out, a.out_norm_w ? "yes" : "no",
                            a.ss_in ? "yes" : "no");
     if (fuse && (!(a.eps >= 0.0f) || (a.norm_w && ((uintptr_t)a.norm_w & 15)) ||

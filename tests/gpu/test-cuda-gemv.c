@@ -249,6 +249,11 @@ static void test_gemv_rejects_unsupported(void **state)
     assert_int_equal(fp8_cuda_gemv_e4m3_fused(d, 0, d, d, d, 9, 64, 8, &wide, NULL, NULL, &err),
                      -EINVAL);
     assert_non_null(strstr(err.msg, "rows=9"));
+    const struct fp8_cuda_gemv_fuse both = {NULL, 1e-6f, 0, 0, 0, 1, (const float *)d,
+                                            (uint16_t *)d, (float *)d, (const float *)d};
+    assert_int_equal(fp8_cuda_gemv_e4m3_fused(d, 0, d, d, d, 1, 64, 8, &both, NULL, NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "in_ss=yes"));
     assert_int_equal(fp8_cuda_gemv_e4m3(d, 0, NULL, d, d, 1, 64, 8, NULL, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "NULL"));
     fp8_cuda_free(d);
