@@ -30,6 +30,7 @@
 #define Q_VOCAB 151936
 
 static int g_reps = 200;
+static int g_sms;         /* multiprocessors of the device */
 static double g_copy_gbs; /* (read + write) bytes / s of a device-to-device copy, in GB/s */
 
 #define CHECK(call)                                                                            \
@@ -557,7 +558,8 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
            "median of %d\n", Q_HEADS, Q_KV, Q_HD, g_reps);
     printf("%5s %6s %7s %4s %10s %9s %7s %12s   %s\n", "seqs", "ctx", "splits", "kern", "us",
            "GB/s", "%copy", "x36 layers",
-           "(variants: splits/kernel us; kernel 0 mma, 1 lanes8, 2 lanes16)");
+           "(variants: splits/kernel us; kernel 0 mma, 1 lanes8, 2 lanes16, 3 mma in a "
+           "cluster)");
     for (int c = 0; c < n_cfg; c++) {
         struct attn_ctx a;
         memset(&a, 0, sizeof(a));
@@ -607,8 +609,10 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
         printf("%5d %6d %7d %5d %10.2f %9.1f %6.1f%% %9.3f ms  ", a.n_seqs, a.ctx,
                picked.n_splits, picked.variant, ms * 1e3, gbs,
                100.0 * gbs / g_copy_gbs, 36 * ms);
-        for (int v = -1; v < 4; v++) {
+        for (int v = -1; v < 5; v++) {
             a.plan = picked;
+            if (v == 4 && picked.variant != FP8_CUDA_ATTN_MMA_CLUSTER)
+                continue;
             if (v == -1 || v == 0) /* the other kernels */
                 a.plan.variant = v == -1 ? FP8_CUDA_ATTN_LANES8 : FP8_CUDA_ATTN_LANES16;
             if (v == 1 || v == 2) { /* twice / half the pieces */
@@ -623,8 +627,15 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
                 a.plan.n_splits = 1;
                 a.plan.split_tokens = a.ctx;
             }
-            if (v > 0 && a.plan.n_splits == picked.n_splits)
+            if (v == 4) /* the same pieces merged by the merge kernel */
+                a.plan.variant = FP8_CUDA_ATTN_MMA;
+            else if (v > 0 && a.plan.n_splits == picked.n_splits)
                 continue;
+            /* a cluster takes 2..8 pieces, one wave of blocks */
+            if (a.plan.variant == FP8_CUDA_ATTN_MMA_CLUSTER &&
+                (a.plan.n_splits < 2 || a.plan.n_splits > 8 ||
+                 (int64_t)a.n_seqs * Q_KV * a.plan.n_splits > g_sms))
+                a.plan.variant = FP8_CUDA_ATTN_MMA;
             printf(" %d/%d %.2f", a.plan.n_splits, a.plan.variant,
                    time_median(attn_launch, &a, stream, g_reps / 2) * 1e3);
         }
@@ -862,6 +873,7 @@ int main(int argc, char **argv)
     }
     struct fp8_cuda_device dev;
     CHECK(fp8_cuda_device_get(&dev, &err));
+    g_sms = dev.sm_count;
     printf("device: %s, sm_%d%d, %d SMs, %.1f GiB, L2 %.0f MiB\n\n", dev.name, dev.cc_major,
            dev.cc_minor, dev.sm_count, dev.global_mem_bytes / MB / 1024, dev.l2_bytes / MB);
     void *stream = NULL;

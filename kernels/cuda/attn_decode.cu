@@ -10,7 +10,13 @@
  * Sliding windows (Gemma3's local layers): the query sits at position len - 1, so only
  * keys at positions >= len - window are visible; the pieces tile [len - window, len)
  * instead of [0, len), so blocks before the window are never read and the plan splits
- * the window's span, not the whole sequence. */
+ * the window's span, not the whole sequence.
+ *
+ * On sm_90 the pieces of a (sequence, kv head), up to 8, run as one thread-block cluster
+ * and merge through distributed shared memory before they exit, instead of through global
+ * partials and a merge kernel: one dependent kernel less per layer, with the same
+ * arithmetic in the same order (bit-identical output). */
+#include <cooperative_groups.h>
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -115,6 +121,84 @@ __device__ __forceinline__ void attn_block_finish(const attn_args &a,
             a.part_ml[2 * pi + 1] = lsum;
         }
     }
+}
+
+/* The cluster's merge (CL): each block stores its piece's (max, sum, normalized output)
+ * per head, the partials attn_block_finish writes, into the shared memory of the cluster's
+ * first block (remote stores, fire and forget; once every block has arrived at the
+ * barrier the kernel opens with, so that the first block's shared memory exists); after
+ * the cluster barrier that block merges the pieces that hold tokens, in piece order, as
+ * attn_merge_kernel does. */
+constexpr int kClusterMax = 8;      /* pieces: the portable cluster size */
+constexpr int kClusterHeadDims = 512; /* G * HD the first block's buffer takes (16 KB) */
+
+template <int G, int HD>
+__device__ __forceinline__ void attn_cluster_finish(const attn_args &a,
+                                                    const float (&sm_m)[kThreads / 32][G],
+                                                    const float (&sm_l)[kThreads / 32][G],
+                                                    const float (&sm_acc)[kThreads / 32][G][HD],
+                                                    int s, int kvh, int split)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int P = G * HD <= kClusterHeadDims ? kClusterMax : 1; /* others never launch */
+    __shared__ float cl_o[P][G][HD];
+    __shared__ float cl_ml[P][G][2];
+    cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
+    /* the first block has started (the kernel's early arrive): its shared memory exists */
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+    float(*o0)[G][HD] = cl.map_shared_rank(cl_o, 0);
+    float(*ml0)[G][2] = cl.map_shared_rank(cl_ml, 0);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; w++)
+            mx = fmaxf(mx, sm_m[w][g]);
+        float sc[kThreads / 32], lsum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; w++) {
+            sc[w] = mx == -INFINITY ? 0.0f : exp2f(sm_m[w][g] - mx);
+            lsum += sm_l[w][g] * sc[w];
+        }
+#pragma unroll
+        for (int d = threadIdx.x; d < HD; d += kThreads) {
+            float o = 0.0f;
+#pragma unroll
+            for (int w = 0; w < kThreads / 32; w++)
+                o += sm_acc[w][g][d] * sc[w];
+            o0[split][g][d] = lsum > 0.0f ? o / lsum : 0.0f;
+        }
+        if (threadIdx.x == 0) {
+            ml0[split][g][0] = mx;
+            ml0[split][g][1] = lsum;
+        }
+    }
+    cl.sync(); /* the stores above are visible to the first block after it */
+    if (split != 0)
+        return;
+    const int len = a.seq_len[s], span = len - visible_from(a, len);
+    int pieces = span <= 0 ? 0 : (span + a.split_tokens - 1) / a.split_tokens;
+    pieces = min(pieces, a.n_splits);
+    for (int i = threadIdx.x; i < G * HD; i += kThreads) {
+        const int g = i / HD, d = i % HD;
+        float mx = -INFINITY;
+        for (int p = 0; p < pieces; p++)
+            mx = fmaxf(mx, cl_ml[p][g][0]);
+        float lsum = 0.0f, o = 0.0f;
+        if (mx != -INFINITY) {
+            for (int p = 0; p < pieces; p++) {
+                const float w = cl_ml[p][g][1] * exp2f(cl_ml[p][g][0] - mx);
+                lsum += w;
+                o += w * cl_o[p][g][d];
+            }
+        }
+        a.out[((size_t)s * a.n_heads + kvh * G + g) * HD + d] =
+            fp8_f32_to_bf16_bits(lsum > 0.0f ? o / lsum : 0.0f);
+    }
+#else
+    (void)a, (void)sm_m, (void)sm_l, (void)sm_acc, (void)s, (void)kvh, (void)split;
+    __trap(); /* launched as a cluster on sm_90+ only */
+#endif
 }
 
 template <int G, int TPT>
@@ -272,19 +356,23 @@ __device__ __forceinline__ long long token_slot(const attn_args &a, const int32_
     return fp8_paged_slot(bt, tok, t1, a.block_size, a.max_blocks, a.n_blocks);
 }
 
-template <int G, int HD>
+template <int G, int HD, bool CL>
 __global__ void __launch_bounds__(kThreads)
 attn_decode_mma_kernel(const attn_args a)
 {
     fp8_launch_dependents();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (CL) /* this block has started; attn_cluster_finish waits for all to have */
+        asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
     constexpr int KC = HD / 64, NQ = HD / 32; /* 64-dim K chunks; 32-dim output groups */
     const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     int t0, t1;
     piece_range(a, a.seq_len[s], split, t0, t1); /* the step's layout: no kernel writes it */
-    if (t0 >= t1 && a.n_splits > 1)
-        return;
+    if (!CL && t0 >= t1 && a.n_splits > 1)
+        return; /* (in a cluster an empty piece still takes part in the merge's barriers) */
     const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
     {
         /* The warp's first tile of K, V and their scales into L2 while q/k-norm runs: only
@@ -449,7 +537,10 @@ attn_decode_mma_kernel(const attn_args a)
         }
     }
     __syncthreads();
-    attn_block_finish<G, HD>(a, sm_m, sm_l, sm_acc, s, kvh, split);
+    if (CL)
+        attn_cluster_finish<G, HD>(a, sm_m, sm_l, sm_acc, s, kvh, split);
+    else
+        attn_block_finish<G, HD>(a, sm_m, sm_l, sm_acc, s, kvh, split);
 }
 
 template <int HD>
@@ -481,12 +572,50 @@ __global__ void __launch_bounds__(kThreads) attn_merge_kernel(const attn_args a)
     }
 }
 
+/* Whether the pieces can merge in a cluster (FP8_CUDA_ATTN_MMA_CLUSTER): sm_90+, 2..8
+ * pieces (the portable cluster size), G * HD the first block's buffer takes, and one wave
+ * of blocks. With more blocks it measured slower than the merge kernel (H100, Qwen3-8B
+ * shapes, 16 sequences x 8 kv heads x 3 pieces: 18.5 vs 14.1 us at 160 tokens). */
+bool cluster_ok(int n_splits, int heads_dims, int64_t blocks, struct fp8_err *err)
+{
+    int dev = 0, major = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        fp8_err_set(err, -EIO, "attn_decode: no device attributes");
+        return false;
+    }
+    return major >= 9 && n_splits > 1 && n_splits <= kClusterMax &&
+           heads_dims <= kClusterHeadDims && blocks <= sms;
+}
+
 template <int G>
-cudaError_t launch(const attn_args &a, int n_seqs, int head_dim, int variant, cudaStream_t stream)
+cudaError_t launch(const attn_args &a, int n_seqs, int head_dim, int variant, bool cl,
+                   cudaStream_t stream)
 {
     const dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
-    void (*k)(attn_args) = head_dim == 256                   ? attn_decode_mma_kernel<G, 256>
-                           : variant == FP8_CUDA_ATTN_MMA    ? attn_decode_mma_kernel<G, kHeadDim>
+    if (cl) {
+        cudaLaunchConfig_t lc = {};
+        lc.gridDim = grid;
+        lc.blockDim = dim3(kThreads);
+        lc.stream = stream;
+        cudaLaunchAttribute attr[2];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        attr[1].id = cudaLaunchAttributeClusterDimension;
+        attr[1].val.clusterDim.x = (unsigned)a.n_splits;
+        attr[1].val.clusterDim.y = 1;
+        attr[1].val.clusterDim.z = 1;
+        lc.attrs = attr;
+        lc.numAttrs = 2;
+        return cudaLaunchKernelEx(&lc,
+                                  head_dim == 256 ? attn_decode_mma_kernel<G, 256, true>
+                                                  : attn_decode_mma_kernel<G, kHeadDim, true>,
+                                  a);
+    }
+    void (*k)(attn_args) = head_dim == 256 ? attn_decode_mma_kernel<G, 256, false>
+                           : variant == FP8_CUDA_ATTN_MMA
+                               ? attn_decode_mma_kernel<G, kHeadDim, false>
                            : variant == FP8_CUDA_ATTN_LANES8 ? attn_decode_kernel<G, 8>
                                                              : attn_decode_kernel<G, 16>;
     return fp8_cuda_launch_pdl(k, grid, dim3(kThreads), stream, a);
@@ -556,8 +685,13 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
         p.split_tokens = (int32_t)tokens;
         p.n_splits = (int32_t)((span + tokens - 1) / tokens);
     }
-    p.variant = FP8_CUDA_ATTN_MMA;
+    struct fp8_err e;
+    p.variant = cluster_ok(p.n_splits, n_heads / kv->n_kv_heads * kv->head_dim,
+                           base * p.n_splits, &e)
+                    ? FP8_CUDA_ATTN_MMA_CLUSTER
+                    : FP8_CUDA_ATTN_MMA;
     p.window = window;
+    /* also for the cluster variant, which needs none: any variant may run on this plan */
     p.workspace_bytes = workspace_for(n_seqs, n_heads, kv->head_dim, p.n_splits);
     *plan = p;
     return 0;
@@ -581,15 +715,25 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
                            (int)max_blocks_per_seq);
     if (plan->n_splits < 1 || plan->split_tokens < 1 || plan->window < 0 ||
         (plan->variant != FP8_CUDA_ATTN_LANES8 && plan->variant != FP8_CUDA_ATTN_LANES16 &&
-         plan->variant != FP8_CUDA_ATTN_MMA) ||
-        (kv->head_dim != kHeadDim && plan->variant != FP8_CUDA_ATTN_MMA))
+         plan->variant != FP8_CUDA_ATTN_MMA && plan->variant != FP8_CUDA_ATTN_MMA_CLUSTER) ||
+        (kv->head_dim != kHeadDim && plan->variant != FP8_CUDA_ATTN_MMA &&
+         plan->variant != FP8_CUDA_ATTN_MMA_CLUSTER))
         return fp8_err_set(err, -EINVAL,
                            "attn_decode(n_seqs=%d n_heads=%d head_dim=%d): bad plan (splits=%d "
                            "tokens=%d window=%d variant=%d; the CUDA-core variants take "
                            "head_dim 128 only)",
                            (int)n_seqs, (int)n_heads, (int)kv->head_dim, (int)plan->n_splits,
                            (int)plan->split_tokens, (int)plan->window, (int)plan->variant);
-    const size_t need = workspace_for(n_seqs, n_heads, kv->head_dim, plan->n_splits);
+    const bool cl = plan->variant == FP8_CUDA_ATTN_MMA_CLUSTER;
+    if (cl && !cluster_ok(plan->n_splits, n_heads / kv->n_kv_heads * kv->head_dim,
+                          (int64_t)n_seqs * kv->n_kv_heads * plan->n_splits, err))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d head_dim=%d "
+                           "splits=%d): the cluster variant needs sm_90+, 2..%d pieces, query "
+                           "heads per kv head x head_dim <= %d and at most one block per SM",
+                           (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, (int)kv->head_dim,
+                           (int)plan->n_splits, kClusterMax, kClusterHeadDims);
+    const size_t need = cl ? 0 : workspace_for(n_seqs, n_heads, kv->head_dim, plan->n_splits);
     if (need > 0 && (!workspace || workspace_bytes < need))
         return fp8_err_set(err, -EINVAL,
                            "attn_decode(n_seqs=%d n_heads=%d splits=%d): workspace of %zu bytes "
@@ -621,17 +765,17 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     const int hd = kv->head_dim;
     cudaError_t e;
     switch (n_heads / kv->n_kv_heads) {
-    case 1: e = launch<1>(a, n_seqs, hd, plan->variant, st); break;
-    case 2: e = launch<2>(a, n_seqs, hd, plan->variant, st); break;
-    case 4: e = launch<4>(a, n_seqs, hd, plan->variant, st); break;
-    default: e = launch<8>(a, n_seqs, hd, plan->variant, st); break;
+    case 1: e = launch<1>(a, n_seqs, hd, plan->variant, cl, st); break;
+    case 2: e = launch<2>(a, n_seqs, hd, plan->variant, cl, st); break;
+    case 4: e = launch<4>(a, n_seqs, hd, plan->variant, cl, st); break;
+    default: e = launch<8>(a, n_seqs, hd, plan->variant, cl, st); break;
     }
     rc = fp8_cuda_check(e, err,
                         "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d head_dim=%d splits=%d x "
                         "%d tokens window=%d)",
                         (int)n_seqs, (int)n_heads, (int)kv->n_kv_heads, hd, (int)plan->n_splits,
                         (int)plan->split_tokens, (int)plan->window);
-    if (rc < 0 || plan->n_splits == 1)
+    if (rc < 0 || plan->n_splits == 1 || cl)
         return rc;
     const dim3 mgrid((unsigned)n_heads, (unsigned)n_seqs);
     return fp8_cuda_check(fp8_cuda_launch_pdl(hd == 256 ? attn_merge_kernel<256>

@@ -228,6 +228,10 @@ enum fp8_cuda_attn_variant {
     FP8_CUDA_ATTN_MMA,     /* tensor cores: a warp takes 16 tokens, S and P V as mma */
     FP8_CUDA_ATTN_LANES8,  /* CUDA cores: 8 lanes read one token's K/V row */
     FP8_CUDA_ATTN_LANES16, /* CUDA cores: 16 lanes per token */
+    /* FP8_CUDA_ATTN_MMA with the pieces of a (sequence, kv head) merged in a thread-block
+     * cluster, no merge kernel (bit-identical): sm_90+, 2..8 pieces, query heads per kv
+     * head x head_dim <= 512, and at most one block per SM in all */
+    FP8_CUDA_ATTN_MMA_CLUSTER,
 };
 
 struct fp8_cuda_attn_plan {
@@ -235,7 +239,7 @@ struct fp8_cuda_attn_plan {
     int32_t split_tokens; /* tokens per piece (the last one takes any rest) */
     int32_t variant;      /* enum fp8_cuda_attn_variant */
     int32_t window;       /* sliding window in tokens; 0: every position */
-    size_t workspace_bytes; /* fp32 partial results of the pieces */
+    size_t workspace_bytes; /* fp32 partial results of the pieces (unused in a cluster) */
 };
 
 /* window: 0, or the layer's sliding window (the pieces then split at most window tokens). */

@@ -31,6 +31,8 @@ struct attn_case {
                        must still be attended in full) */
     int window;     /* sliding window; 0: none */
     int head_dim;   /* 0: 128 */
+    int cluster;    /* 1: the plan must merge in a cluster on sm_90+, and give the same bytes
+                       as the merge kernel (FP8_CUDA_ATTN_MMA) */
 };
 
 static void run_case(uint32_t id, const struct attn_case *c)
@@ -95,6 +97,32 @@ static void run_case(uint32_t id, const struct attn_case *c)
                              (float)sm_scale, &plan, ws, plan.workspace_bytes, NULL, &err) < 0)
         fail_msg("%s", err.msg);
     gpu_download(out, dout, nq * 2);
+    if (c->cluster) {
+        struct fp8_cuda_device dev;
+        if (fp8_cuda_device_get(&dev, &err) < 0)
+            fail_msg("%s", err.msg);
+        if (dev.cc_major >= 9 && plan.variant != FP8_CUDA_ATTN_MMA_CLUSTER)
+            fail_msg("case %u: the plan did not pick the cluster merge (variant %d)", id,
+                     plan.variant);
+        if (plan.variant == FP8_CUDA_ATTN_MMA_CLUSTER) {
+            struct fp8_cuda_attn_plan mp = plan;
+            mp.variant = FP8_CUDA_ATTN_MMA;
+            /* the pieces' partials: (n_seqs, n_heads, n_splits) x (head_dim outputs, max, sum) */
+            mp.workspace_bytes = (size_t)c->n_seqs * c->n_heads * plan.n_splits * (HD + 2) * 4;
+            uint16_t *out2 = malloc(nq * 2);
+            void *ws2 = gpu_alloc(mp.workspace_bytes);
+            assert_non_null(out2);
+            gpu_poison(dout, nq * 2);
+            if (fp8_cuda_attn_decode(dout, dq, &kv, dbt, dlen, c->n_seqs, c->n_heads, max_blocks,
+                                     (float)sm_scale, &mp, ws2, mp.workspace_bytes, NULL,
+                                     &err) < 0)
+                fail_msg("%s", err.msg);
+            gpu_download(out2, dout, nq * 2);
+            assert_memory_equal(out, out2, nq * 2);
+            fp8_cuda_free(ws2);
+            free(out2);
+        }
+    }
 
     char what[160];
     snprintf(what, sizeof(what),
@@ -124,16 +152,16 @@ static void test_attn_split(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 32, 8, 16, 1000, 1, 0, 0, 0, 0}, /* Qwen3-8B heads, batch 1: flash-decoding */
-        {1, 32, 8, 16, 1000, 1, L8, 0, 0, 0}, /* the same on the CUDA-core kernels */
-        {1, 32, 8, 16, 1000, 1, L16, 0, 0, 0},
-        {2, 16, 8, 32, 777, 1, 0, 0, 0, 0},  /* G = 2 */
-        {2, 16, 8, 32, 777, 1, L16, 0, 0, 0},
-        {3, 8, 8, 7, 300, 1, 0, 0, 0, 0},    /* G = 1, odd block size */
-        {3, 8, 8, 7, 300, 1, L8, 0, 0, 0},
-        {2, 16, 2, 16, 513, 1, 0, 0, 0, 0},  /* G = 8 */
-        {2, 16, 2, 16, 513, 1, L8, 0, 0, 0},
-        {3, 32, 8, 16, 900, 1, 0, 300, 0, 0}, /* sequences past the plan's max_seq_len */
+        {1, 32, 8, 16, 1000, 1, 0, 0, 0, 0, 0}, /* Qwen3-8B heads, batch 1: flash-decoding */
+        {1, 32, 8, 16, 1000, 1, L8, 0, 0, 0, 0}, /* the same on the CUDA-core kernels */
+        {1, 32, 8, 16, 1000, 1, L16, 0, 0, 0, 0},
+        {2, 16, 8, 32, 777, 1, 0, 0, 0, 0, 0},  /* G = 2 */
+        {2, 16, 8, 32, 777, 1, L16, 0, 0, 0, 0},
+        {3, 8, 8, 7, 300, 1, 0, 0, 0, 0, 0},    /* G = 1, odd block size */
+        {3, 8, 8, 7, 300, 1, L8, 0, 0, 0, 0},
+        {2, 16, 2, 16, 513, 1, 0, 0, 0, 0, 0},  /* G = 8 */
+        {2, 16, 2, 16, 513, 1, L8, 0, 0, 0, 0},
+        {3, 32, 8, 16, 900, 1, 0, 300, 0, 0, 0}, /* sequences past the plan's max_seq_len */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(500 + (uint32_t)i, &cases[i]);
@@ -143,13 +171,13 @@ static void test_attn_single_pass(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {17, 32, 8, 16, 64, 0, 0, 0, 0, 0}, /* short contexts: one piece per sequence */
-        {17, 32, 8, 16, 64, 0, L8, 0, 0, 0},
-        {2, 4, 1, 16, 40, 0, 0, 0, 0, 0},   /* G = 4, a single kv head */
-        {5, 16, 2, 32, 50, -1, 0, 0, 0, 0},
-        {4, 8, 8, 16, 200, -1, L16, 0, 0, 0},
-        {4, 8, 8, 5, 19, -1, 0, 0, 0, 0},    /* block size 5, less than one 16-token tile */
-        {100, 32, 8, 16, 100, 0, 0, 0, 0, 0}, /* sequences x kv heads fill the device: no split */
+        {17, 32, 8, 16, 64, 0, 0, 0, 0, 0, 0}, /* short contexts: one piece per sequence */
+        {17, 32, 8, 16, 64, 0, L8, 0, 0, 0, 0},
+        {2, 4, 1, 16, 40, 0, 0, 0, 0, 0, 0},   /* G = 4, a single kv head */
+        {5, 16, 2, 32, 50, -1, 0, 0, 0, 0, 0},
+        {4, 8, 8, 16, 200, -1, L16, 0, 0, 0, 0},
+        {4, 8, 8, 5, 19, -1, 0, 0, 0, 0, 0},    /* block size 5, less than one 16-token tile */
+        {100, 32, 8, 16, 100, 0, 0, 0, 0, 0, 0}, /* sequences x kv heads fill the device: no split */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(600 + (uint32_t)i, &cases[i]);
@@ -162,15 +190,15 @@ static void test_attn_window(void **state)
     static const struct attn_case cases[] = {
         /* gemma3-27b heads (32 / 16): window 300 < 1000 tokens, starting at position 700
          * (mid-block); other sequences shorter than the window */
-        {3, 32, 16, 16, 1000, 1, 0, 0, 300, 0},
-        {3, 32, 16, 16, 1000, 1, L8, 0, 300, 0},
-        {3, 32, 16, 16, 1000, 1, L16, 0, 300, 0},
-        {2, 32, 16, 16, 1000, -1, 0, 0, 1000, 0}, /* window = the longest sequence */
-        {2, 32, 16, 16, 1000, -1, 0, 0, 4096, 0}, /* window past every sequence */
-        {4, 16, 2, 7, 333, -1, 0, 0, 50, 0},      /* odd blocks: 283 = 40 x 7 + 3 */
-        {2, 8, 8, 16, 90, -1, 0, 0, 1, 0},        /* only the query's own key */
-        {20, 32, 16, 16, 200, 0, 0, 0, 37, 0},    /* many sequences, no split */
-        {3, 32, 16, 16, 900, 1, 0, 300, 200, 0},  /* sequences past the plan's max_seq_len */
+        {3, 32, 16, 16, 1000, 1, 0, 0, 300, 0, 0},
+        {3, 32, 16, 16, 1000, 1, L8, 0, 300, 0, 0},
+        {3, 32, 16, 16, 1000, 1, L16, 0, 300, 0, 0},
+        {2, 32, 16, 16, 1000, -1, 0, 0, 1000, 0, 0}, /* window = the longest sequence */
+        {2, 32, 16, 16, 1000, -1, 0, 0, 4096, 0, 0}, /* window past every sequence */
+        {4, 16, 2, 7, 333, -1, 0, 0, 50, 0, 0},      /* odd blocks: 283 = 40 x 7 + 3 */
+        {2, 8, 8, 16, 90, -1, 0, 0, 1, 0, 0},        /* only the query's own key */
+        {20, 32, 16, 16, 200, 0, 0, 0, 37, 0, 0},    /* many sequences, no split */
+        {3, 32, 16, 16, 900, 1, 0, 300, 200, 0, 0},  /* sequences past the plan's max_seq_len */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(700 + (uint32_t)i, &cases[i]);
@@ -181,15 +209,30 @@ static void test_attn_head_dim_256(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 4, 1, 16, 1000, 1, 0, 0, 512, 256}, /* 1b, batch 1: window 512, split */
-        {1, 4, 1, 16, 700, 1, 0, 0, 0, 256},    /* 1b global layer */
-        {2, 8, 4, 16, 300, -1, 0, 0, 0, 256},
-        {3, 16, 8, 5, 260, -1, 0, 0, 33, 256},  /* window mid-block, odd blocks */
-        {2, 8, 1, 32, 130, -1, 0, 0, 0, 256},   /* G = 8 */
-        {64, 16, 8, 16, 64, 0, 0, 0, 20, 256},  /* many sequences, no split */
+        {1, 4, 1, 16, 1000, 1, 0, 0, 512, 256, 0}, /* 1b, batch 1: window 512, split */
+        {1, 4, 1, 16, 700, 1, 0, 0, 0, 256, 0},    /* 1b global layer */
+        {2, 8, 4, 16, 300, -1, 0, 0, 0, 256, 0},
+        {3, 16, 8, 5, 260, -1, 0, 0, 33, 256, 0},  /* window mid-block, odd blocks */
+        {2, 8, 1, 32, 130, -1, 0, 0, 0, 256, 0},   /* G = 8 */
+        {64, 16, 8, 16, 64, 0, 0, 0, 20, 256, 0},  /* many sequences, no split */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(800 + (uint32_t)i, &cases[i]);
+}
+
+/* Batch 1 with 2..8 pieces: on sm_90 the plan merges them in a thread-block cluster,
+ * which must give the merge kernel's bytes (and the float64 reference's values). */
+static void test_attn_cluster_merge(void **state)
+{
+    (void)state;
+    static const struct attn_case cases[] = {
+        {1, 32, 8, 16, 500, 1, 0, 0, 0, 0, 1},     /* Qwen3-8B: 8 pieces */
+        {1, 32, 8, 16, 160, 1, 0, 512, 0, 0, 1},   /* 3 of the plan's 8 pieces hold tokens */
+        {1, 32, 16, 16, 300, 1, 0, 0, 0, 256, 1},  /* Gemma3-27B: G = 2, head_dim 256 */
+        {1, 16, 8, 5, 200, 1, 0, 0, 70, 0, 1},     /* a window, odd block size */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(900 + (uint32_t)i, &cases[i]);
 }
 
 static void test_attn_rejects_unsupported(void **state)
@@ -225,6 +268,12 @@ static void test_attn_rejects_unsupported(void **state)
                                           &err),
                      -EINVAL);
     assert_non_null(strstr(err.msg, "workspace"));
+    /* the cluster merge takes 2..8 pieces (this plan has more) */
+    plan.variant = FP8_CUDA_ATTN_MMA_CLUSTER;
+    assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 1 << 16,
+                                          NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "cluster variant"));
     plan.variant = 7;
     assert_int_equal(fp8_cuda_attn_decode(d, d, &kv, d, d, 1, 32, 256, 0.1f, &plan, d, 1 << 16,
                                           NULL, &err),
@@ -251,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_attn_single_pass),
         cmocka_unit_test(test_attn_window),
         cmocka_unit_test(test_attn_head_dim_256),
+        cmocka_unit_test(test_attn_cluster_merge),
         cmocka_unit_test(test_attn_rejects_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
