@@ -218,6 +218,16 @@ struct fp8_backend_ops {
     void (*attention)(struct fp8_backend *be, const struct fp8_tensor *q,
                       const struct fp8_kv_cache *c, int32_t layer, float scale, int32_t window,
                       struct fp8_tensor *out);
+    /* qk_norm_rope_kv_write(qkv, q_norm, k_norm, eps, kind, inv_freq, attn_factor, c,
+     * layer, q_out), then attention(q_out, c, layer, scale, window, out), where a backend
+     * can in one pass (q_out is then scratch: what it holds after is unspecified). */
+    void (*qk_norm_rope_kv_attention)(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                                      const struct fp8_tensor *q_norm,
+                                      const struct fp8_tensor *k_norm, float eps,
+                                      enum fp8_norm kind, const struct fp8_tensor *inv_freq,
+                                      float attn_factor, struct fp8_kv_cache *c, int32_t layer,
+                                      struct fp8_tensor *q_out, float scale, int32_t window,
+                                      struct fp8_tensor *out);
     /* out (n, I) = act(gate_up[:, :I]) * gate_up[:, I:]; gate_up (n, 2I). */
     void (*glu)(struct fp8_backend *be, const struct fp8_tensor *gate_up, enum fp8_glu_act act,
                 struct fp8_tensor *out);

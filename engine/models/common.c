@@ -268,11 +268,10 @@ static void attention_core(struct fp8_model *m, int32_t l, int32_t n)
     struct fp8_tensor qkv = model_rows(&m->qkv, n), q = model_rows(&m->q, n),
                       att = model_rows(&m->att, n);
 
-    op->qk_norm_rope_kv_write(m->be, &qkv, &w->q_norm, &w->k_norm, c->rms_norm_eps,
-                              m->norm_kind, sliding ? &m->inv_freq_local : &m->inv_freq, 1.0f,
-                              &m->kv, l, &q);
-    op->attention(m->be, &q, &m->kv, l, 1.0f / sqrtf(c->query_pre_attn_scalar),
-                  sliding ? c->sliding_window : 0, &att);
+    op->qk_norm_rope_kv_attention(m->be, &qkv, &w->q_norm, &w->k_norm, c->rms_norm_eps,
+                                  m->norm_kind, sliding ? &m->inv_freq_local : &m->inv_freq, 1.0f,
+                                  &m->kv, l, &q, 1.0f / sqrtf(c->query_pre_attn_scalar),
+                                  sliding ? c->sliding_window : 0, &att);
 }
 
 void model_attention(struct fp8_model *m, int32_t l, int32_t n)

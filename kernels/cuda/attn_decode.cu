@@ -20,6 +20,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/qk_rope.cuh"
 
 namespace {
 
@@ -65,6 +66,15 @@ struct attn_args {
     int n_heads, n_kv, n_blocks, block_size, max_blocks, n_splits, split_tokens;
     int window;          /* 0: every position */
     float qk_scale_log2; /* sm_scale * log2(e) */
+    /* The fused front (QK): q/k-norm, RoPE and the KV write of the step's token from qkv
+     * (n_seqs, (n_heads + 2 n_kv) * 128) instead of q */
+    const uint16_t *qkv;
+    const float *q_norm_w, *k_norm_w, *inv_freq;
+    const int32_t *positions, *slots;
+    uint8_t *k_out, *v_out;
+    float *ks_out, *vs_out;
+    float eps, attn_factor;
+    int plus_one, n_slots_total;
 };
 
 /* The first visible position of a sequence of len tokens (its query at len - 1). */
@@ -356,10 +366,71 @@ __device__ __forceinline__ long long token_slot(const attn_args &a, const int32_
     return fp8_paged_slot(bt, tok, t1, a.block_size, a.max_blocks, a.n_blocks);
 }
 
-template <int G, int HD, bool CL>
+/* The fused front (QK, head_dim 128): the block's warps take the G query heads of its
+ * kv head, and in the block holding the sequence's newest token also that token's k and
+ * v heads, through qk_rope.cuh as qk_norm_rope_kv_kernel does; q goes to shared memory,
+ * k and v to the cache (read back by this block's own loop after the barrier that ends
+ * this). Norm weights and rotations are prepared before the wait, as there. */
+template <int G>
+struct qk_front {
+    static constexpr int kTasks = (G + 2 + kThreads / 32 - 1) / (kThreads / 32);
+    fp8_qk_lane lane[kTasks];
+    int slot;
+    bool own_new;
+};
+
+template <int G>
+__device__ __forceinline__ void qk_front_prep(qk_front<G> &f, const attn_args &a, int s, int kvh,
+                                              bool own_new)
+{
+    const int warp = threadIdx.x >> 5;
+    f.own_new = own_new;
+    f.slot = a.slots[s];
+#pragma unroll
+    for (int i = 0; i < qk_front<G>::kTasks; i++) {
+        const int task = warp + i * (kThreads / 32); /* < G: q head; G: k; G + 1: v */
+        const bool normed = task <= G;
+        f.lane[i] = fp8_qk_prep(normed && (task < G || own_new),
+                                task < G ? a.q_norm_w : a.k_norm_w, a.plus_one != 0, a.inv_freq,
+                                a.attn_factor, a.positions[s]);
+    }
+}
+
+template <int G>
+__device__ __forceinline__ void qk_front_run(const qk_front<G> &f, const attn_args &a, int s,
+                                             int kvh, uint16_t (*q_s)[kQkHeadDim])
+{
+    const int warp = threadIdx.x >> 5, heads = a.n_heads + 2 * a.n_kv;
+    uint2 raw[qk_front<G>::kTasks]; /* every task's row requested before any is used */
+#pragma unroll
+    for (int i = 0; i < qk_front<G>::kTasks; i++) {
+        const int task = warp + i * (kThreads / 32);
+        const int hs = task < G ? kvh * G + task : a.n_heads + (task - G) * a.n_kv + kvh;
+        raw[i] = task < G + (f.own_new ? 2 : 0)
+                     ? fp8_qk_load(a.qkv + ((size_t)s * heads + hs) * kQkHeadDim)
+                     : make_uint2(0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < qk_front<G>::kTasks; i++) {
+        const int task = warp + i * (kThreads / 32);
+        if (task >= G + (f.own_new ? 2 : 0))
+            continue;
+        float v[4];
+        fp8_qk_apply(v, raw[i], task <= G, f.lane[i], a.eps);
+        if (task < G)
+            *reinterpret_cast<uint2 *>(&q_s[task][4 * (threadIdx.x & 31)]) = fp8_qk_bf16x4(v);
+        else if (f.slot >= 0 && f.slot < a.n_slots_total)
+            fp8_qk_store_kv(v, task == G ? a.k_out : a.v_out, task == G ? a.ks_out : a.vs_out,
+                            (size_t)f.slot * a.n_kv + kvh);
+    }
+    __syncthreads();
+}
+
+template <int G, int HD, bool CL, bool QK>
 __global__ void __launch_bounds__(kThreads)
 attn_decode_mma_kernel(const attn_args a)
 {
+    static_assert(!QK || HD == kQkHeadDim, "the fused front takes head_dim 128");
     fp8_launch_dependents();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (CL) /* this block has started; attn_cluster_finish waits for all to have */
@@ -370,9 +441,14 @@ attn_decode_mma_kernel(const attn_args a)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     int t0, t1;
-    piece_range(a, a.seq_len[s], split, t0, t1); /* the step's layout: no kernel writes it */
+    const int len = a.seq_len[s];
+    piece_range(a, len, split, t0, t1); /* the step's layout: no kernel writes it */
     if (!CL && t0 >= t1 && a.n_splits > 1)
         return; /* (in a cluster an empty piece still takes part in the merge's barriers) */
+    __shared__ __align__(16) uint16_t q_s[QK ? G : 1][kQkHeadDim];
+    qk_front<G> front;
+    if (QK)
+        qk_front_prep<G>(front, a, s, kvh, t0 < t1 && t1 == len);
     const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
     {
         /* The warp's first tile of K, V and their scales into L2 while q/k-norm runs: only
@@ -391,6 +467,8 @@ attn_decode_mma_kernel(const attn_args a)
         }
     }
     fp8_grid_wait();
+    if (QK)
+        qk_front_run<G>(front, a, s, kvh, q_s);
 
     /* Q of head g (row g of A), dims permuted as the K bytes: chunk kc, k-step jj */
     uint32_t qa[KC][4][2];
@@ -398,8 +476,9 @@ attn_decode_mma_kernel(const attn_args a)
     for (int kc = 0; kc < KC; kc++) {
         uint4 w0 = make_uint4(0, 0, 0, 0), w1 = make_uint4(0, 0, 0, 0);
         if (g < G) {
-            const uint4 *qp = reinterpret_cast<const uint4 *>(
-                a.q + ((size_t)s * a.n_heads + kvh * G + g) * HD + kc * 64 + 16 * t);
+            const uint16_t *qh = QK ? &q_s[g][0]
+                                    : a.q + ((size_t)s * a.n_heads + kvh * G + g) * HD;
+            const uint4 *qp = reinterpret_cast<const uint4 *>(qh + kc * 64 + 16 * t);
             w0 = qp[0];
             w1 = qp[1];
         }
@@ -590,7 +669,7 @@ bool cluster_ok(int n_splits, int heads_dims, int64_t blocks, struct fp8_err *er
 }
 
 template <int G>
-cudaError_t launch(const attn_args &a, int n_seqs, int head_dim, int variant, bool cl,
+cudaError_t launch(const attn_args &a, int n_seqs, int head_dim, int variant, bool cl, bool qk,
                    cudaStream_t stream)
 {
     const dim3 grid((unsigned)a.n_splits, (unsigned)a.n_kv, (unsigned)n_seqs);
@@ -608,14 +687,15 @@ cudaError_t launch(const attn_args &a, int n_seqs, int head_dim, int variant, bo
         attr[1].val.clusterDim.z = 1;
         lc.attrs = attr;
         lc.numAttrs = 2;
-        return cudaLaunchKernelEx(&lc,
-                                  head_dim == 256 ? attn_decode_mma_kernel<G, 256, true>
-                                                  : attn_decode_mma_kernel<G, kHeadDim, true>,
-                                  a);
+        void (*kc)(attn_args) = qk                ? attn_decode_mma_kernel<G, kHeadDim, true, true>
+                                : head_dim == 256 ? attn_decode_mma_kernel<G, 256, true, false>
+                                                  : attn_decode_mma_kernel<G, 128, true, false>;
+        return cudaLaunchKernelEx(&lc, kc, a);
     }
-    void (*k)(attn_args) = head_dim == 256 ? attn_decode_mma_kernel<G, 256, false>
+    void (*k)(attn_args) = qk                ? attn_decode_mma_kernel<G, kHeadDim, false, true>
+                           : head_dim == 256 ? attn_decode_mma_kernel<G, 256, false, false>
                            : variant == FP8_CUDA_ATTN_MMA
-                               ? attn_decode_mma_kernel<G, kHeadDim, false>
+                               ? attn_decode_mma_kernel<G, kHeadDim, false, false>
                            : variant == FP8_CUDA_ATTN_LANES8 ? attn_decode_kernel<G, 8>
                                                              : attn_decode_kernel<G, 16>;
     return fp8_cuda_launch_pdl(k, grid, dim3(kThreads), stream, a);
@@ -697,16 +777,18 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
     return 0;
 }
 
-int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda_kv_cache *kv,
-                         const int32_t *block_table, const int32_t *seq_len, int32_t n_seqs,
-                         int32_t n_heads, int32_t max_blocks_per_seq, float sm_scale,
-                         const struct fp8_cuda_attn_plan *plan, void *workspace,
-                         size_t workspace_bytes, void *stream, struct fp8_err *err)
+/* fp8_cuda_attn_decode (q) or fp8_cuda_attn_decode_qk (qk): one of the two is given. */
+static int attn_decode_run(uint16_t *out, const uint16_t *q, const struct fp8_cuda_qk_front *qk,
+                           const struct fp8_cuda_kv_cache *kv, const int32_t *block_table,
+                           const int32_t *seq_len, int32_t n_seqs, int32_t n_heads,
+                           int32_t max_blocks_per_seq, float sm_scale,
+                           const struct fp8_cuda_attn_plan *plan, void *workspace,
+                           size_t workspace_bytes, void *stream, struct fp8_err *err)
 {
     int rc = check_geometry(n_seqs, n_heads, kv, err);
     if (rc < 0)
         return rc;
-    if (!out || !q || !kv->k || !kv->v || !kv->k_scale || !kv->v_scale || !block_table ||
+    if (!out || !(q || qk) || !kv->k || !kv->v || !kv->k_scale || !kv->v_scale || !block_table ||
         !seq_len || !plan || kv->block_size < 1 || kv->n_blocks < 1 || max_blocks_per_seq < 1)
         return fp8_err_set(err, -EINVAL,
                            "attn_decode(n_seqs=%d n_heads=%d): NULL tensor or plan, or empty "
@@ -725,6 +807,17 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
                            (int)n_seqs, (int)n_heads, (int)kv->head_dim, (int)plan->n_splits,
                            (int)plan->split_tokens, (int)plan->window, (int)plan->variant);
     const bool cl = plan->variant == FP8_CUDA_ATTN_MMA_CLUSTER;
+    if (qk && (!qk->qkv || !qk->q_norm_w || !qk->k_norm_w || !qk->inv_freq || !qk->positions ||
+               !qk->slots || !(qk->eps >= 0.0f) || kv->head_dim != kQkHeadDim ||
+               (plan->variant != FP8_CUDA_ATTN_MMA && !cl) ||
+               (int64_t)kv->n_blocks * kv->block_size > INT32_MAX))
+        return fp8_err_set(err, -EINVAL,
+                           "attn_decode_qk(n_seqs=%d n_heads=%d head_dim=%d variant=%d): the "
+                           "fused q/k-norm front needs qkv, norm weights, inv_freq, positions "
+                           "and slots, eps >= 0, head_dim %d, a tensor-core variant and int32 "
+                           "slot ids",
+                           (int)n_seqs, (int)n_heads, (int)kv->head_dim, (int)plan->variant,
+                           kQkHeadDim);
     if (cl && !cluster_ok(plan->n_splits, n_heads / kv->n_kv_heads * kv->head_dim,
                           (int64_t)n_seqs * kv->n_kv_heads * plan->n_splits, err))
         return fp8_err_set(err, -EINVAL,
@@ -761,14 +854,28 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
     a.split_tokens = plan->split_tokens;
     a.window = plan->window;
     a.qk_scale_log2 = sm_scale * 1.4426950408889634f;
+    a.qkv = qk ? qk->qkv : NULL;
+    a.q_norm_w = qk ? qk->q_norm_w : NULL;
+    a.k_norm_w = qk ? qk->k_norm_w : NULL;
+    a.inv_freq = qk ? qk->inv_freq : NULL;
+    a.positions = qk ? qk->positions : NULL;
+    a.slots = qk ? qk->slots : NULL;
+    a.k_out = kv->k;
+    a.v_out = kv->v;
+    a.ks_out = kv->k_scale;
+    a.vs_out = kv->v_scale;
+    a.eps = qk ? qk->eps : 0.0f;
+    a.attn_factor = qk ? qk->attn_factor : 0.0f;
+    a.plus_one = qk ? qk->plus_one != 0 : 0;
+    a.n_slots_total = (int)((int64_t)kv->n_blocks * kv->block_size);
     cudaStream_t st = (cudaStream_t)stream;
     const int hd = kv->head_dim;
     cudaError_t e;
     switch (n_heads / kv->n_kv_heads) {
-    case 1: e = launch<1>(a, n_seqs, hd, plan->variant, cl, st); break;
-    case 2: e = launch<2>(a, n_seqs, hd, plan->variant, cl, st); break;
-    case 4: e = launch<4>(a, n_seqs, hd, plan->variant, cl, st); break;
-    default: e = launch<8>(a, n_seqs, hd, plan->variant, cl, st); break;
+    case 1: e = launch<1>(a, n_seqs, hd, plan->variant, cl, qk != NULL, st); break;
+    case 2: e = launch<2>(a, n_seqs, hd, plan->variant, cl, qk != NULL, st); break;
+    case 4: e = launch<4>(a, n_seqs, hd, plan->variant, cl, qk != NULL, st); break;
+    default: e = launch<8>(a, n_seqs, hd, plan->variant, cl, qk != NULL, st); break;
     }
     rc = fp8_cuda_check(e, err,
                         "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d head_dim=%d splits=%d x "
@@ -784,4 +891,33 @@ int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda
                           err,
                           "attn_decode merge(n_seqs=%d n_heads=%d head_dim=%d splits=%d)",
                           (int)n_seqs, (int)n_heads, hd, (int)plan->n_splits);
+}
+
+int fp8_cuda_attn_decode(uint16_t *out, const uint16_t *q, const struct fp8_cuda_kv_cache *kv,
+                         const int32_t *block_table, const int32_t *seq_len, int32_t n_seqs,
+                         int32_t n_heads, int32_t max_blocks_per_seq, float sm_scale,
+                         const struct fp8_cuda_attn_plan *plan, void *workspace,
+                         size_t workspace_bytes, void *stream, struct fp8_err *err)
+{
+    if (!q)
+        return fp8_err_set(err, -EINVAL, "attn_decode(n_seqs=%d n_heads=%d): NULL q",
+                           (int)n_seqs, (int)n_heads);
+    return attn_decode_run(out, q, NULL, kv, block_table, seq_len, n_seqs, n_heads,
+                           max_blocks_per_seq, sm_scale, plan, workspace, workspace_bytes, stream,
+                           err);
+}
+
+int fp8_cuda_attn_decode_qk(uint16_t *out, const struct fp8_cuda_qk_front *qk,
+                            const struct fp8_cuda_kv_cache *kv, const int32_t *block_table,
+                            const int32_t *seq_len, int32_t n_seqs, int32_t n_heads,
+                            int32_t max_blocks_per_seq, float sm_scale,
+                            const struct fp8_cuda_attn_plan *plan, void *workspace,
+                            size_t workspace_bytes, void *stream, struct fp8_err *err)
+{
+    if (!qk)
+        return fp8_err_set(err, -EINVAL, "attn_decode_qk(n_seqs=%d n_heads=%d): NULL front",
+                           (int)n_seqs, (int)n_heads);
+    return attn_decode_run(out, NULL, qk, kv, block_table, seq_len, n_seqs, n_heads,
+                           max_blocks_per_seq, sm_scale, plan, workspace, workspace_bytes, stream,
+                           err);
 }

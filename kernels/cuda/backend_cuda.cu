@@ -1538,6 +1538,27 @@ void cuda_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor 
     launched(be, op);
 }
 
+/* Whether a step's attention runs as decode attention (fp8_cuda_attn_decode): one token
+ * a sequence, head_dim 128 or 256, 1, 2, 4 or 8 query heads a kv head. */
+bool decode_attention(const cuda_ctx *c, int64_t n, int64_t hd, int64_t g)
+{
+    return c->decode && n == c->n_seqs && (hd == 128 || hd == 256) &&
+           (g == 1 || g == 2 || g == 4 || g == 8);
+}
+
+/* Decode attention's plan, for the block table's capacity so that a captured graph holds
+ * for every length up to it, and its workspace. */
+bool decode_plan(struct fp8_backend *be, const struct fp8_cuda_kv_cache *l, int64_t h,
+                 int32_t window, struct fp8_cuda_attn_plan *plan)
+{
+    cuda_ctx *c = ctx_of(be);
+    struct fp8_err e;
+    return ok(be, fp8_cuda_attn_decode_plan(plan, c->n_seqs, (int32_t)h, l,
+                                            c->max_blocks * c->block_size, window, &e),
+              &e) &&
+           grow(be, &c->ws, &c->ws_cap, 2 * plan->workspace_bytes, "attention");
+}
+
 void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
                     const struct fp8_kv_cache *kc, int32_t layer, float scale, int32_t window,
                     struct fp8_tensor *out)
@@ -1561,17 +1582,11 @@ void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
         fail(be, -EINVAL, "attention: negative window %d", (int)window);
         return;
     }
-    if (c->decode && n == c->n_seqs && (hd == 128 || hd == 256) &&
-        (g == 1 || g == 2 || g == 4 || g == 8)) {
+    if (decode_attention(c, n, hd, g)) {
         struct fp8_err e;
         const struct fp8_cuda_kv_cache l = cuda_layer(kc, layer);
         struct fp8_cuda_attn_plan plan;
-        /* Planned for the block table's capacity, so a captured graph holds for every
-         * length up to it. */
-        if (!ok(be, fp8_cuda_attn_decode_plan(&plan, c->n_seqs, (int32_t)h, &l,
-                                              c->max_blocks * c->block_size, window, &e),
-                &e) ||
-            !grow(be, &c->ws, &c->ws_cap, 2 * plan.workspace_bytes, "attention"))
+        if (!decode_plan(be, &l, h, window, &plan))
             return;
         ok(be, fp8_cuda_attn_decode((uint16_t *)out->data, (const uint16_t *)q->data, &l,
                                     c->d_block_table, c->d_seq_len, c->n_seqs, (int32_t)h,
@@ -1601,6 +1616,54 @@ void cuda_attention(struct fp8_backend *be, const struct fp8_tensor *q,
         c->d_tok_seq, c->d_block_table, c->max_blocks, kc->desc.n_blocks, (int32_t)h, scale,
         window);
     launched(be, "attention");
+}
+
+/* Decode steps with head_dim 128: one kernel, q/k-norm + RoPE + KV write in front of the
+ * attention (fp8_cuda_attn_decode_qk; q_out is not written); other steps the two ops. */
+void cuda_qk_norm_rope_kv_attention(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                                    const struct fp8_tensor *q_norm,
+                                    const struct fp8_tensor *k_norm, float eps,
+                                    enum fp8_norm kind, const struct fp8_tensor *inv_freq,
+                                    float attn_factor, struct fp8_kv_cache *kc, int32_t layer,
+                                    struct fp8_tensor *q_out, float scale, int32_t window,
+                                    struct fp8_tensor *out)
+{
+    cuda_ctx *c = ctx_of(be);
+    const char *op = "qk_norm_rope_kv_attention";
+    if (!active(be, op) || !check_cache(be, op, kc, layer) ||
+        !check_act(be, op, "qkv", qkv, -1, -1))
+        return;
+    const int64_t hd = kc->desc.head_dim, kvh = kc->desc.n_kv_heads, n = fp8_tensor_rows(qkv);
+    const int64_t cols = qkv->ne[qkv->n_dims - 1], h = cols / hd - 2 * kvh;
+    if (hd != 128 || h <= 0 || h % kvh || (h + 2 * kvh) * hd != cols ||
+        !decode_attention(c, n, hd, h / kvh)) {
+        cuda_qk_norm_rope_kv_write(be, qkv, q_norm, k_norm, eps, kind, inv_freq, attn_factor, kc,
+                                   layer, q_out);
+        cuda_attention(be, q_out, kc, layer, scale, window, out);
+        return;
+    }
+    if (!check_f32_vec(be, op, "q_norm", q_norm, hd) ||
+        !check_f32_vec(be, op, "k_norm", k_norm, hd) ||
+        !check_f32_vec(be, op, "inv_freq", inv_freq, hd / 2) ||
+        !check_act(be, op, "out", out, n, h * hd))
+        return;
+    if (window < 0) {
+        fail(be, -EINVAL, "%s: negative window %d", op, (int)window);
+        return;
+    }
+    struct fp8_err e;
+    const struct fp8_cuda_kv_cache l = cuda_layer(kc, layer);
+    struct fp8_cuda_attn_plan plan;
+    if (!decode_plan(be, &l, h, window, &plan))
+        return;
+    const struct fp8_cuda_qk_front front = {
+        (const uint16_t *)qkv->data, (const float *)q_norm->data, (const float *)k_norm->data,
+        eps, kind == FP8_NORM_RMS_PLUS_ONE, (const float *)inv_freq->data, attn_factor,
+        c->d_positions, c->d_slots};
+    ok(be, fp8_cuda_attn_decode_qk((uint16_t *)out->data, &front, &l, c->d_block_table,
+                                   c->d_seq_len, c->n_seqs, (int32_t)h, c->max_blocks, scale,
+                                   &plan, c->ws, c->ws_cap, c->stream, &e),
+       &e);
 }
 
 void cuda_glu(struct fp8_backend *be, const struct fp8_tensor *gate_up, enum fp8_glu_act act,
@@ -1828,6 +1891,7 @@ const struct fp8_backend_ops cuda_ops = {
     .kv_write = NULL,
     .qk_norm_rope_kv_write = cuda_qk_norm_rope_kv_write,
     .attention = cuda_attention,
+    .qk_norm_rope_kv_attention = cuda_qk_norm_rope_kv_attention,
     .glu = cuda_glu,
     .moe_route = NULL,
     .moe_experts = NULL,

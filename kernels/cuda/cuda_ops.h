@@ -259,6 +259,27 @@ int fp8_cuda_attn_decode(uint16_t *out,               /* (n_seqs, n_heads, head_
                          void *workspace, size_t workspace_bytes, void *stream,
                          struct fp8_err *err);
 
+/* fp8_cuda_attn_decode with fp8_cuda_qk_norm_rope_kv_write in front, in the same kernel:
+ * q comes from the fused projection qkv (n_seqs, (n_heads + 2 n_kv_heads) * 128), each
+ * sequence's token (one a sequence, at positions[s] and slots[s]) is normalized, rotated
+ * and its k and v written to the cache exactly as that op does (the same bits), and q is
+ * attended without being stored. Head_dim 128 and a tensor-core plan variant. */
+struct fp8_cuda_qk_front {
+    const uint16_t *qkv;
+    const float *q_norm_w, *k_norm_w; /* (128) f32 */
+    float eps;
+    int32_t plus_one;
+    const float *inv_freq;            /* (64) f32 */
+    float attn_factor;
+    const int32_t *positions, *slots; /* (n_seqs) */
+};
+int fp8_cuda_attn_decode_qk(uint16_t *out, const struct fp8_cuda_qk_front *qk,
+                            const struct fp8_cuda_kv_cache *kv, const int32_t *block_table,
+                            const int32_t *seq_len, int32_t n_seqs, int32_t n_heads,
+                            int32_t max_blocks_per_seq, float sm_scale,
+                            const struct fp8_cuda_attn_plan *plan, void *workspace,
+                            size_t workspace_bytes, void *stream, struct fp8_err *err);
+
 /* ---- prefill attention -----------------------------------------------------------------
  * Causal attention for any step (prefill chunks, several sequences, mixed with decode
  * tokens): for each token t of the step and query head h,

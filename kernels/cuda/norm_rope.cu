@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/qk_rope.cuh"
 
 namespace {
 
@@ -112,79 +113,36 @@ struct qk_args {
     bool plus_one;
 };
 
-/* One warp per (token, head of the fused projection); lane l holds dims 4l..4l+3, so the
- * rotate-half partner of a lane is lane ^ 16. Everything but the projection itself (norm
- * weights, the rotation, the slot) is fetched and computed before waiting for the GEMV
- * that writes it: the wait is this kernel's critical path in a decode step. */
+/* One warp per (token, head of the fused projection): kernels/cuda/qk_rope.cuh. The
+ * slot, like the norm weights and the rotation, is read before waiting for the GEMV that
+ * writes the projection: the wait is this kernel's critical path in a decode step. */
 __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
 {
     fp8_launch_dependents();
     const int heads = a.n_heads + 2 * a.n_kv;
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
     if (wid >= (int64_t)a.n_tokens * heads)
         return;
     const int t = (int)(wid / heads), hs = (int)(wid % heads);
-    const int d0 = 4 * lane;
     const bool normed = hs < a.n_heads + a.n_kv; /* q and k; v is only quantized */
-    float nw[4] = {0.0f, 0.0f, 0.0f, 0.0f}, cs[4] = {0.0f, 0.0f, 0.0f, 0.0f},
-          sn[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (normed) {
-        const float *w = hs < a.n_heads ? a.q_norm_w : a.k_norm_w;
-        /* the ref backend's angle: fp32 position * inv_freq, accurate cosf/sinf */
-        const float pos = (float)a.positions[t];
-        const int di = d0 & (kHeadDim / 2 - 1);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            nw[i] = a.plus_one ? 1.0f + w[d0 + i] : w[d0 + i];
-            sincosf(pos * a.inv_freq[di + i], &sn[i], &cs[i]);
-            cs[i] *= a.attn_factor;
-            sn[i] *= a.attn_factor;
-        }
-    }
+    const fp8_qk_lane p = fp8_qk_prep(normed, hs < a.n_heads ? a.q_norm_w : a.k_norm_w,
+                                      a.plus_one, a.inv_freq, a.attn_factor, a.positions[t]);
     const int slot = hs < a.n_heads ? -1 : a.slots[t];
     fp8_grid_wait();
-    const uint2 raw =
-        *reinterpret_cast<const uint2 *>(a.qkv + ((size_t)t * heads + hs) * kHeadDim + d0);
-    float v[4] = {__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u),
-                  __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xffff0000u)};
-
-    if (normed) {
-        const float ss = fp8_warp_sum(v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3]);
-        const float inv = 1.0f / sqrtf(ss / (float)kHeadDim + a.eps);
-        float p[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            v[i] = v[i] * inv * nw[i];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            p[i] = __shfl_xor_sync(0xffffffffu, v[i], 16);
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            v[i] = lane < 16 ? v[i] * cs[i] - p[i] * sn[i] : v[i] * cs[i] + p[i] * sn[i];
-    }
+    float v[4];
+    fp8_qk_apply(v, fp8_qk_load(a.qkv + ((size_t)t * heads + hs) * kHeadDim), normed, p,
+                 a.eps);
     if (hs < a.n_heads) {
-        uint2 o;
-        o.x = (uint32_t)fp8_f32_to_bf16_bits(v[0]) | (uint32_t)fp8_f32_to_bf16_bits(v[1]) << 16;
-        o.y = (uint32_t)fp8_f32_to_bf16_bits(v[2]) | (uint32_t)fp8_f32_to_bf16_bits(v[3]) << 16;
-        *reinterpret_cast<uint2 *>(a.q_out + ((size_t)t * a.n_heads + hs) * kHeadDim + d0) = o;
+        *reinterpret_cast<uint2 *>(a.q_out + ((size_t)t * a.n_heads + hs) * kHeadDim +
+                                   4 * (threadIdx.x & 31)) = fp8_qk_bf16x4(v);
         return;
     }
     if (slot < 0 || slot >= a.n_slots_total)
         return;
     const bool is_k = hs < a.n_heads + a.n_kv;
     const int kvh = is_k ? hs - a.n_heads : hs - a.n_heads - a.n_kv;
-    const float amax = fp8_warp_max(fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])),
-                                          fmaxf(fabsf(v[2]), fabsf(v[3]))));
-    const float scale = amax > 0.0f ? amax / 448.0f : 1.0f; /* kernels.h: 1 for all-zero */
-    uint32_t packed = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        packed |= (uint32_t)fp8_f32_to_e4m3(v[i] / scale) << (8 * i);
-    const size_t h = (size_t)slot * a.n_kv + kvh;
-    *reinterpret_cast<uint32_t *>((is_k ? a.k_cache : a.v_cache) + h * kHeadDim + d0) = packed;
-    if (lane == 0)
-        (is_k ? a.k_scale : a.v_scale)[h] = scale;
+    fp8_qk_store_kv(v, is_k ? a.k_cache : a.v_cache, is_k ? a.k_scale : a.v_scale,
+                    (size_t)slot * a.n_kv + kvh);
 }
 
 __global__ void glu_kernel(uint16_t *y, const uint16_t *gu, int rows, int inter, int act)

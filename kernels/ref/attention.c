@@ -170,6 +170,19 @@ void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *
     }
 }
 
+void ref_qk_norm_rope_kv_attention(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                                   const struct fp8_tensor *q_norm,
+                                   const struct fp8_tensor *k_norm, float eps,
+                                   enum fp8_norm kind, const struct fp8_tensor *inv_freq,
+                                   float attn_factor, struct fp8_kv_cache *c, int32_t layer,
+                                   struct fp8_tensor *q_out, float scale, int32_t window,
+                                   struct fp8_tensor *out)
+{
+    ref_qk_norm_rope_kv_write(be, qkv, q_norm, k_norm, eps, kind, inv_freq, attn_factor, c, layer,
+                              q_out);
+    ref_attention(be, q_out, c, layer, scale, window, out);
+}
+
 void ref_attention(struct fp8_backend *be, const struct fp8_tensor *q,
                    const struct fp8_kv_cache *c, int32_t layer, float scale, int32_t window,
                    struct fp8_tensor *out)

@@ -318,6 +318,7 @@ static const struct fp8_backend_ops ref_ops = {
     .kv_write = ref_kv_write,
     .qk_norm_rope_kv_write = ref_qk_norm_rope_kv_write,
     .attention = ref_attention,
+    .qk_norm_rope_kv_attention = ref_qk_norm_rope_kv_attention,
     .glu = ref_glu,
     .moe_route = ref_moe_route,
     .moe_experts = ref_moe_experts,

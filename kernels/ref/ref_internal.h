@@ -111,6 +111,13 @@ void ref_qk_norm_rope_kv_write(struct fp8_backend *be, const struct fp8_tensor *
                                float eps, enum fp8_norm kind, const struct fp8_tensor *inv_freq,
                                float attn_factor, struct fp8_kv_cache *c, int32_t layer,
                                struct fp8_tensor *q_out);
+void ref_qk_norm_rope_kv_attention(struct fp8_backend *be, const struct fp8_tensor *qkv,
+                                   const struct fp8_tensor *q_norm,
+                                   const struct fp8_tensor *k_norm, float eps,
+                                   enum fp8_norm kind, const struct fp8_tensor *inv_freq,
+                                   float attn_factor, struct fp8_kv_cache *c, int32_t layer,
+                                   struct fp8_tensor *q_out, float scale, int32_t window,
+                                   struct fp8_tensor *out);
 
 /* Row helpers shared by the ops: one row normalized in place (x / sqrt(mean(x^2) + eps)
  * * w'), one head vector rotated in place. */

@@ -177,7 +177,8 @@ static void test_attn_single_pass(void **state)
         {5, 16, 2, 32, 50, -1, 0, 0, 0, 0, 0},
         {4, 8, 8, 16, 200, -1, L16, 0, 0, 0, 0},
         {4, 8, 8, 5, 19, -1, 0, 0, 0, 0, 0},    /* block size 5, less than one 16-token tile */
-        {100, 32, 8, 16, 100, 0, 0, 0, 0, 0, 0}, /* sequences x kv heads fill the device: no split */
+        /* sequences x kv heads fill the device: no split */
+        {100, 32, 8, 16, 100, 0, 0, 0, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(600 + (uint32_t)i, &cases[i]);
@@ -233,6 +234,108 @@ static void test_attn_cluster_merge(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(900 + (uint32_t)i, &cases[i]);
+}
+
+/* The fused front (fp8_cuda_attn_decode_qk) against the two kernels it replaces,
+ * fp8_cuda_qk_norm_rope_kv_write then fp8_cuda_attn_decode, from the same cache and
+ * projection: the same output bytes and the same cache bytes after (the step's k and v
+ * written alike, nothing else touched). One sequence (clusters of 3 of 8 pieces), three
+ * with G = 2, 16 with the merge kernel, G = 8, and a padding token's slot (-1). */
+static void run_qk_front(uint32_t id, int n_seqs, int n_heads, int n_kv, int max_seq_len,
+                         int plan_len, int pad)
+{
+    uint64_t st = gpu_case_seed(id);
+    const int bs = 16, HD = 128, max_blocks = (plan_len + bs - 1) / bs;
+    const int n_blocks = n_seqs * max_blocks, heads = n_heads + 2 * n_kv;
+    struct host_kv hk;
+    host_kv_init(&hk, &st, n_blocks, bs, n_kv, HD);
+    const size_t nq = (size_t)n_seqs * n_heads * HD, nqkv = (size_t)n_seqs * heads * HD;
+    uint16_t *qkv = malloc(nqkv * 2), *out[2] = {malloc(nq * 2), malloc(nq * 2)};
+    int32_t *bt = malloc((size_t)n_blocks * 4), *len = malloc(n_seqs * 4);
+    int32_t *pos = malloc(n_seqs * 4), *slot = malloc(n_seqs * 4);
+    float qw[128], kw[128], freq[64];
+    assert_non_null(qkv && out[0] && out[1] && bt && len && pos && slot);
+    for (size_t i = 0; i < nqkv; i++)
+        qkv[i] = gpu_rand_bf16(&st, -3.0f, 3.0f);
+    for (int i = 0; i < HD; i++) {
+        qw[i] = gpu_urand(&st, 0.5f, 1.5f);
+        kw[i] = gpu_urand(&st, 0.5f, 1.5f);
+    }
+    for (int i = 0; i < HD / 2; i++)
+        freq[i] = powf(10000.0f, -2.0f * (float)i / (float)HD);
+    for (int s = 0; s < n_seqs; s++) {
+        len[s] = s == 0 ? max_seq_len : 1 + (int)(splitmix64_next(&st) % (uint64_t)max_seq_len);
+        for (int b = 0; b < max_blocks; b++)
+            bt[s * max_blocks + b] = hk.perm[s * max_blocks + b];
+        pos[s] = len[s] - 1;
+        slot[s] = pad && s == n_seqs - 1 ? -1
+                                         : bt[s * max_blocks + pos[s] / bs] * bs + pos[s] % bs;
+    }
+    void *dqkv = gpu_upload(qkv, nqkv * 2), *dq = gpu_alloc(nq * 2), *dout = gpu_alloc(nq * 2);
+    void *dbt = gpu_upload(bt, (size_t)n_blocks * 4), *dlen = gpu_upload(len, n_seqs * 4);
+    void *dpos = gpu_upload(pos, n_seqs * 4), *dslot = gpu_upload(slot, n_seqs * 4);
+    void *dqw = gpu_upload(qw, sizeof(qw)), *dkw = gpu_upload(kw, sizeof(kw));
+    void *dfreq = gpu_upload(freq, sizeof(freq));
+    struct fp8_cuda_kv_cache kv[2] = {host_kv_upload(&hk), host_kv_upload(&hk)};
+    struct fp8_cuda_attn_plan plan;
+    struct fp8_err err = {{0}};
+    if (fp8_cuda_attn_decode_plan(&plan, n_seqs, n_heads, &kv[0], plan_len, 0, &err) < 0)
+        fail_msg("%s", err.msg);
+    void *ws = gpu_alloc(plan.workspace_bytes);
+    const float sm = 0.08838834764831845f, eps = 1e-6f;
+    const struct fp8_cuda_qk_front front = {dqkv, dqw, dkw, eps, 0, dfreq, 1.0f, dpos, dslot};
+    gpu_poison(dout, nq * 2);
+    if (fp8_cuda_qk_norm_rope_kv_write(dq, dqkv, dqw, dkw, eps, 0, dfreq, 1.0f, dpos, dslot,
+                                       &kv[0], n_seqs, n_heads, NULL, &err) < 0 ||
+        fp8_cuda_attn_decode(dout, dq, &kv[0], dbt, dlen, n_seqs, n_heads, max_blocks, sm, &plan,
+                             ws, plan.workspace_bytes, NULL, &err) < 0)
+        fail_msg("%s", err.msg);
+    gpu_download(out[0], dout, nq * 2);
+    gpu_poison(dout, nq * 2);
+    if (fp8_cuda_attn_decode_qk(dout, &front, &kv[1], dbt, dlen, n_seqs, n_heads, max_blocks, sm,
+                                &plan, ws, plan.workspace_bytes, NULL, &err) < 0)
+        fail_msg("%s", err.msg);
+    gpu_download(out[1], dout, nq * 2);
+    assert_memory_equal(out[0], out[1], nq * 2);
+    const size_t n_sc = (size_t)n_blocks * bs * n_kv, bytes = n_sc * HD;
+    uint8_t *c[2] = {malloc(bytes), malloc(bytes)};
+    float *sc[2] = {malloc(n_sc * 4), malloc(n_sc * 4)};
+    assert_non_null(c[0] && c[1] && sc[0] && sc[1]);
+    for (int kvv = 0; kvv < 2; kvv++) {
+        for (int i = 0; i < 2; i++) {
+            gpu_download(c[i], kvv ? kv[i].v : kv[i].k, bytes);
+            gpu_download(sc[i], kvv ? kv[i].v_scale : kv[i].k_scale, n_sc * 4);
+        }
+        assert_memory_equal(c[0], c[1], bytes);
+        assert_memory_equal(sc[0], sc[1], n_sc * 4);
+    }
+    /* and the step's token was written (the cache holds something new at its slot) */
+    gpu_download(c[0], kv[0].k, bytes);
+    assert_true(slot[0] >= 0 &&
+                memcmp(c[0] + (size_t)slot[0] * n_kv * HD, hk.k + (size_t)slot[0] * n_kv * HD,
+                       (size_t)n_kv * HD) != 0);
+    for (int i = 0; i < 2; i++) {
+        host_kv_device_free(&kv[i]);
+        free(c[i]);
+        free(sc[i]);
+        free(out[i]);
+    }
+    void *dev[] = {dqkv, dq, dout, dbt, dlen, dpos, dslot, dqw, dkw, dfreq, ws};
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
+        fp8_cuda_free(dev[i]);
+    host_kv_free(&hk);
+    void *host[] = {qkv, bt, len, pos, slot};
+    for (size_t i = 0; i < sizeof(host) / sizeof(host[0]); i++)
+        free(host[i]);
+}
+
+static void test_attn_qk_front(void **state)
+{
+    (void)state;
+    run_qk_front(950, 1, 32, 8, 160, 512, 0);
+    run_qk_front(951, 3, 16, 8, 300, 300, 0);
+    run_qk_front(952, 16, 32, 8, 100, 128, 1);
+    run_qk_front(953, 2, 8, 1, 200, 256, 0);
 }
 
 static void test_attn_rejects_unsupported(void **state)
@@ -301,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_attn_window),
         cmocka_unit_test(test_attn_head_dim_256),
         cmocka_unit_test(test_attn_cluster_merge),
+        cmocka_unit_test(test_attn_qk_front),
         cmocka_unit_test(test_attn_rejects_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
