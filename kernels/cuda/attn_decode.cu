@@ -91,14 +91,14 @@ __device__ __forceinline__ void piece_range(const attn_args &a, int len, int spl
     t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
 }
 
-/* The block's warps have left (m, l, acc) per head in shared memory: merge them and
- * write the output (one piece) or this piece's partial result. */
-template <int G, int HD>
-__device__ __forceinline__ void attn_block_finish(const attn_args &a,
-                                                  const float (&sm_m)[kThreads / 32][G],
-                                                  const float (&sm_l)[kThreads / 32][G],
-                                                  const float (&sm_acc)[kThreads / 32][G][HD],
-                                                  int s, int kvh, int split)
+/* The block's warps have left (m, l, acc) per head in shared memory: for each head g
+ * their merge, handed over as out(g, d, normalized output at dim d) and, by thread 0,
+ * ml(g, max, weight sum). */
+template <int G, int HD, class Out, class Ml>
+__device__ __forceinline__ void attn_block_merge(const float (&sm_m)[kThreads / 32][G],
+                                                 const float (&sm_l)[kThreads / 32][G],
+                                                 const float (&sm_acc)[kThreads / 32][G][HD],
+                                                 Out out, Ml ml)
 {
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -112,25 +112,42 @@ __device__ __forceinline__ void attn_block_finish(const attn_args &a,
             sc[w] = mx == -INFINITY ? 0.0f : exp2f(sm_m[w][g] - mx);
             lsum += sm_l[w][g] * sc[w];
         }
-        const int h = kvh * G + g;
-        const size_t pi = ((size_t)s * a.n_heads + h) * a.n_splits + split;
 #pragma unroll
         for (int d = threadIdx.x; d < HD; d += kThreads) {
             float o = 0.0f;
 #pragma unroll
             for (int w = 0; w < kThreads / 32; w++)
                 o += sm_acc[w][g][d] * sc[w];
-            const float res = lsum > 0.0f ? o / lsum : 0.0f;
-            if (a.n_splits == 1)
-                a.out[((size_t)s * a.n_heads + h) * HD + d] = fp8_f32_to_bf16_bits(res);
-            else
-                a.part_o[pi * HD + d] = res;
+            out(g, d, lsum > 0.0f ? o / lsum : 0.0f);
         }
-        if (a.n_splits > 1 && threadIdx.x == 0) {
-            a.part_ml[2 * pi] = mx;
-            a.part_ml[2 * pi + 1] = lsum;
-        }
+        if (threadIdx.x == 0)
+            ml(g, mx, lsum);
     }
+}
+
+/* The block's merge written as the output (one piece) or this piece's partial result. */
+template <int G, int HD>
+__device__ __forceinline__ void attn_block_finish(const attn_args &a,
+                                                  const float (&sm_m)[kThreads / 32][G],
+                                                  const float (&sm_l)[kThreads / 32][G],
+                                                  const float (&sm_acc)[kThreads / 32][G][HD],
+                                                  int s, int kvh, int split)
+{
+    const size_t h0 = (size_t)s * a.n_heads + kvh * G; /* the block's first head */
+    attn_block_merge<G, HD>(
+        sm_m, sm_l, sm_acc,
+        [&](int g, int d, float res) {
+            if (a.n_splits == 1)
+                a.out[(h0 + g) * HD + d] = fp8_f32_to_bf16_bits(res);
+            else
+                a.part_o[((h0 + g) * a.n_splits + split) * HD + d] = res;
+        },
+        [&](int g, float mx, float lsum) {
+            if (a.n_splits > 1) {
+                a.part_ml[2 * ((h0 + g) * a.n_splits + split)] = mx;
+                a.part_ml[2 * ((h0 + g) * a.n_splits + split) + 1] = lsum;
+            }
+        });
 }
 
 /* The cluster's merge (CL): each block stores its piece's (max, sum, normalized output)
@@ -158,31 +175,12 @@ __device__ __forceinline__ void attn_cluster_finish(const attn_args &a,
     asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
     float(*o0)[G][HD] = cl.map_shared_rank(cl_o, 0);
     float(*ml0)[G][2] = cl.map_shared_rank(cl_ml, 0);
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kThreads / 32; w++)
-            mx = fmaxf(mx, sm_m[w][g]);
-        float sc[kThreads / 32], lsum = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kThreads / 32; w++) {
-            sc[w] = mx == -INFINITY ? 0.0f : exp2f(sm_m[w][g] - mx);
-            lsum += sm_l[w][g] * sc[w];
-        }
-#pragma unroll
-        for (int d = threadIdx.x; d < HD; d += kThreads) {
-            float o = 0.0f;
-#pragma unroll
-            for (int w = 0; w < kThreads / 32; w++)
-                o += sm_acc[w][g][d] * sc[w];
-            o0[split][g][d] = lsum > 0.0f ? o / lsum : 0.0f;
-        }
-        if (threadIdx.x == 0) {
+    attn_block_merge<G, HD>(
+        sm_m, sm_l, sm_acc, [&](int g, int d, float res) { o0[split][g][d] = res; },
+        [&](int g, float mx, float lsum) {
             ml0[split][g][0] = mx;
             ml0[split][g][1] = lsum;
-        }
-    }
+        });
     cl.sync(); /* the stores above are visible to the first block after it */
     if (split != 0)
         return;
