@@ -83,6 +83,14 @@ __device__ __forceinline__ int visible_from(const attn_args &a, int len)
     return a.window > 0 && len > a.window ? len - a.window : 0;
 }
 
+/* The pieces that hold tokens of a sequence of len tokens: the first ones (a merge reads
+ * only those). */
+__device__ __forceinline__ int pieces_of(const attn_args &a, int len)
+{
+    const int span = len - visible_from(a, len);
+    return span <= 0 ? 0 : min((span + a.split_tokens - 1) / a.split_tokens, a.n_splits);
+}
+
 /* Tokens [t0, t1) of piece split; the last piece takes any rest (lengths past the plan). */
 __device__ __forceinline__ void piece_range(const attn_args &a, int len, int split, int &t0,
                                             int &t1)
@@ -184,9 +192,7 @@ __device__ __forceinline__ void attn_cluster_finish(const attn_args &a,
     cl.sync(); /* the stores above are visible to the first block after it */
     if (split != 0)
         return;
-    const int len = a.seq_len[s], span = len - visible_from(a, len);
-    int pieces = span <= 0 ? 0 : (span + a.split_tokens - 1) / a.split_tokens;
-    pieces = min(pieces, a.n_splits);
+    const int pieces = pieces_of(a, a.seq_len[s]);
     for (int i = threadIdx.x; i < G * HD; i += kThreads) {
         const int g = i / HD, d = i % HD;
         float mx = -INFINITY;
@@ -626,9 +632,7 @@ __global__ void __launch_bounds__(kThreads) attn_merge_kernel(const attn_args a)
     fp8_launch_dependents();
     const int h = blockIdx.x, s = blockIdx.y;
     /* the step's layout, which no kernel writes: known before the pieces are done */
-    const int len = a.seq_len[s], span = len - visible_from(a, len);
-    int pieces = span <= 0 ? 0 : (span + a.split_tokens - 1) / a.split_tokens;
-    pieces = min(pieces, a.n_splits);
+    const int pieces = pieces_of(a, a.seq_len[s]);
     fp8_grid_wait();
     const size_t p0 = ((size_t)s * a.n_heads + h) * a.n_splits;
     float mx = -INFINITY;
