@@ -406,7 +406,7 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
 /* Three blocks an SM up to 8 rows (at most 85 registers: a few bytes of spill), two
  * above and with the staged norm: at batch 1 on H100 three gave 286.6 / 285.5 tok/s
  * against 283.5 / 282.6 (Qwen3-8B, one call), at 16 rows the spills cost 11 %.
- * UW: chunks per iteration instead of the default (launch_whole_slab). */
+ * UW: chunks per iteration instead of the default (whole_slab). */
 template <int MT, int NT, bool NORM, int UW = 0>
 __global__ void __launch_bounds__(kWarps * 32, NT == 1 && !NORM && !UW ? 3 : 2)
     gemv_e4m3_kernel(const gemv_args a)

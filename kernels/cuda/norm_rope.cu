@@ -8,7 +8,6 @@
 namespace {
 
 constexpr int kNormThreads = 256;
-constexpr int kHeadDim = 128;
 
 /* bf16x8 (one 16-byte word) -> 8 floats */
 __device__ __forceinline__ void bf16x8_to_f32(const uint4 &v, float (&f)[8])
@@ -130,10 +129,10 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
     const int slot = hs < a.n_heads ? -1 : a.slots[t];
     fp8_grid_wait();
     float v[4];
-    fp8_qk_apply(v, fp8_qk_load(a.qkv + ((size_t)t * heads + hs) * kHeadDim), normed, p,
+    fp8_qk_apply(v, fp8_qk_load(a.qkv + ((size_t)t * heads + hs) * kQkHeadDim), normed, p,
                  a.eps);
     if (hs < a.n_heads) {
-        *reinterpret_cast<uint2 *>(a.q_out + ((size_t)t * a.n_heads + hs) * kHeadDim +
+        *reinterpret_cast<uint2 *>(a.q_out + ((size_t)t * a.n_heads + hs) * kQkHeadDim +
                                    4 * (threadIdx.x & 31)) = fp8_qk_bf16x4(v);
         return;
     }
@@ -208,7 +207,7 @@ int fp8_cuda_qk_norm_rope_kv_write(uint16_t *q_out, const uint16_t *qkv, const f
         !kv->k || !kv->v || !kv->k_scale || !kv->v_scale)
         return fp8_err_set(err, -EINVAL, "qk_norm_rope_kv_write(n_tokens=%d): NULL tensor",
                            (int)n_tokens);
-    if (n_tokens < 1 || n_heads < 1 || kv->n_kv_heads < 1 || kv->head_dim != kHeadDim ||
+    if (n_tokens < 1 || n_heads < 1 || kv->n_kv_heads < 1 || kv->head_dim != kQkHeadDim ||
         kv->n_blocks < 1 || kv->block_size < 1 || !(eps >= 0.0f))
         return fp8_err_set(err, -EINVAL,
                            "qk_norm_rope_kv_write(n_tokens=%d n_heads=%d n_kv_heads=%d "

@@ -71,10 +71,7 @@ static __device__ __forceinline__ void fp8_qk_apply(float (&v)[4], uint2 raw, bo
 /* The lane's 4 values as bf16, packed. */
 static __device__ __forceinline__ uint2 fp8_qk_bf16x4(const float (&v)[4])
 {
-    uint2 o;
-    o.x = (uint32_t)fp8_f32_to_bf16_bits(v[0]) | (uint32_t)fp8_f32_to_bf16_bits(v[1]) << 16;
-    o.y = (uint32_t)fp8_f32_to_bf16_bits(v[2]) | (uint32_t)fp8_f32_to_bf16_bits(v[3]) << 16;
-    return o;
+    return make_uint2(fp8_pack_bf16x2(v[0], v[1]), fp8_pack_bf16x2(v[2], v[3]));
 }
 
 /* The head (k or v) into the cache row at h = slot * n_kv + kv head, e4m3 with the head's
