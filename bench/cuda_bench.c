@@ -30,7 +30,6 @@
 #define Q_VOCAB 151936
 
 static int g_reps = 200;
-static int g_sms;         /* multiprocessors of the device */
 static double g_copy_gbs; /* (read + write) bytes / s of a device-to-device copy, in GB/s */
 
 #define CHECK(call)                                                                            \
@@ -631,10 +630,8 @@ static void bench_attn(const struct fp8_cuda_device *dev, void *stream, int quic
                 a.plan.variant = FP8_CUDA_ATTN_MMA;
             else if (v > 0 && a.plan.n_splits == picked.n_splits)
                 continue;
-            /* a cluster takes 2..8 pieces, one wave of blocks */
             if (a.plan.variant == FP8_CUDA_ATTN_MMA_CLUSTER &&
-                (a.plan.n_splits < 2 || a.plan.n_splits > 8 ||
-                 (int64_t)a.n_seqs * Q_KV * a.plan.n_splits > g_sms))
+                !fp8_cuda_attn_decode_cluster_ok(a.n_seqs, Q_HEADS, &a.kv, a.plan.n_splits))
                 a.plan.variant = FP8_CUDA_ATTN_MMA;
             printf(" %d/%d %.2f", a.plan.n_splits, a.plan.variant,
                    time_median(attn_launch, &a, stream, g_reps / 2) * 1e3);
@@ -873,7 +870,6 @@ int main(int argc, char **argv)
     }
     struct fp8_cuda_device dev;
     CHECK(fp8_cuda_device_get(&dev, &err));
-    g_sms = dev.sm_count;
     printf("device: %s, sm_%d%d, %d SMs, %.1f GiB, L2 %.0f MiB\n\n", dev.name, dev.cc_major,
            dev.cc_minor, dev.sm_count, dev.global_mem_bytes / MB / 1024, dev.l2_bytes / MB);
     void *stream = NULL;

@@ -99,6 +99,33 @@ __device__ __forceinline__ void piece_range(const attn_args &a, int len, int spl
     t1 = split == a.n_splits - 1 ? len : min(len, t0 + a.split_tokens);
 }
 
+/* Flash-decoding's merge of one output over the pieces holding tokens, in piece order
+ * (the same bits wherever the pieces' results are kept): ml(p) = (max, weight sum) and
+ * o(p) = normalized output of piece p; mx = pieces_max over them. */
+template <class Ml>
+__device__ __forceinline__ float pieces_max(int pieces, Ml ml)
+{
+    float mx = -INFINITY;
+    for (int p = 0; p < pieces; p++)
+        mx = fmaxf(mx, ml(p).x);
+    return mx;
+}
+
+template <class Ml, class O>
+__device__ __forceinline__ uint16_t pieces_merge(int pieces, float mx, Ml ml, O o)
+{
+    float lsum = 0.0f, acc = 0.0f;
+    if (mx != -INFINITY) {
+        for (int p = 0; p < pieces; p++) {
+            const float2 v = ml(p);
+            const float w = v.y * exp2f(v.x - mx);
+            lsum += w;
+            acc += w * o(p);
+        }
+    }
+    return fp8_f32_to_bf16_bits(lsum > 0.0f ? acc / lsum : 0.0f);
+}
+
 /* The block's warps have left (m, l, acc) per head in shared memory: for each head g
  * their merge, handed over as out(g, d, normalized output at dim d) and, by thread 0,
  * ml(g, max, weight sum). */
@@ -162,8 +189,7 @@ __device__ __forceinline__ void attn_block_finish(const attn_args &a,
  * per head, the partials attn_block_finish writes, into the shared memory of the cluster's
  * first block (remote stores, fire and forget; once every block has arrived at the
  * barrier the kernel opens with, so that the first block's shared memory exists); after
- * the cluster barrier that block merges the pieces that hold tokens, in piece order, as
- * attn_merge_kernel does. */
+ * the cluster barrier that block merges them (pieces_merge, as attn_merge_kernel). */
 constexpr int kClusterMax = 8;      /* pieces: the portable cluster size */
 constexpr int kClusterHeadDims = 512; /* G * HD the first block's buffer takes (16 KB) */
 
@@ -195,19 +221,9 @@ __device__ __forceinline__ void attn_cluster_finish(const attn_args &a,
     const int pieces = pieces_of(a, a.seq_len[s]);
     for (int i = threadIdx.x; i < G * HD; i += kThreads) {
         const int g = i / HD, d = i % HD;
-        float mx = -INFINITY;
-        for (int p = 0; p < pieces; p++)
-            mx = fmaxf(mx, cl_ml[p][g][0]);
-        float lsum = 0.0f, o = 0.0f;
-        if (mx != -INFINITY) {
-            for (int p = 0; p < pieces; p++) {
-                const float w = cl_ml[p][g][1] * exp2f(cl_ml[p][g][0] - mx);
-                lsum += w;
-                o += w * cl_o[p][g][d];
-            }
-        }
-        a.out[((size_t)s * a.n_heads + kvh * G + g) * HD + d] =
-            fp8_f32_to_bf16_bits(lsum > 0.0f ? o / lsum : 0.0f);
+        const auto ml = [&](int p) { return make_float2(cl_ml[p][g][0], cl_ml[p][g][1]); };
+        a.out[((size_t)s * a.n_heads + kvh * G + g) * HD + d] = pieces_merge(
+            pieces, pieces_max(pieces, ml), ml, [&](int p) { return cl_o[p][g][d]; });
     }
 #else
     (void)a, (void)sm_m, (void)sm_l, (void)sm_acc, (void)s, (void)kvh, (void)split;
@@ -635,39 +651,13 @@ __global__ void __launch_bounds__(kThreads) attn_merge_kernel(const attn_args a)
     const int pieces = pieces_of(a, a.seq_len[s]);
     fp8_grid_wait();
     const size_t p0 = ((size_t)s * a.n_heads + h) * a.n_splits;
-    float mx = -INFINITY;
-    for (int p = 0; p < pieces; p++)
-        mx = fmaxf(mx, a.part_ml[2 * (p0 + p)]);
-    for (int d = threadIdx.x; d < HD; d += kThreads) {
-        float lsum = 0.0f, o = 0.0f;
-        if (mx != -INFINITY) {
-            for (int p = 0; p < pieces; p++) {
-                const float w =
-                    a.part_ml[2 * (p0 + p) + 1] * exp2f(a.part_ml[2 * (p0 + p)] - mx);
-                lsum += w;
-                o += w * a.part_o[(p0 + p) * HD + d];
-            }
-        }
+    const auto ml = [&](int p) {
+        return make_float2(a.part_ml[2 * (p0 + p)], a.part_ml[2 * (p0 + p) + 1]);
+    };
+    const float mx = pieces_max(pieces, ml);
+    for (int d = threadIdx.x; d < HD; d += kThreads)
         a.out[((size_t)s * a.n_heads + h) * HD + d] =
-            fp8_f32_to_bf16_bits(lsum > 0.0f ? o / lsum : 0.0f);
-    }
-}
-
-/* Whether the pieces can merge in a cluster (FP8_CUDA_ATTN_MMA_CLUSTER): sm_90+, 2..8
- * pieces (the portable cluster size), G * HD the first block's buffer takes, and one wave
- * of blocks. With more blocks it measured slower than the merge kernel (H100, Qwen3-8B
- * shapes, 16 sequences x 8 kv heads x 3 pieces: 18.5 vs 14.1 us at 160 tokens). */
-bool cluster_ok(int n_splits, int heads_dims, int64_t blocks, struct fp8_err *err)
-{
-    int dev = 0, major = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-        fp8_err_set(err, -EIO, "attn_decode: no device attributes");
-        return false;
-    }
-    return major >= 9 && n_splits > 1 && n_splits <= kClusterMax &&
-           heads_dims <= kClusterHeadDims && blocks <= sms;
+            pieces_merge(pieces, mx, ml, [&](int p) { return a.part_o[(p0 + p) * HD + d]; });
 }
 
 template <int G>
@@ -689,9 +679,10 @@ cudaError_t launch(const attn_args &a, int n_seqs, int head_dim, int variant, bo
         attr[1].val.clusterDim.z = 1;
         lc.attrs = attr;
         lc.numAttrs = 2;
-        void (*kc)(attn_args) = qk                ? attn_decode_mma_kernel<G, kHeadDim, true, true>
-                                : head_dim == 256 ? attn_decode_mma_kernel<G, 256, true, false>
-                                                  : attn_decode_mma_kernel<G, 128, true, false>;
+        void (*kc)(attn_args) =
+            qk                ? attn_decode_mma_kernel<G, kHeadDim, true, true>
+            : head_dim == 256 ? attn_decode_mma_kernel<G, 256, true, false>
+                              : attn_decode_mma_kernel<G, kHeadDim, true, false>;
         return cudaLaunchKernelEx(&lc, kc, a);
     }
     void (*k)(attn_args) = qk                ? attn_decode_mma_kernel<G, kHeadDim, false, true>
@@ -711,6 +702,23 @@ size_t workspace_for(int n_seqs, int n_heads, int head_dim, int n_splits)
 }
 
 } // namespace
+
+/* Sm_90+, 2..8 pieces (the portable cluster size), G * HD the first block's buffer takes,
+ * and one wave of blocks: with more blocks it measured slower than the merge kernel (H100,
+ * Qwen3-8B shapes, 16 sequences x 8 kv heads x 3 pieces: 18.5 vs 14.1 us at 160 tokens).
+ * No device to ask: no. */
+int32_t fp8_cuda_attn_decode_cluster_ok(int32_t n_seqs, int32_t n_heads,
+                                        const struct fp8_cuda_kv_cache *kv, int32_t n_splits)
+{
+    int dev = 0, major = 0, sms = 0;
+    if (!kv || kv->n_kv_heads < 1 || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        return 0;
+    return major >= 9 && n_splits > 1 && n_splits <= kClusterMax &&
+           (int64_t)n_heads / kv->n_kv_heads * kv->head_dim <= kClusterHeadDims &&
+           (int64_t)n_seqs * kv->n_kv_heads * n_splits <= sms;
+}
 
 static int check_geometry(int32_t n_seqs, int32_t n_heads, const struct fp8_cuda_kv_cache *kv,
                           struct fp8_err *err)
@@ -767,9 +775,7 @@ int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, i
         p.split_tokens = (int32_t)tokens;
         p.n_splits = (int32_t)((span + tokens - 1) / tokens);
     }
-    struct fp8_err e;
-    p.variant = cluster_ok(p.n_splits, n_heads / kv->n_kv_heads * kv->head_dim,
-                           base * p.n_splits, &e)
+    p.variant = fp8_cuda_attn_decode_cluster_ok(n_seqs, n_heads, kv, p.n_splits)
                     ? FP8_CUDA_ATTN_MMA_CLUSTER
                     : FP8_CUDA_ATTN_MMA;
     p.window = window;
@@ -820,8 +826,7 @@ static int attn_decode_run(uint16_t *out, const uint16_t *q, const struct fp8_cu
                            "slot ids",
                            (int)n_seqs, (int)n_heads, (int)kv->head_dim, (int)plan->variant,
                            kQkHeadDim);
-    if (cl && !cluster_ok(plan->n_splits, n_heads / kv->n_kv_heads * kv->head_dim,
-                          (int64_t)n_seqs * kv->n_kv_heads * plan->n_splits, err))
+    if (cl && !fp8_cuda_attn_decode_cluster_ok(n_seqs, n_heads, kv, plan->n_splits))
         return fp8_err_set(err, -EINVAL,
                            "attn_decode(n_seqs=%d n_heads=%d n_kv_heads=%d head_dim=%d "
                            "splits=%d): the cluster variant needs sm_90+, 2..%d pieces, query "

@@ -242,6 +242,11 @@ struct fp8_cuda_attn_plan {
     size_t workspace_bytes; /* fp32 partial results of the pieces (unused in a cluster) */
 };
 
+/* 1 when FP8_CUDA_ATTN_MMA_CLUSTER can run n_splits pieces of this geometry on the current
+ * device (the conditions in the enum), else 0. */
+int32_t fp8_cuda_attn_decode_cluster_ok(int32_t n_seqs, int32_t n_heads,
+                                        const struct fp8_cuda_kv_cache *kv, int32_t n_splits);
+
 /* window: 0, or the layer's sliding window (the pieces then split at most window tokens). */
 int fp8_cuda_attn_decode_plan(struct fp8_cuda_attn_plan *plan, int32_t n_seqs, int32_t n_heads,
                               const struct fp8_cuda_kv_cache *kv, int32_t max_seq_len,
