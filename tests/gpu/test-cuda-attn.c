@@ -390,6 +390,30 @@ static void test_attn_rejects_unsupported(void **state)
                                           NULL, &err),
                      -EINVAL);
     assert_non_null(strstr(err.msg, "head_dim 128 only"));
+    /* the fused q/k-norm front: no front, head_dim 256, a CUDA-core variant, bad eps */
+    struct fp8_cuda_qk_front front = {d, d, d, 1e-6f, 0, d, 1.0f, d, d};
+    plan.variant = FP8_CUDA_ATTN_MMA;
+    assert_int_equal(fp8_cuda_attn_decode_qk(d, NULL, &kv, d, d, 1, 32, 256, 0.1f, &plan, d,
+                                             1 << 16, NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "NULL front"));
+    assert_int_equal(fp8_cuda_attn_decode_qk(d, &front, &kv, d, d, 1, 32, 256, 0.1f, &plan, d,
+                                             1 << 16, NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "head_dim=256"));
+    kv.head_dim = 128;
+    assert_int_equal(fp8_cuda_attn_decode_plan(&plan, 1, 32, &kv, 100, 0, &err), 0);
+    plan.variant = FP8_CUDA_ATTN_LANES16;
+    assert_int_equal(fp8_cuda_attn_decode_qk(d, &front, &kv, d, d, 1, 32, 256, 0.1f, &plan, d,
+                                             1 << 16, NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "fused q/k-norm front"));
+    plan.variant = FP8_CUDA_ATTN_MMA;
+    front.eps = -1.0f;
+    assert_int_equal(fp8_cuda_attn_decode_qk(d, &front, &kv, d, d, 1, 32, 256, 0.1f, &plan, d,
+                                             1 << 16, NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "eps >= 0"));
     fp8_cuda_free(d);
 }
 
