@@ -36,6 +36,8 @@
  *   the two bf16 values); every y element is read and written by one thread.
  * (A norm in the tail of the residual GEMV, done by its last block, measured slower
  * still: +5.7 us at 1 row, +11.6 at 16.) */
+#include <limits.h>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace {
@@ -100,7 +102,7 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
 
 /* One full iteration: U chunks of 64 in-dims starting at chunk c (c + (U-1) * kWarps must
  * be < nfull). */
-template <int MT, int NT, int U>
+template <int MT, int NT, int U, int H>
 __device__ __forceinline__ void gemv_load_iter(uint4 (&wv)[U][MT][2],
                                                const uint8_t *const (&wrow)[MT][2],
                                                const bool (&wok)[MT][2], int c)
@@ -111,8 +113,9 @@ __device__ __forceinline__ void gemv_load_iter(uint4 (&wv)[U][MT][2],
         for (int i = 0; i < MT; i++)
 #pragma unroll
             for (int h = 0; h < 2; h++)
-                wv[u][i][h] = wok[i][h] ? load_stream16(wrow[i][h] + (size_t)(c + u * kWarps) * 64)
-                                        : make_uint4(0, 0, 0, 0);
+                wv[u][i][h] = h < H && wok[i][h]
+                                  ? load_stream16(wrow[i][h] + (size_t)(c + u * kWarps) * 64)
+                                  : make_uint4(0, 0, 0, 0);
 }
 
 struct gemv_args {
@@ -213,10 +216,10 @@ __device__ __forceinline__ void gemv_stage_norm(const gemv_args &a, uint16_t *xs
     __syncthreads(); /* inv_rms and the staged rows */
 }
 
-/* This thread's weight rows (g and g + 8 of each 16-channel tile; with glu the tiles are
- * gate channels c0.. and the up rows half + c0..), at its 16 bytes of each 64-byte chunk,
- * and which of them exist. */
-template <int MT>
+/* This thread's weight rows (g and g + 8 of each 16-channel tile, g alone of an 8-channel
+ * one (H = 1); with glu the tiles are gate channels c0.. and the up rows half + c0..), at
+ * its 16 bytes of each 64-byte chunk, and which of them exist. */
+template <int MT, int H>
 __device__ __forceinline__ void gemv_weight_rows(const uint8_t *(&wrow)[MT][2], bool (&wok)[MT][2],
                                                  const gemv_args &a, int c0)
 {
@@ -225,9 +228,9 @@ __device__ __forceinline__ void gemv_weight_rows(const uint8_t *(&wrow)[MT][2], 
     for (int i = 0; i < MT; i++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int ch = a.glu ? c0 + g + 8 * h : c0 + 16 * i + g + 8 * h;
+            const int ch = a.glu ? c0 + g + 8 * h : c0 + 8 * H * i + g + 8 * h;
             const int row = a.glu ? i * half + ch : ch;
-            wok[i][h] = a.glu ? ch < half : ch < a.N;
+            wok[i][h] = h < H && (a.glu ? ch < half : ch < a.N);
             wrow[i][h] = a.w + (size_t)(wok[i][h] ? row : 0) * a.K + 16 * t;
         }
     }
@@ -250,15 +253,16 @@ __device__ __forceinline__ void gemv_x_rows(const uint16_t *(&xrow)[NT], bool (&
 }
 
 /* Output o of a block's epilogue (o < (glu ? 1 : MT) * NT * 128): its slot idx, lane l
- * in the reduction buffer, and its channel and activation row. */
-template <int NT>
+ * in the reduction buffer, and its channel and activation row (none, n past every row,
+ * for the zero rows g + 8 of an 8-channel tile). */
+template <int NT, int H>
 __device__ __forceinline__ void gemv_out_pos(int o, int c0, int &idx, int &l, int &ch, int &n)
 {
     idx = o >> 5;
     l = o & 31;
     const int r = idx & 3, i = (idx >> 2) / NT, j = (idx >> 2) % NT;
-    ch = c0 + 16 * i + (l >> 2) + ((r & 2) ? 8 : 0);
-    n = 8 * j + 2 * (l & 3) + (r & 1);
+    ch = c0 + 8 * H * i + (l >> 2) + ((r & 2) ? 8 : 0);
+    n = H == 1 && (r & 2) ? INT_MAX : 8 * j + 2 * (l & 3) + (r & 1);
 }
 
 /* The operands of this thread's first output (o = threadIdx.x) that the epilogue would
@@ -271,14 +275,14 @@ struct gemv_early {
     uint16_t res;
 };
 
-template <int MT, int NT>
+template <int MT, int NT, int H>
 __device__ __forceinline__ gemv_early gemv_early_const(const gemv_args &a, int c0)
 {
     gemv_early e = {false, 0.0f, 0.0f, 0.0f, 0};
     if (NT > 2) /* more than 16 rows: the registers are the activation tiles' */
         return e;
     int idx, l, ch, n;
-    gemv_out_pos<NT>(threadIdx.x, c0, idx, l, ch, n);
+    gemv_out_pos<NT, H>(threadIdx.x, c0, idx, l, ch, n);
     const int outs = (a.glu ? 1 : MT) * NT * 4 * 32, half = a.N / 2;
     e.ok = (int)threadIdx.x < outs && n < a.rows && (a.glu ? ch < half : ch < a.N);
     if (!e.ok)
@@ -291,11 +295,11 @@ __device__ __forceinline__ gemv_early gemv_early_const(const gemv_args &a, int c
     return e;
 }
 
-template <int NT>
+template <int NT, int H>
 __device__ __forceinline__ void gemv_early_res(const gemv_args &a, gemv_early &e, int c0)
 {
     int idx, l, ch, n;
-    gemv_out_pos<NT>(threadIdx.x, c0, idx, l, ch, n);
+    gemv_out_pos<NT, H>(threadIdx.x, c0, idx, l, ch, n);
     if (e.ok && a.add)
         e.res = static_cast<const uint16_t *>(a.y)[(size_t)n * a.N + ch];
 }
@@ -316,7 +320,7 @@ __device__ __forceinline__ void gemv_ss_load(const gemv_args &a, float (&part)[8
 /* The block's warps hold partial sums over their in-dims: they meet in red
  * ((kWarps, MT * NT * 4, 32) floats) in a fixed order (deterministic), and the per-channel
  * scale, 1 / rms and the glu or residual epilogue are applied once. */
-template <int MT, int NT, bool NORM>
+template <int MT, int NT, bool NORM, int H>
 __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const float (&acc)[MT][NT][4],
                                                   float *red, float *inv_rms, int c0,
                                                   const float (&ss_part)[8], const gemv_early &e)
@@ -339,7 +343,7 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
     const int outs = (a.glu ? 1 : MT) * NT * 4 * 32;
     for (int o = threadIdx.x; o < outs; o += kWarps * 32) {
         int idx, l, ch, n;
-        gemv_out_pos<NT>(o, c0, idx, l, ch, n);
+        gemv_out_pos<NT, H>(o, c0, idx, l, ch, n);
         const bool first = o == (int)threadIdx.x && e.ok; /* operands fetched early */
         float s = 0.0f;
 #pragma unroll
@@ -407,20 +411,22 @@ __device__ __forceinline__ void gemv_reduce_store(const gemv_args &a, const floa
  * above and with the staged norm: at batch 1 on H100 three gave 286.6 / 285.5 tok/s
  * against 283.5 / 282.6 (Qwen3-8B, one call), at 16 rows the spills cost 11 %.
  * UW: chunks per iteration instead of the default (whole_slab). */
-template <int MT, int NT, bool NORM, int UW = 0>
+template <int MT, int NT, bool NORM, int UW = 0, int H = 2>
 __global__ void __launch_bounds__(kWarps * 32, NT == 1 && !NORM && !UW ? 3 : 2)
     gemv_e4m3_kernel(const gemv_args a)
 {
-    /* chunks per iteration: 128 weight bytes in flight per thread, fewer where the wide
-     * activation tiles (rows > 16) need the registers */
-    constexpr int U = UW ? UW : MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : 4 / MT;
+    /* chunks per iteration: 128 weight bytes in flight per thread (twice the chunks with
+     * 8-channel tiles), fewer where the wide activation tiles (rows > 16) need the
+     * registers */
+    constexpr int U =
+        UW ? UW : (MT * NT >= 8 ? 1 : MT * NT == 4 && NT == 4 ? 2 : 4 / MT) * (2 / H);
     const int warp = threadIdx.x >> 5, t = threadIdx.x & 3;
     const int K = a.K;
-    const int c0 = a.glu ? blockIdx.x * 16 : blockIdx.x * 16 * MT;
+    const int c0 = a.glu ? blockIdx.x * 8 * H : blockIdx.x * 8 * H * MT;
 
     const uint8_t *wrow[MT][2];
     bool wok[MT][2];
-    gemv_weight_rows<MT>(wrow, wok, a, c0);
+    gemv_weight_rows<MT, H>(wrow, wok, a, c0);
     const int nfull = K >> 6;
     int c = warp;
 
@@ -430,8 +436,8 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 1 && !NORM && !UW ? 3 : 2)
     uint4 wv0[U][MT][2];
     const bool early = c + (U - 1) * kWarps < nfull;
     if (early)
-        gemv_load_iter<MT, NT, U>(wv0, wrow, wok, c);
-    gemv_early ep = gemv_early_const<MT, NT>(a, c0);
+        gemv_load_iter<MT, NT, U, H>(wv0, wrow, wok, c);
+    gemv_early ep = gemv_early_const<MT, NT, H>(a, c0);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     if (a.prefetch > 0 && threadIdx.x < 16 * MT && !a.glu && c0 + (int)threadIdx.x < a.N) {
@@ -446,7 +452,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 1 && !NORM && !UW ? 3 : 2)
     float ss_part[8];
     if (a.ss_in)
         gemv_ss_load(a, ss_part);
-    gemv_early_res<NT>(a, ep, c0);
+    gemv_early_res<NT, H>(a, ep, c0);
 
     extern __shared__ uint4 stage_raw[];
     uint16_t *const xs = reinterpret_cast<uint16_t *>(stage_raw);
@@ -469,7 +475,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 1 && !NORM && !UW ? 3 : 2)
      * this one's mma) measured 5-30% slower on H100 (bench/RESULTS.md, 2026-11-25). */
     for (; c + (U - 1) * kWarps < nfull; c += U * kWarps) {
         uint4 wv[U][MT][2];
-        gemv_load_iter<MT, NT, U>(wv, wrow, wok, c);
+        gemv_load_iter<MT, NT, U, H>(wv, wrow, wok, c);
 #pragma unroll
         for (int u = 0; u < U; u++)
             gemv_chunk<MT, NT, NORM>(acc, wv[u], xrow, xok, true, (size_t)(c + u * kWarps) * 64);
@@ -490,7 +496,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 1 && !NORM && !UW ? 3 : 2)
     }
 
     __shared__ float red[kWarps * MT * NT * 4 * 32];
-    gemv_reduce_store<MT, NT, NORM>(a, acc, red, inv_rms, c0, ss_part, ep);
+    gemv_reduce_store<MT, NT, NORM, H>(a, acc, red, inv_rms, c0, ss_part, ep);
 }
 
 /* A residual GEMV up to 8 rows whose block's whole slab (16 rows of K <= 4096 bytes) fits
@@ -512,11 +518,25 @@ int n_tiles_for(int rows)
     return rows <= 8 ? 1 : rows <= 16 ? 2 : rows <= 32 ? 4 : 8;
 }
 
+/* The glu GEMV up to 8 rows (gate_up) takes 8-channel tiles (a gate and an up tile of 8
+ * rows each, the mma rows g + 8 zero): twice the blocks, each half as long, so that the
+ * grid's last blocks, which start as the first ones finish at uneven times, end sooner.
+ * With 16-channel tiles Qwen3-8B's gate_up is 768 blocks, under two waves of three a
+ * multiprocessor, and took ~42 us for 101 MB (80 % of the copy bandwidth) in a batch-1
+ * step. H100, one call: 296.4 / 296.4 / 296.4 vs 289.7 / 291.0 / 291.0 tok/s at batch 1,
+ * 1135 vs 1124 at 4. (The residual GEMV of down, 256 blocks in one wave, lost with them:
+ * 280.5 vs 290.3; 32-channel glu tiles, one wave of 384 blocks: 282.3 vs 291.4.) */
+bool half_tiles(const gemv_args &a, int mt, int nt)
+{
+    return a.glu && mt == 2 && nt == 1 && !a.norm_w;
+}
+
 template <int MT, int NT>
 cudaError_t launch(const gemv_args &a, bool overlap, cudaStream_t stream)
 {
     cudaLaunchConfig_t lc = {};
-    const int ch = a.glu ? a.N / 2 : a.N, per = a.glu ? 16 : 16 * MT;
+    const bool half = half_tiles(a, MT, NT);
+    const int ch = a.glu ? a.N / 2 : a.N, per = (half ? 8 : 16) * (a.glu ? 1 : MT);
     lc.gridDim = dim3((unsigned)((ch + per - 1) / per));
     lc.blockDim = dim3(kWarps * 32);
     lc.stream = stream;
@@ -534,6 +554,10 @@ cudaError_t launch(const gemv_args &a, bool overlap, cudaStream_t stream)
             return e;
         lc.dynamicSmemBytes = stage;
         return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<MT, 1, true>, a);
+    }
+    if constexpr (MT == 2 && NT == 1) {
+        if (half)
+            return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<2, 1, false, 0, 1>, a);
     }
     if constexpr (MT == 1 && NT == 1) {
         if (whole_slab(a))
