@@ -416,9 +416,17 @@ __device__ __forceinline__ void qk_front_prep(qk_front<G> &f, const attn_args &a
     }
 }
 
+/* The step's token's k and v rows as the front wrote them to the cache, for the block's
+ * first tile, loaded before the front ran (4-byte words: lane l's dims 4l..4l+3). */
+struct qk_newest {
+    uint32_t k[kQkHeadDim / 4], v[kQkHeadDim / 4];
+    float ks, vs;
+};
+
 template <int G>
 __device__ __forceinline__ void qk_front_run(const qk_front<G> &f, const attn_args &a, int s,
-                                             int kvh, uint16_t (*q_s)[kQkHeadDim])
+                                             int kvh, uint16_t (*q_s)[kQkHeadDim],
+                                             qk_newest &nw)
 {
     const int warp = threadIdx.x >> 5, heads = a.n_heads + 2 * a.n_kv;
     uint2 raw[qk_front<G>::kTasks]; /* every task's row requested before any is used */
@@ -437,13 +445,166 @@ __device__ __forceinline__ void qk_front_run(const qk_front<G> &f, const attn_ar
             continue;
         float v[4];
         fp8_qk_apply(v, raw[i], task <= G, f.lane[i], a.eps);
-        if (task < G)
+        if (task < G) {
             *reinterpret_cast<uint2 *>(&q_s[task][4 * (threadIdx.x & 31)]) = fp8_qk_bf16x4(v);
-        else if (f.slot >= 0 && f.slot < a.n_slots_total)
-            fp8_qk_store_kv(v, task == G ? a.k_out : a.v_out, task == G ? a.ks_out : a.vs_out,
-                            (size_t)f.slot * a.n_kv + kvh);
+        } else if (f.slot >= 0 && f.slot < a.n_slots_total) {
+            const int lane = threadIdx.x & 31;
+            const size_t h = (size_t)f.slot * a.n_kv + kvh;
+            float scale;
+            const uint32_t packed = fp8_qk_kv_e4m3(v, scale);
+            (task == G ? nw.k : nw.v)[lane] = packed;
+            *reinterpret_cast<uint32_t *>((task == G ? a.k_out : a.v_out) + h * kQkHeadDim +
+                                          4 * lane) = packed;
+            if (lane == 0) {
+                (task == G ? a.ks_out : a.vs_out)[h] = scale;
+                (task == G ? nw.ks : nw.vs) = scale;
+            }
+        }
     }
     __syncthreads();
+}
+
+/* One warp's tile of 16 tokens: K rows base + 8 nt + g (16 bytes a lane per 64 dims), and
+ * for the columns base + {2t, 2t+1, 2t+8, 2t+9} (ci) the V bytes of dims 4g + 32q.., the
+ * scales and whether the token exists; the slots they came from (-1: none). */
+template <int HD>
+struct attn_tile {
+    uint4 kv[2][HD / 64];
+    uint32_t vw[4][HD / 32];
+    float ks[4], vs[4];
+    bool ok[4];
+    long long k_slot[2], v_slot[4];
+};
+
+template <int HD>
+__device__ __forceinline__ void attn_tile_load(attn_tile<HD> &x, const attn_args &a,
+                                               const int32_t *bt, int base, int t1, int kvh)
+{
+    constexpr int KC = HD / 64, NQ = HD / 32;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    /* K rows: tokens base + 8 nt + g; columns (scales, V, P): base + {2t, 2t+1, 2t+8, 2t+9} */
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+        const long long sl = token_slot(a, bt, base + 8 * nt + g, t1);
+        const uint8_t *kp = a.k + ((size_t)sl * a.n_kv + kvh) * HD + 16 * t;
+#pragma unroll
+        for (int kc = 0; kc < KC; kc++)
+            x.kv[nt][kc] = sl >= 0 ? *reinterpret_cast<const uint4 *>(kp + kc * 64)
+                                 : make_uint4(0, 0, 0, 0);
+        x.k_slot[nt] = sl;
+    }
+#pragma unroll
+    for (int ci = 0; ci < 4; ci++) {
+        const int tok = base + 2 * t + (ci & 1) + 8 * (ci >> 1);
+        const long long sl = token_slot(a, bt, tok, t1);
+        x.v_slot[ci] = sl;
+        x.ok[ci] = sl >= 0;
+        const size_t h = (size_t)(x.ok[ci] ? sl : 0) * a.n_kv + kvh;
+        const uint8_t *vp = a.v + h * HD + 4 * g;
+#pragma unroll
+        for (int q = 0; q < NQ; q++)
+            x.vw[ci][q] = x.ok[ci] ? *reinterpret_cast<const uint32_t *>(vp + 32 * q) : 0u;
+        x.ks[ci] = x.ok[ci] ? a.k_scale[h] : 0.0f;
+        x.vs[ci] = x.ok[ci] ? a.v_scale[h] : 0.0f;
+    }
+}
+
+/* The rows of the slot the front wrote (the step's token), as it wrote them (qk_newest),
+ * in place of the cache's bytes loaded before it ran. */
+template <int HD>
+__device__ __forceinline__ void attn_tile_newest(attn_tile<HD> &x, const qk_newest &nw,
+                                                 long long slot)
+{
+    constexpr int KC = HD / 64, NQ = HD / 32;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+        if (x.k_slot[nt] == slot)
+#pragma unroll
+            for (int kc = 0; kc < KC; kc++)
+                x.kv[nt][kc] = *reinterpret_cast<const uint4 *>(&nw.k[4 * t + 16 * kc]);
+#pragma unroll
+    for (int ci = 0; ci < 4; ci++)
+        if (x.v_slot[ci] == slot) {
+#pragma unroll
+            for (int q = 0; q < NQ; q++)
+                x.vw[ci][q] = nw.v[g + 8 * q];
+            x.ks[ci] = nw.ks;
+            x.vs[ci] = nw.vs;
+        }
+}
+
+/* The online softmax and P V of one tile for the warp's heads (rows g < G of qa). */
+template <int HD>
+__device__ __forceinline__ void attn_tile_step(const attn_tile<HD> &x,
+                                               const uint32_t (&qa)[HD / 64][4][2], float &m,
+                                               float &l, float (&o)[HD / 32][4][4],
+                                               float qk_scale_log2)
+{
+    constexpr int KC = HD / 64, NQ = HD / 32;
+    float sc[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            sc[nt][e] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < KC; kc++) {
+            const uint32_t kw[4] = {x.kv[nt][kc].x, x.kv[nt][kc].y, x.kv[nt][kc].z, x.kv[nt][kc].w};
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                uint32_t lo, hi;
+                fp8_e4m3x4_to_bf16x2(kw[jj], lo, hi);
+                /* rows g + 8 of A are zero: at most 8 query heads */
+                fp8_mma_bf16_16816(sc[nt], qa[kc][jj][0], 0u, qa[kc][jj][1], 0u, lo, hi);
+            }
+        }
+    }
+    /* head g, column tokens ci = (2t, 2t+1, 2t+8, 2t+9): C elements (nt, e) = (ci >> 1, ci & 1) */
+    float p[4];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int ci = 0; ci < 4; ci++) {
+        p[ci] = x.ok[ci] ? sc[ci >> 1][ci & 1] * x.ks[ci] * qk_scale_log2 : -INFINITY;
+        mx = fmaxf(mx, p[ci]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    /* no valid token so far (a tile of bad block-table entries): nothing to add, and
+     * no -inf - -inf; branch-free so the whole warp stays on the mma path */
+    const float m_new = fmaxf(m, mx);
+    const bool none = m_new == -INFINITY;
+    const float corr = none ? 1.0f : exp2f(m - m_new);
+    m = m_new;
+    float psum = 0.0f;
+#pragma unroll
+    for (int ci = 0; ci < 4; ci++) {
+        p[ci] = none ? 0.0f : exp2f(p[ci] - m);
+        psum += p[ci];
+    }
+    l = l * corr + psum;
+    if (corr != 1.0f) {
+#pragma unroll
+        for (int q = 0; q < NQ; q++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    o[q][j][e] *= corr;
+    }
+    const uint32_t pa0 = fp8_pack_bf16x2(p[0] * x.vs[0], p[1] * x.vs[1]);
+    const uint32_t pa2 = fp8_pack_bf16x2(p[2] * x.vs[2], p[3] * x.vs[3]);
+#pragma unroll
+    for (int q = 0; q < NQ; q++) {
+        uint32_t b0[4], b1[4]; /* per byte j: V[tokens][dim 32q + 4g + j] */
+        fp8_e4m3x4_to_bf16x2(__byte_perm(x.vw[0][q], x.vw[1][q], 0x5410), b0[0], b0[1]);
+        fp8_e4m3x4_to_bf16x2(__byte_perm(x.vw[0][q], x.vw[1][q], 0x7632), b0[2], b0[3]);
+        fp8_e4m3x4_to_bf16x2(__byte_perm(x.vw[2][q], x.vw[3][q], 0x5410), b1[0], b1[1]);
+        fp8_e4m3x4_to_bf16x2(__byte_perm(x.vw[2][q], x.vw[3][q], 0x7632), b1[2], b1[3]);
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            fp8_mma_bf16_16816(o[q][j], pa0, 0u, pa2, 0u, b0[j], b1[j]);
+    }
 }
 
 template <int G, int HD, bool CL, bool QK>
@@ -451,7 +612,12 @@ __global__ void __launch_bounds__(kThreads)
 attn_decode_mma_kernel(const attn_args a)
 {
     static_assert(!QK || HD == kQkHeadDim, "the fused front takes head_dim 128");
-    fp8_launch_dependents();
+    /* With the front the next kernel (the o projection, whose blocks load all their weights
+     * at once) is let in only after the loop: launched at the start its loads queue ahead
+     * of this kernel's, which are all latency (H100, Qwen3-8B, with the first tile loaded
+     * before the wait: 297.4 / 296.5 / 297.1 vs 296.4 tok/s at batch 1, 4124 vs 4068 at 16). */
+    if (!QK)
+        fp8_launch_dependents();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (CL) /* this block has started; attn_cluster_finish waits for all to have */
         asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
@@ -470,12 +636,17 @@ attn_decode_mma_kernel(const attn_args a)
     if (QK)
         qk_front_prep<G>(front, a, s, kvh, t0 < t1 && t1 == len);
     const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
-    {
-        /* The warp's first tile of K, V and their scales into L2 while q/k-norm runs: only
-         * the newest token's rows are written by it, and a prefetch returns nothing, so
-         * what is read after the wait is current either way. */
-        const int base = t0 + 16 * warp;
-        const long long sk = token_slot(a, bt, base + g + 8 * (t & 1), t1);
+    /* With the front the warp's first tile is loaded before the wait (the cache's other
+     * rows are written by earlier steps; the step's token is taken from the front below),
+     * so that after the wait only the projection rows are fetched; without it, the tile
+     * is prefetched into L2. */
+    const int base0 = t0 + 16 * warp;
+    const bool early = QK && base0 < t1; /* uniform over the warp */
+    attn_tile<HD> first;
+    if (early) {
+        attn_tile_load<HD>(first, a, bt, base0, t1, kvh);
+    } else if (!QK) {
+        const long long sk = token_slot(a, bt, base0 + g + 8 * (t & 1), t1);
         if (sk >= 0) {
             const size_t h = (size_t)sk * a.n_kv + kvh;
             fp8_prefetch_l2(a.k + h * HD + (t >> 1) * 64);
@@ -487,8 +658,12 @@ attn_decode_mma_kernel(const attn_args a)
         }
     }
     fp8_grid_wait();
-    if (QK)
-        qk_front_run<G>(front, a, s, kvh, q_s);
+    __shared__ __align__(16) qk_newest newest;
+    if (QK) {
+        qk_front_run<G>(front, a, s, kvh, q_s, newest);
+        if (early && front.own_new && front.slot >= 0 && front.slot < a.n_slots_total)
+            attn_tile_newest<HD>(first, newest, front.slot);
+    }
 
     /* Q of head g (row g of A), dims permuted as the K bytes: chunk kc, k-step jj */
     uint32_t qa[KC][4][2];
@@ -520,101 +695,20 @@ attn_decode_mma_kernel(const attn_args a)
             for (int e = 0; e < 4; e++)
                 o[q][j][e] = 0.0f;
 
-    /* the loop bound is uniform over the warp: every lane reaches every shuffle and mma */
-    for (int base = t0 + 16 * warp; base < t1; base += 16 * (kThreads / 32)) {
-        /* K rows: tokens base + 8 nt + g; columns (scales, V, P): base + {2t, 2t+1, 2t+8, 2t+9} */
-        uint4 kv[2][KC];
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-            const long long sl = token_slot(a, bt, base + 8 * nt + g, t1);
-            const uint8_t *kp = a.k + ((size_t)sl * a.n_kv + kvh) * HD + 16 * t;
-#pragma unroll
-            for (int kc = 0; kc < KC; kc++)
-                kv[nt][kc] = sl >= 0 ? *reinterpret_cast<const uint4 *>(kp + kc * 64)
-                                     : make_uint4(0, 0, 0, 0);
-        }
-        uint32_t vw[4][NQ];
-        float ks[4], vs[4];
-        bool ok[4];
-#pragma unroll
-        for (int ci = 0; ci < 4; ci++) {
-            const int tok = base + 2 * t + (ci & 1) + 8 * (ci >> 1);
-            const long long sl = token_slot(a, bt, tok, t1);
-            ok[ci] = sl >= 0;
-            const size_t h = (size_t)(ok[ci] ? sl : 0) * a.n_kv + kvh;
-            const uint8_t *vp = a.v + h * HD + 4 * g;
-#pragma unroll
-            for (int q = 0; q < NQ; q++)
-                vw[ci][q] = ok[ci] ? *reinterpret_cast<const uint32_t *>(vp + 32 * q) : 0u;
-            ks[ci] = ok[ci] ? a.k_scale[h] : 0.0f;
-            vs[ci] = ok[ci] ? a.v_scale[h] : 0.0f;
-        }
-
-        float sc[2][4];
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                sc[nt][e] = 0.0f;
-#pragma unroll
-            for (int kc = 0; kc < KC; kc++) {
-                const uint32_t kw[4] = {kv[nt][kc].x, kv[nt][kc].y, kv[nt][kc].z, kv[nt][kc].w};
-#pragma unroll
-                for (int jj = 0; jj < 4; jj++) {
-                    uint32_t lo, hi;
-                    fp8_e4m3x4_to_bf16x2(kw[jj], lo, hi);
-                    /* rows g + 8 of A are zero: at most 8 query heads */
-                    fp8_mma_bf16_16816(sc[nt], qa[kc][jj][0], 0u, qa[kc][jj][1], 0u, lo, hi);
-                }
-            }
-        }
-        /* head g, column tokens ci = (2t, 2t+1, 2t+8, 2t+9): C elements (nt, e) = (ci >> 1, ci & 1) */
-        float p[4];
-        float mx = -INFINITY;
-#pragma unroll
-        for (int ci = 0; ci < 4; ci++) {
-            p[ci] = ok[ci] ? sc[ci >> 1][ci & 1] * ks[ci] * a.qk_scale_log2 : -INFINITY;
-            mx = fmaxf(mx, p[ci]);
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        /* no valid token so far (a tile of bad block-table entries): nothing to add, and
-         * no -inf - -inf; branch-free so the whole warp stays on the mma path */
-        const float m_new = fmaxf(m, mx);
-        const bool none = m_new == -INFINITY;
-        const float corr = none ? 1.0f : exp2f(m - m_new);
-        m = m_new;
-        float psum = 0.0f;
-#pragma unroll
-        for (int ci = 0; ci < 4; ci++) {
-            p[ci] = none ? 0.0f : exp2f(p[ci] - m);
-            psum += p[ci];
-        }
-        l = l * corr + psum;
-        if (corr != 1.0f) {
-#pragma unroll
-            for (int q = 0; q < NQ; q++)
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        o[q][j][e] *= corr;
-        }
-        const uint32_t pa0 = fp8_pack_bf16x2(p[0] * vs[0], p[1] * vs[1]);
-        const uint32_t pa2 = fp8_pack_bf16x2(p[2] * vs[2], p[3] * vs[3]);
-#pragma unroll
-        for (int q = 0; q < NQ; q++) {
-            uint32_t b0[4], b1[4]; /* per byte j: V[tokens][dim 32q + 4g + j] */
-            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x5410), b0[0], b0[1]);
-            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[0][q], vw[1][q], 0x7632), b0[2], b0[3]);
-            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x5410), b1[0], b1[1]);
-            fp8_e4m3x4_to_bf16x2(__byte_perm(vw[2][q], vw[3][q], 0x7632), b1[2], b1[3]);
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                fp8_mma_bf16_16816(o[q][j], pa0, 0u, pa2, 0u, b0[j], b1[j]);
-        }
+    /* the loop bound is uniform over the warp: every lane reaches every mma */
+    int base = base0;
+    if (early) {
+        attn_tile_step<HD>(first, qa, m, l, o, a.qk_scale_log2);
+        base += 16 * (kThreads / 32);
+    }
+    for (; base < t1; base += 16 * (kThreads / 32)) {
+        attn_tile<HD> x;
+        attn_tile_load<HD>(x, a, bt, base, t1, kvh);
+        attn_tile_step<HD>(x, qa, m, l, o, a.qk_scale_log2);
     }
     __syncwarp();
+    if (QK)
+        fp8_launch_dependents();
 
     /* l is split over the 4 lanes of a head; m is already uniform across them */
     l += __shfl_xor_sync(0xffffffffu, l, 1);
