@@ -69,11 +69,28 @@ struct graph_key {
     int32_t n_tokens, n_seqs, n_logit_rows, block_size;
 };
 
+/* A decode graph's draw (the sample op captured with the step): its logits and shape. */
+struct graph_draw {
+    bool on;
+    const float *logits;
+    int32_t rows, vocab;
+};
+
 struct graph_entry {
     graph_key key;
     cudaGraphExec_t exec;
     size_t bytes; /* what instantiating it took (cudaMemGetInfo) */
+    graph_draw draw;
 };
+
+/* Mapped pinned bytes for a draw inside a decode graph: [ids | rows | penalty ids] */
+constexpr size_t kGraphDrawBytes = 1 << 20;
+
+/* Where a draw of n rows keeps its rows in those bytes (after the ids). */
+size_t draw_rows_at(int32_t n)
+{
+    return ((size_t)n * sizeof(int32_t) + 63) & ~(size_t)63;
+}
 
 enum step_mode { MODE_EAGER, MODE_CAPTURE, MODE_REPLAY };
 
@@ -130,7 +147,15 @@ struct cuda_ctx {
     size_t samp_cap;        /* bytes of each */
     cudaEvent_t samp_done;  /* the last launch's copies have completed */
     bool samp_pending;      /* a call waits for the graph launch */
-    bool samp_mirror;       /* h_samp + samp_used holds samp_rows ids of samp_ids */
+    bool samp_mirror;       /* samp_mirror_ids holds samp_rows ids of samp_ids */
+    const int32_t *samp_mirror_ids;
+    /* The draw of a decode step inside its graph: the op writes the step's rows into
+     * mapped pinned memory (h_draw, the device's alias d_draw) before the graph is
+     * launched; the captured kernel reads them from there and writes the ids there, where
+     * tensor_get reads them: no copies, no launch after the graph. */
+    void *h_draw, *d_draw;
+    graph_draw cap_draw; /* the capture in progress */
+    bool step_drawn;     /* this step's draw is its graph's */
     int32_t *samp_ids;
     float *samp_logits;
     int32_t samp_rows, samp_vocab;
@@ -674,7 +699,7 @@ int cuda_tensor_get(struct fp8_backend *be, const struct fp8_tensor *t, void *da
         /* The draws are already on their way to pinned memory: no second copy. */
         int rc = fp8_cuda_check(cudaStreamSynchronize(c->stream), err, "tensor_get");
         if (rc == 0)
-            memcpy(data, (char *)c->h_samp + c->samp_used, fp8_tensor_nbytes(t));
+            memcpy(data, c->samp_mirror_ids, fp8_tensor_nbytes(t));
         return rc;
     }
     int rc = copy_sync(c, data, t->data, fp8_tensor_nbytes(t), cudaMemcpyDeviceToHost, err,
@@ -933,6 +958,7 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
     c->have_step = true;
     c->mode = MODE_EAGER;
     c->samp_mirror = false;
+    c->step_drawn = false;
     if (decode && !be->enforce_eager) {
         c->key = {b->n_tokens, b->n_seqs, n_logit_rows, b->block_size};
         for (int i = 0; i < c->n_graphs; i++)
@@ -948,6 +974,7 @@ int cuda_step_begin(struct fp8_backend *be, const struct fp8_batch *b, const int
             if (rc < 0)
                 return rc;
             c->mode = MODE_CAPTURE;
+            c->cap_draw = {};
         }
     }
     return 0;
@@ -996,6 +1023,7 @@ void sample_launch(struct fp8_backend *be)
             &e))
         return;
     c->samp_mirror = true;
+    c->samp_mirror_ids = h_ids;
 }
 
 /* Ends this rank's part in the group: its communicator aborted (which releases a kernel
@@ -1091,12 +1119,22 @@ int cuda_sync(struct fp8_backend *be, struct fp8_err *err)
             ge->key = c->key;
             ge->exec = exec;
             ge->bytes = free0 > free1 ? free0 - free1 : 0;
+            ge->draw = c->cap_draw;
             c->graph_bytes += ge->bytes;
             c->replay = c->n_graphs++;
             be->n_graph_captures++;
         } else if (exec) {
             cudaGraphExecDestroy(exec);
         }
+    }
+    if (c->mode == MODE_REPLAY && c->graphs[c->replay].draw.on && !c->step_drawn) {
+        /* A step without a draw replays a graph with one: the last rows stay, without
+         * their penalties (which the kernel applies to the logits in place). */
+        const graph_draw &d = c->graphs[c->replay].draw;
+        struct fp8_sample_row *r =
+            (struct fp8_sample_row *)((char *)c->h_draw + draw_rows_at(d.rows));
+        for (int32_t i = 0; i < d.rows; i++)
+            r[i].n_pen = 0;
     }
     if ((c->mode == MODE_CAPTURE || c->mode == MODE_REPLAY) && !c->err_code) {
         rc = fp8_cuda_check(cudaGraphLaunch(c->graphs[c->replay].exec, c->stream), &e,
@@ -1717,8 +1755,46 @@ void cuda_softcap(struct fp8_backend *be, struct fp8_tensor *x, float cap)
     launched(be, "softcap");
 }
 
+/* A decode step's draw inside its graph, where it fits kGraphDrawBytes and (replaying)
+ * the graph was captured with the same draw: the rows and penalty ids written into the
+ * mapped buffer, the kernel captured (reading them at each launch). False: stage it. */
+bool sample_in_graph(struct fp8_backend *be, const float *logits, int32_t n, int32_t v,
+                     const struct fp8_sample_row *rows, size_t rb, const int32_t *pen_ids,
+                     size_t pb, int32_t *ids)
+{
+    cuda_ctx *c = ctx_of(be);
+    const size_t ids_b = draw_rows_at(n);
+    if ((c->mode != MODE_CAPTURE && c->mode != MODE_REPLAY) || !c->h_draw ||
+        ids_b + rb + pb > kGraphDrawBytes)
+        return false;
+    if (c->mode == MODE_REPLAY) {
+        const graph_draw &d = c->graphs[c->replay].draw;
+        if (!d.on || d.logits != logits || d.rows != n || d.vocab != v)
+            return false;
+    }
+    char *h = (char *)c->h_draw, *d = (char *)c->d_draw;
+    memcpy(h + ids_b, rows, rb);
+    if (pb)
+        memcpy(h + ids_b + rb, pen_ids, pb);
+    if (c->mode == MODE_CAPTURE) {
+        struct fp8_err e;
+        if (!ok(be, fp8_cuda_sample((int32_t *)d, (float *)logits,
+                                    (const struct fp8_sample_row *)(d + ids_b),
+                                    (const int32_t *)(d + ids_b + rb), n, v, c->stream, &e),
+                &e))
+            return true;
+        c->cap_draw = {true, logits, n, v};
+    }
+    c->samp_ids = ids;
+    c->samp_rows = n;
+    c->samp_mirror = true;
+    c->samp_mirror_ids = (const int32_t *)h;
+    c->step_drawn = true;
+    return true;
+}
+
 /* Stages rows and their penalty ids, then draws now, or after the graph when the step is
- * captured or replayed. */
+ * captured or replayed (unless the graph draws itself: sample_in_graph). */
 void cuda_sample(struct fp8_backend *be, struct fp8_tensor *logits,
                  const struct fp8_sample_row *rows, const int32_t *pen_ids,
                  struct fp8_tensor *ids)
@@ -1739,6 +1815,9 @@ void cuda_sample(struct fp8_backend *be, struct fp8_tensor *logits,
     if (!ok(be, fp8_sample_rows_check(rows, n, pen_ids, v, &n_pen, &e), &e))
         return;
     const size_t rb = (size_t)n * sizeof(*rows), pb = (size_t)n_pen * sizeof(int32_t);
+    if (sample_in_graph(be, (const float *)logits->data, (int32_t)n, (int32_t)v, rows, rb,
+                        pen_ids, pb, (int32_t *)ids->data))
+        return;
     if (rb + pb > c->samp_host_cap) {
         void *p = realloc(c->samp_host, rb + pb);
         if (!p) {
@@ -1859,6 +1938,7 @@ void cuda_destroy(struct fp8_backend *be)
     cudaFreeHost(c->h_step);
     cudaFree(c->d_samp);
     cudaFreeHost(c->h_samp);
+    cudaFreeHost(c->h_draw);
     free(c->samp_host);
     if (c->samp_done)
         cudaEventDestroy(c->samp_done);
@@ -1930,7 +2010,18 @@ int create_on(int device, struct fp8_backend **out, struct fp8_err *err)
     else
         rc = fp8_cuda_check(cudaEventCreateWithFlags(&c->samp_done, cudaEventDisableTiming),
                             err, "backend cuda: sampling event");
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaHostAlloc(&c->h_draw, kGraphDrawBytes, cudaHostAllocMapped),
+                            err, "backend cuda: %zu bytes of mapped pinned memory for draws",
+                            kGraphDrawBytes);
+    if (rc == 0)
+        rc = fp8_cuda_check(cudaHostGetDevicePointer(&c->d_draw, c->h_draw, 0), err,
+                            "backend cuda: device address of the draws' pinned memory");
     if (rc < 0) {
+        if (c->h_draw)
+            cudaFreeHost(c->h_draw);
+        if (c->samp_done)
+            cudaEventDestroy(c->samp_done);
         fp8_cuda_gemm_free(c->gemm);
         cudaStreamDestroy(c->stream);
         free(be);

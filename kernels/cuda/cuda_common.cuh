@@ -126,8 +126,8 @@ static __device__ __forceinline__ void fp8_grid_wait()
  * must call fp8_grid_wait() before it touches anything an earlier kernel writes (or
  * writes anything an earlier kernel reads). */
 template <typename... KArgs, typename... Args>
-static cudaError_t fp8_cuda_launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 block,
-                                       cudaStream_t stream, Args... args)
+static cudaError_t fp8_cuda_launch_pdl_smem(void (*k)(KArgs...), dim3 grid, dim3 block,
+                                            size_t smem, cudaStream_t stream, Args... args)
 {
     int dev = 0, major = 0;
     cudaError_t e = cudaGetDevice(&dev);
@@ -138,6 +138,7 @@ static cudaError_t fp8_cuda_launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 bloc
     cudaLaunchConfig_t lc = {};
     lc.gridDim = grid;
     lc.blockDim = block;
+    lc.dynamicSmemBytes = smem;
     lc.stream = stream;
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -145,6 +146,13 @@ static cudaError_t fp8_cuda_launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 bloc
     lc.attrs = &attr;
     lc.numAttrs = major >= 9 ? 1 : 0;
     return cudaLaunchKernelEx(&lc, k, static_cast<KArgs>(args)...);
+}
+
+template <typename... KArgs, typename... Args>
+static cudaError_t fp8_cuda_launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 block,
+                                       cudaStream_t stream, Args... args)
+{
+    return fp8_cuda_launch_pdl_smem(k, grid, block, 0, stream, args...);
 }
 
 /* The gated activations of kernels.h's glu (act 0: silu, 1: PyTorch's tanh gelu), in fp32

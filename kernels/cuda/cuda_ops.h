@@ -358,9 +358,11 @@ int fp8_cuda_glu(uint16_t *y,         /* (rows, inter) bf16 */
                  struct fp8_err *err);
 
 /* kernels.h's `sample` op (struct fp8_sample_row has the contract): ids[r] = the draw
- * from row r of logits under rows[r] (device copies of the host structs), penalty ids in
- * pen (device; may be NULL when no row has penalties). Penalties are applied to logits in
- * place. One block per row; deterministic (integer sums: the same ids on every run). */
+ * from row r of logits under rows[r] (device copies of the host structs, or host memory
+ * mapped into the device), penalty ids in pen (likewise; may be NULL when no row has
+ * penalties). Penalties are applied to logits in place. One block per row; deterministic
+ * (integer sums: the same ids on every run). Launched as a programmatic dependent of the
+ * previous kernel: each block reads its row before waiting for it, nothing else. */
 struct fp8_sample_row;
 int fp8_cuda_sample(int32_t *ids,                       /* (n_rows) */
                     float *logits,                      /* (n_rows, vocab) */

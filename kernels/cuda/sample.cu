@@ -445,7 +445,10 @@ sample_kernel(int32_t *ids, float *logits, const struct fp8_sample_row *rows,
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     smem &s = *reinterpret_cast<smem *>(smem_raw);
+    /* the parameters (host memory mapped into the device when the draw is part of a
+     * decode graph) are fetched while the vocabulary projection still runs */
     const struct fp8_sample_row p = rows[blockIdx.x];
+    fp8_grid_wait();
     float *l = logits + (size_t)blockIdx.x * v;
     for (int32_t i = threadIdx.x; i < p.n_pen; i += kThreads) {
         const int32_t t = pen[p.pen_start + i]; /* distinct: no two threads share a logit */
@@ -565,9 +568,9 @@ extern "C" int fp8_cuda_sample(int32_t *ids, float *logits, const struct fp8_sam
     cudaError_t e = cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          bytes);
     if (e == cudaSuccess) {
-        sample_kernel<<<(unsigned)n_rows, kThreads, (size_t)bytes, (cudaStream_t)stream>>>(
-            ids, logits, rows, pen, vocab);
-        e = cudaGetLastError();
+        e = fp8_cuda_launch_pdl_smem(sample_kernel, dim3((unsigned)n_rows), dim3(kThreads),
+                                     (size_t)bytes, (cudaStream_t)stream, ids, logits, rows, pen,
+                                     vocab);
     }
     return fp8_cuda_check(e, err, "sample(rows=%d vocab=%d)", (int)n_rows, (int)vocab);
 }

@@ -3,8 +3,9 @@
  * - Decode graphs are captured at init, one per batch-size bucket (8 sequences: 8, 4, 2,
  *   1), and a serving run whose decode batches take every size from 1 to 8 (requests
  *   arriving and finishing at different steps, prefills mixed in) captures none after
- *   that (the backend's capture counter), while its outputs, greedy and seeded-sampled,
- *   equal the same run with --enforce-eager token for token.
+ *   that (the backend's capture counter), while its outputs, greedy and seeded-sampled
+ *   (some with repetition and presence penalties; in graph mode the draws run inside the
+ *   graphs), equal the same run with --enforce-eager token for token.
  * - Memory accounting: the backend's weight and KV classes equal the bytes computed here
  *   from the config by hand, and everything it counts fits in what cudaMemGetInfo says
  *   the device uses. */
@@ -56,7 +57,8 @@ static void engine_open(struct fp8_engine *e, struct fp8_backend *be)
 }
 
 /* N_REQ requests (prompt 3..17 tokens, 6..MAX_OUT new ones, every third greedy, the
- * others temperature 0.8 / top-k 40 / top-p 0.9 with their own seeds), submitted two per
+ * others temperature 0.8 / top-k 40 / top-p 0.9 with their own seeds, every third of all
+ * with repetition penalty 1.3 and presence penalty 0.5), submitted two per
  * step from step 0; out[i] gets request i's tokens. Records which decode batch sizes ran. */
 static void serve(struct fp8_engine *e, int32_t (*out)[MAX_OUT], int32_t *n_out,
                   bool *sizes_seen)
@@ -73,7 +75,9 @@ static void serve(struct fp8_engine *e, int32_t (*out)[MAX_OUT], int32_t *n_out,
                 prompt[t] = 3 + (i * 31 + t * 7) % (vocab - 3);
             struct fp8_req_params rp = {
                 .sampling = {.temperature = i % 3 ? 0.8f : 0.0f, .top_p = i % 3 ? 0.9f : 1.0f,
-                             .top_k = i % 3 ? 40 : 0, .repetition_penalty = 1.0f,
+                             .top_k = i % 3 ? 40 : 0,
+                             .repetition_penalty = i % 3 == 2 ? 1.3f : 1.0f,
+                             .presence_penalty = i % 3 == 2 ? 0.5f : 0.0f,
                              .seed = 1000 + (uint64_t)i},
                 .max_tokens = 6 + (i * 11) % (MAX_OUT - 6),
                 .ignore_eos = true,

@@ -35,6 +35,12 @@
  *   128 Qwen3's (the same flat N(0, 0.02) logits). For all three synthetic models the
  *   graph and eager logits must be bit-identical; greedy generation too (gemma3 head_dim
  *   256).
+ * - A decode graph draws inside itself (the sample op captured with penalties): on
+ *   qwen3-tiny, steps that draw (temperature 0.8, repetition and presence penalties over
+ *   the history) alternate with steps that only return logits, of the same shape, so the
+ *   graph captured with a draw is replayed without one; the draws and the logits must be
+ *   bit-identical to eager mode (the draw applies penalties to the logits in place: a
+ *   replay that kept the last step's would change them).
  * - Qwen3-MoE fails at load on cuda with a message naming what is missing. */
 #include <errno.h>
 #include <jansson.h>
@@ -547,6 +553,80 @@ static void test_greedy_graph_tiny(void **state)
     greedy_case(load_golden, "qwen3-tiny", 256);
 }
 
+/* One single-token step of sequence 0 (blocks of the greedy schedule's table) at p0:
+ * logits into logits, or with row a draw into *id (pen: the distinct history). */
+static void draw_or_logits_step(struct fp8_model *m, int32_t tok, int32_t p0,
+                                const struct fp8_sample_row *row, const int32_t *pen,
+                                float *logits, int32_t *id)
+{
+    int32_t table[32];
+    for (int i = 0; i < 32; i++)
+        table[i] = 31 - i;
+    int32_t pos = p0, slot = table[p0 / BLOCK] * BLOCK + p0 % BLOCK, seq_start[2] = {0, 1},
+            seq_len = p0 + 1;
+    uint8_t want = 1;
+    struct fp8_batch b = {
+        .n_tokens = 1, .tokens = &tok, .positions = &pos, .slots = &slot, .n_seqs = 1,
+        .seq_start = seq_start, .seq_len = &seq_len, .block_table = table,
+        .max_blocks_per_seq = 32, .block_size = BLOCK, .want_logits = &want,
+    };
+    struct fp8_err err = {{0}};
+    int rc = row ? fp8_model_forward_sample(m, &b, row, pen, id, &err)
+                 : fp8_model_forward(m, &b, logits, &err);
+    if (rc != 1)
+        fail_msg("step at %d: %s", p0, err.msg);
+}
+
+static void test_draw_in_graph(void **state)
+{
+    (void)state;
+    if (!have_gpu())
+        skip();
+    const int32_t vocab = 256;
+    struct fp8_backend *eb = backend("cuda", true), *gb = backend("cuda", false);
+    struct fp8_model *em = load_golden(eb, "qwen3-tiny"), *gm = load_golden(gb, "qwen3-tiny");
+    float *le = malloc((size_t)vocab * sizeof(float)), *lg = malloc((size_t)vocab * sizeof(float));
+    bool seen[256] = {false};
+    int32_t pen[64], n_pen = 0, tok = 7, draws = 0, logit_steps = 0;
+    for (int32_t p0 = 0; p0 < 48; p0++) {
+        if (!seen[tok]) {
+            seen[tok] = true;
+            pen[n_pen++] = tok;
+        }
+        if (p0 % 2 == 0) {
+            const struct fp8_sample_row row = {
+                .temperature = 0.8f, .top_p = 1.0f, .repetition_penalty = 1.3f,
+                .presence_penalty = 0.5f, .seed = 42, .step = (uint32_t)p0, .pen_start = 0,
+                .n_pen = n_pen, .n_pen_gen = n_pen};
+            int32_t ide = -1, idg = -2;
+            draw_or_logits_step(em, tok, p0, &row, pen, NULL, &ide);
+            draw_or_logits_step(gm, tok, p0, &row, pen, NULL, &idg);
+            assert_int_equal(ide, idg);
+            tok = ide;
+            draws++;
+        } else {
+            draw_or_logits_step(em, tok, p0, NULL, NULL, le, NULL);
+            draw_or_logits_step(gm, tok, p0, NULL, NULL, lg, NULL);
+            assert_memory_equal(le, lg, (size_t)vocab * sizeof(float));
+            int32_t best = 0;
+            for (int32_t i = 1; i < vocab; i++)
+                if (le[i] > le[best])
+                    best = i;
+            tok = best;
+            logit_steps++;
+        }
+    }
+    printf("qwen3-tiny: %d draws with penalties and %d logits steps, eager == graph (%lld "
+           "graph captures)\n", draws, logit_steps, (long long)gb->n_graph_captures);
+    assert_true(gb->n_graph_captures >= 1);
+    free(le);
+    free(lg);
+    fp8_model_free(em);
+    fp8_model_free(gm);
+    fp8_backend_free(eb);
+    fp8_backend_free(gb);
+}
+
 static void test_moe_refused(void **state)
 {
     (void)state;
@@ -579,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_greedy_graph_hd128),
         cmocka_unit_test(test_greedy_graph_tiny),
         cmocka_unit_test(test_greedy_graph_gemma3),
+        cmocka_unit_test(test_draw_in_graph),
         cmocka_unit_test(test_moe_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
