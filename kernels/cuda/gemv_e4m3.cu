@@ -518,17 +518,19 @@ int n_tiles_for(int rows)
     return rows <= 8 ? 1 : rows <= 16 ? 2 : rows <= 32 ? 4 : 8;
 }
 
-/* The glu GEMV up to 8 rows (gate_up) takes 8-channel tiles (a gate and an up tile of 8
- * rows each, the mma rows g + 8 zero): twice the blocks, each half as long, so that the
- * grid's last blocks, which start as the first ones finish at uneven times, end sooner.
- * With 16-channel tiles Qwen3-8B's gate_up is 768 blocks, under two waves of three a
- * multiprocessor, and took ~42 us for 101 MB (80 % of the copy bandwidth) in a batch-1
- * step. H100, one call: 296.4 / 296.4 / 296.4 vs 289.7 / 291.0 / 291.0 tok/s at batch 1,
- * 1135 vs 1124 at 4. (The residual GEMV of down, 256 blocks in one wave, lost with them:
- * 280.5 vs 290.3; 32-channel glu tiles, one wave of 384 blocks: 282.3 vs 291.4.) */
+/* Up to 8 rows the glu GEMV (gate_up) and the fp32 one (the vocabulary projection) take
+ * 8-channel tiles (8 weight rows a tile, the mma rows g + 8 zero): twice the blocks, each
+ * half as long, so that the grid's last blocks, which start as the first ones finish at
+ * uneven times, end sooner. With 16-channel tiles Qwen3-8B's gate_up is 768 blocks, under
+ * two waves of three a multiprocessor, and took ~42 us for 101 MB (80 % of the copy
+ * bandwidth) in a batch-1 step. H100, one call each: gate_up 296.4 / 296.4 / 296.4 vs
+ * 289.7 / 291.0 / 291.0 tok/s at batch 1, 1135 vs 1124 at 4; lm_head 299.6 / 299.8 /
+ * 299.5 vs 299.2 / 297.6 / 298.6. (The residual GEMV of down, 256 blocks in one wave,
+ * lost with them: 280.5 vs 290.3; 32-channel glu tiles, one wave of 384 blocks: 282.3 vs
+ * 291.4.) */
 bool half_tiles(const gemv_args &a, int mt, int nt)
 {
-    return a.glu && mt == 2 && nt == 1 && !a.norm_w;
+    return nt == 1 && !a.norm_w && ((a.glu && mt == 2) || (a.out_f32 && mt == 1));
 }
 
 template <int MT, int NT>
@@ -560,6 +562,8 @@ cudaError_t launch(const gemv_args &a, bool overlap, cudaStream_t stream)
             return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<2, 1, false, 0, 1>, a);
     }
     if constexpr (MT == 1 && NT == 1) {
+        if (half)
+            return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<1, 1, false, 0, 1>, a);
         if (whole_slab(a))
             return cudaLaunchKernelEx(&lc, gemv_e4m3_kernel<1, 1, false, kWholeChunks>, a);
     }
