@@ -448,17 +448,11 @@ __device__ __forceinline__ void qk_front_run(const qk_front<G> &f, const attn_ar
         if (task < G) {
             *reinterpret_cast<uint2 *>(&q_s[task][4 * (threadIdx.x & 31)]) = fp8_qk_bf16x4(v);
         } else if (f.slot >= 0 && f.slot < a.n_slots_total) {
-            const int lane = threadIdx.x & 31;
-            const size_t h = (size_t)f.slot * a.n_kv + kvh;
             float scale;
-            const uint32_t packed = fp8_qk_kv_e4m3(v, scale);
-            (task == G ? nw.k : nw.v)[lane] = packed;
-            *reinterpret_cast<uint32_t *>((task == G ? a.k_out : a.v_out) + h * kQkHeadDim +
-                                          4 * lane) = packed;
-            if (lane == 0) {
-                (task == G ? a.ks_out : a.vs_out)[h] = scale;
-                (task == G ? nw.ks : nw.vs) = scale;
-            }
+            (task == G ? nw.k : nw.v)[threadIdx.x & 31] =
+                fp8_qk_store_kv(v, task == G ? a.k_out : a.v_out, task == G ? a.ks_out : a.vs_out,
+                                (size_t)f.slot * a.n_kv + kvh, scale);
+            (task == G ? nw.ks : nw.vs) = scale;
         }
     }
     __syncthreads();

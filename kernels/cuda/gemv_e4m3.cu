@@ -101,7 +101,8 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[MT][NT][4], const uint4 
 }
 
 /* One full iteration: U chunks of 64 in-dims starting at chunk c (c + (U-1) * kWarps must
- * be < nfull). */
+ * be < nfull). h < H is known at compile time: the second row of an 8-channel tile (H = 1)
+ * is a constant zero, no load and no registers. */
 template <int MT, int NT, int U, int H>
 __device__ __forceinline__ void gemv_load_iter(uint4 (&wv)[U][MT][2],
                                                const uint8_t *const (&wrow)[MT][2],

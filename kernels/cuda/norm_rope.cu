@@ -140,8 +140,9 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kv_kernel(const qk_args a)
         return;
     const bool is_k = hs < a.n_heads + a.n_kv;
     const int kvh = is_k ? hs - a.n_heads : hs - a.n_heads - a.n_kv;
+    float scale;
     fp8_qk_store_kv(v, is_k ? a.k_cache : a.v_cache, is_k ? a.k_scale : a.v_scale,
-                    (size_t)slot * a.n_kv + kvh);
+                    (size_t)slot * a.n_kv + kvh, scale);
 }
 
 __global__ void glu_kernel(uint16_t *y, const uint16_t *gu, int rows, int inter, int act)

@@ -74,10 +74,13 @@ static __device__ __forceinline__ uint2 fp8_qk_bf16x4(const float (&v)[4])
     return make_uint2(fp8_pack_bf16x2(v[0], v[1]), fp8_pack_bf16x2(v[2], v[3]));
 }
 
-/* The lane's 4 values of a head (k or v) as e4m3 bytes under the head's scale amax / 448
- * (1 when all zero, as kernels.h). Every lane takes part. */
-static __device__ __forceinline__ uint32_t fp8_qk_kv_e4m3(const float (&v)[4], float &scale)
+/* The head (k or v) into the cache row at h = slot * n_kv + kv head, e4m3 with the head's
+ * scale amax / 448 (1 when all zero, as kernels.h). Every lane takes part. Returns the
+ * lane's 4 bytes as written, and the scale in scale. */
+static __device__ __forceinline__ uint32_t fp8_qk_store_kv(const float (&v)[4], uint8_t *cache,
+                                                           float *scales, size_t h, float &scale)
 {
+    const int lane = threadIdx.x & 31;
     const float amax = fp8_warp_max(fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])),
                                           fmaxf(fabsf(v[2]), fabsf(v[3]))));
     scale = amax > 0.0f ? amax / 448.0f : 1.0f;
@@ -85,19 +88,10 @@ static __device__ __forceinline__ uint32_t fp8_qk_kv_e4m3(const float (&v)[4], f
 #pragma unroll
     for (int i = 0; i < 4; i++)
         packed |= (uint32_t)fp8_f32_to_e4m3(v[i] / scale) << (8 * i);
-    return packed;
-}
-
-/* The head (k or v) into the cache row at h = slot * n_kv + kv head. */
-static __device__ __forceinline__ void fp8_qk_store_kv(const float (&v)[4], uint8_t *cache,
-                                                       float *scales, size_t h)
-{
-    const int lane = threadIdx.x & 31;
-    float scale;
-    const uint32_t packed = fp8_qk_kv_e4m3(v, scale);
     *reinterpret_cast<uint32_t *>(cache + h * kQkHeadDim + 4 * lane) = packed;
     if (lane == 0)
         scales[h] = scale;
+    return packed;
 }
 
 #endif
